@@ -1,0 +1,35 @@
+# Two commands for a new user: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench sample-data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check datatools tests scripts
+	$(BIN)/ruff format --check datatools tests scripts
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_read.py
+
+sample-data: $(STAMP)
+	$(BIN)/python scripts/make_sample_data.py sample_data
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""The ``datatools`` command group: global options and the error boundary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from datatools import __version__
+from datatools.errors import DatatoolsError
+
+
+class UserError(click.ClickException):
+    """A :class:`DatatoolsError` shown as ``Error: <message>`` with exit status 2."""
+
+    exit_code = 2
+
+
+class DatatoolsGroup(click.Group):
+    """Turns user errors into one-line messages and Ctrl-C into exit status 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DatatoolsError as exc:
+            raise UserError(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted; rerun the same command to resume.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=DatatoolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="datatools")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-v", "--verbose", count=True, help="Log what happens (-vv for debug detail).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
+    """Turn large 2D/3D image volumes into training-ready chunked arrays.
+
+    Inputs: folders or globs of 2D TIFF slices, multi-page/OME TIFF, HDF5 (file.h5:/dataset),
+    Zarr / OME-Zarr, ITK images (.mha, .nrrd, .nii.gz). Axis order is (z, y, x); ROIs are
+    half-open [start, end) in voxels. Example:
+
+        datatools info sample_data/stack
+    """
+    ctx.obj = {"quiet": quiet}
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("datatools").setLevel(level)
+
+
+def progress_wanted() -> bool:
+    """Progress bars only when not ``--quiet`` and stderr is a terminal."""
+    ctx = click.get_current_context(silent=True)
+    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
+    return not quiet and sys.stderr.isatty()
+
+
+def _register() -> None:
+    from datatools.cli.info import info_command
+
+    cli.add_command(info_command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="datatools")

@@ -1,0 +1,127 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from datatools.errors import OptionError
+from datatools.geometry import RoiSpec
+from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+roi_options = _compose(
+    click.option(
+        "--roi",
+        "roi_text",
+        metavar="Z0:Z1,Y0:Y1,X0:X1",
+        help="Region of interest, half-open voxel ranges; open ends allowed (':100', '16:', ':').",
+    ),
+    *[
+        click.option(
+            f"--{ax}-{end}",
+            f"{ax}_{end}",
+            type=int,
+            default=None,
+            help=f"{'Start' if end == 'start' else 'End (exclusive)'} of the ROI on {ax}, voxels.",
+        )
+        for ax in "zyx"
+        for end in ("start", "end")
+    ],
+)
+"""``--roi`` and ``--z-start/--z-end/--y-start/--y-end/--x-start/--x-end``; read them with
+:func:`roi_from_options`."""
+
+
+def roi_from_options(kwargs: dict[str, Any]) -> RoiSpec | None:
+    """Pop the ROI options from a command's keyword arguments and build the spec.
+
+    Raises:
+        OptionError: both ``--roi`` and per-axis options are given.
+    """
+    text = kwargs.pop("roi_text", None)
+    bounds = {ax: (kwargs.pop(f"{ax}_start", None), kwargs.pop(f"{ax}_end", None)) for ax in "zyx"}
+    per_axis = RoiSpec.from_axis_bounds(bounds)
+    if text is not None and per_axis is not None:
+        raise OptionError(
+            "--roi: give either --roi or the per-axis --z-start/... options, not both"
+        )
+    return RoiSpec.parse(text) if text is not None else per_axis
+
+
+source_options = _compose(
+    click.option(
+        "--level",
+        type=int,
+        default=None,
+        help="Resolution level of an OME-Zarr image or pyramidal TIFF (0 = full).",
+    ),
+    click.option("--series", type=int, default=None, help="Series of a multi-series TIFF."),
+    click.option(
+        "--allow-gaps", is_flag=True, help="Accept a slice folder whose numbering has gaps."
+    ),
+)
+"""``--level``, ``--series``, ``--allow-gaps``; read them with :func:`open_options_from`."""
+
+
+def open_options_from(kwargs: dict[str, Any]) -> OpenOptions:
+    """Pop the source options from a command's keyword arguments."""
+    return OpenOptions(
+        level=kwargs.pop("level", None),
+        series=kwargs.pop("series", None),
+        allow_gaps=kwargs.pop("allow_gaps", False),
+    )
+
+
+def source_argument(name: str = "source") -> Callable[[F], F]:
+    """A SOURCE argument: path, ``file.h5:/dataset``, glob, or ``-`` for paths on stdin."""
+    return click.argument(name, metavar=name.upper())
+
+
+def resolve_source(text: str) -> SourceSpec:
+    """``-`` reads one path per line from stdin; anything else is passed on as given."""
+    if text == "-":
+        return paths_from_lines(sys.stdin)
+    return text
+
+
+def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    """Parse ``64`` or ``32,256,256`` into a tuple of ints.
+
+    Raises:
+        OptionError: a part is not an integer.
+    """
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise OptionError(f"{option} {text}: expected integers separated by commas") from exc
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """Parse ``7.91`` or ``40,4,4`` into a tuple of floats.
+
+    Raises:
+        OptionError: a part is not a number.
+    """
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise OptionError(f"{option} {text}: expected numbers separated by commas") from exc

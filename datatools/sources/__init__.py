@@ -1,0 +1,88 @@
+"""Open any supported input as a lazy :class:`Volume`.
+
+Kinds, asked in this order: Zarr array or OME-Zarr image (:mod:`.zarr_array`), folder, glob or
+list of 2D TIFF slices (:mod:`.tiff_stack`), HDF5 dataset (:mod:`.hdf5`), multi-page / OME /
+ImageJ TIFF (:mod:`.tiff_file`), ITK image via SimpleITK (:mod:`.itk_image`).
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+
+from datatools.errors import InputError, InputNotFoundError, UnsupportedInputError
+from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume
+from datatools.sources.hdf5 import Hdf5Volume
+from datatools.sources.itk_image import ItkVolume
+from datatools.sources.tiff_file import TiffFileVolume
+from datatools.sources.tiff_stack import TiffStack
+from datatools.sources.zarr_array import ZarrVolume
+
+KINDS: tuple[type[Volume], ...] = (ZarrVolume, TiffStack, Hdf5Volume, TiffFileVolume, ItkVolume)
+
+__all__ = [
+    "KINDS",
+    "ArrayVolume",
+    "OpenOptions",
+    "SourceSpec",
+    "Volume",
+    "open_volume",
+    "paths_from_lines",
+    "spec_text",
+]
+
+
+def spec_text(spec: SourceSpec) -> str:
+    """A one-line name for ``spec`` in messages and provenance."""
+    if isinstance(spec, str | Path):
+        return str(spec)
+    paths = [str(p) for p in spec]
+    if len(paths) <= 2:
+        return ",".join(paths)
+    return f"{paths[0]} ... {paths[-1]} ({len(paths)} files)"
+
+
+def paths_from_lines(lines: Iterable[str]) -> list[Path]:
+    """Paths from text lines (one per line, blank lines ignored), as read from stdin (``-``).
+
+    Raises:
+        InputError: no path was given.
+    """
+    paths = [Path(line.strip()) for line in lines if line.strip()]
+    if not paths:
+        raise InputError("-: no file paths on standard input (give one path per line)")
+    return paths
+
+
+def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
+    """Open ``spec`` lazily with the first source kind that recognises it.
+
+    Args:
+        spec: a path, ``file.h5:/dataset``, a glob such as ``'scan/*.tif'``, or a list of
+            2D TIFF slice paths (in order after natural sorting).
+        options: level, series and gap choices; defaults when ``None``.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        UnsupportedInputError: no kind can open it; the message lists the kinds tried.
+        InputError: a kind recognised it but the input is unusable (the message says why).
+    """
+    options = options or OpenOptions()
+    if not isinstance(spec, str | Path):
+        return TiffStack.open(spec, options)
+    text = str(spec)
+    if not glob.has_magic(text) and not _exists(text):
+        raise InputNotFoundError(f"{text}: no such file or directory")
+    for kind in KINDS:
+        if kind.can_open(text):
+            return kind.open(text, options)
+    tried = ", ".join(kind.kind for kind in KINDS)
+    raise UnsupportedInputError(f"{text}: not a volume datatools can open (tried: {tried})")
+
+
+def _exists(text: str) -> bool:
+    if Path(text).exists():
+        return True
+    head, sep, _ = text.partition(":/")
+    return bool(sep) and Path(head).is_file()

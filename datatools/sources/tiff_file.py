@@ -1,0 +1,9 @@
+"""Placeholder: being implemented."""
+
+from __future__ import annotations
+
+from datatools.sources.base import Volume
+
+
+class TiffFileVolume(Volume):
+    kind = "tiff-file"

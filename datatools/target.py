@@ -1,0 +1,296 @@
+"""Output directories that datatools owns: marker, run record, ledger, completion.
+
+Every directory output (a Zarr group) carries a hidden folder ``.datatools/``::
+
+    target.zarr/
+        zarr.json | .zgroup      the Zarr group (loaders ignore .datatools/)
+        .datatools/
+            run.json             command, options and version of the run that created it
+            done/<unit>          one empty file per finished work unit (the ledger)
+            state.json           optional progress a writer records (e.g. rows flushed)
+            COMPLETE             written last, when every unit is done and metadata is final
+
+The marker makes ``--overwrite`` safe (only our outputs are removed) and lets a rerun with the
+same options resume. A directory is created under a temporary name and renamed into place, so
+concurrent tasks starting at once agree on one run record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from datatools import __version__
+from datatools.errors import ResumeMismatchError, TargetError, WriteError
+
+MARKER = ".datatools"
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+COMPLETE_FILE = "COMPLETE"
+DONE_DIR = "done"
+PARTIAL_SUFFIX = ".datatools-partial"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What produced an output: the command and every option that shapes its bytes."""
+
+    command: str
+    params: dict[str, Any]
+    version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "params": self.params, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        return cls(str(data["command"]), dict(data["params"]), str(data.get("version", "")))
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """Progress of a datatools output, for ``datatools info`` and resume."""
+
+    path: Path
+    record: RunRecord
+    complete: bool
+    units_done: int
+    units_total: int | None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "command": self.record.command,
+            "units_done": self.units_done,
+            "units_total": self.units_total,
+            "state": self.state,
+        }
+
+
+def marker_dir(path: Path) -> Path:
+    return Path(path) / MARKER
+
+
+def is_ours(path: Path) -> bool:
+    """Whether ``path`` is a directory datatools created (it carries the marker)."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and (marker_dir(path) / RUN_FILE).is_file()
+
+
+def read_record(path: Path) -> RunRecord:
+    """The run record of an output datatools created."""
+    data = json.loads((marker_dir(path) / RUN_FILE).read_text())
+    return RunRecord.from_dict(data)
+
+
+def check_target_location(path: Path) -> None:
+    """Refuse a target whose parent folder is missing or that is a symlink.
+
+    Raises:
+        TargetError: with the path and the problem.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise TargetError(f"{path}: target is a symbolic link (give a real path)")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise TargetError(f"{path}: parent folder {parent} does not exist")
+
+
+def remove_ours(path: Path) -> None:
+    """Delete an output datatools created; refuse anything else.
+
+    Symlinks inside are removed as links, never followed.
+
+    Raises:
+        TargetError: ``path`` is a symlink, a file, or a directory without our marker.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise TargetError(f"{path}: is a symbolic link; datatools will not remove it")
+    if not is_ours(path):
+        what = "a file" if path.is_file() else "a folder datatools did not create"
+        raise TargetError(f"{path}: exists and is {what}; datatools will not remove it")
+    shutil.rmtree(path)
+
+
+def claim(
+    path: Path,
+    record: RunRecord,
+    *,
+    overwrite: bool,
+    populate: Callable[[Path], None],
+) -> Literal["created", "resumed"]:
+    """Create the output directory ``path`` or join an unfinished run with the same options.
+
+    A new output is built in a temporary sibling by ``populate(tmp_dir)`` (which writes the
+    Zarr group and empty arrays), the marker is added, and the folder is renamed into place.
+    When several processes race, one rename wins and the others join its run.
+
+    Args:
+        path: the target directory.
+        record: the command and options of this run.
+        overwrite: remove an existing output of ours first (a foreign one is still refused).
+        populate: writes the initial contents into the folder it is given.
+
+    Returns:
+        ``"created"`` for a new output, ``"resumed"`` when joining an existing run.
+
+    Raises:
+        TargetError: the target is a file, a foreign folder, or its parent is missing.
+        ResumeMismatchError: an unfinished or finished output of ours has other options.
+    """
+    path = Path(path)
+    check_target_location(path)
+    if path.exists() or path.is_symlink():
+        if overwrite:
+            remove_ours(path)
+        else:
+            return _join(path, record)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+    try:
+        populate(tmp)
+        write_json_atomic(marker_dir(tmp) / RUN_FILE, record.to_dict())
+        (marker_dir(tmp) / DONE_DIR).mkdir()
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _join(path, record)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return "created"
+
+
+def _join(path: Path, record: RunRecord) -> Literal["resumed"]:
+    if not is_ours(path):
+        what = "a file" if path.is_file() else "a folder datatools did not create"
+        raise TargetError(
+            f"{path}: exists and is {what} (choose another target; --overwrite only replaces "
+            "outputs of datatools)"
+        )
+    existing = read_record(path)
+    differences = diff_params(existing, record)
+    if differences:
+        raise ResumeMismatchError(
+            f"{path}: exists from a run with other options ({differences}); rerun with the "
+            "same options to resume, or add --overwrite to replace it"
+        )
+    return "resumed"
+
+
+def diff_params(old: RunRecord, new: RunRecord) -> str:
+    """A short text naming options that differ between two runs, empty when they agree."""
+    if old.command != new.command:
+        return f"command was {old.command}, now {new.command}"
+    parts = []
+    for key in sorted(set(old.params) | set(new.params)):
+        a, b = old.params.get(key), new.params.get(key)
+        if a != b:
+            parts.append(f"{key} was {json.dumps(a)}, now {json.dumps(b)}")
+    return "; ".join(parts)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and rename (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Ledger:
+    """Which work units of an output are done: one empty file per unit, safe across processes.
+
+    A unit is recorded only after its data is written; a missing record means "not done",
+    whatever chunks exist.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.dir = marker_dir(Path(path)) / DONE_DIR
+
+    def done(self) -> set[int]:
+        """Indices of the finished units."""
+        if not self.dir.is_dir():
+            return set()
+        return {int(p.name) for p in self.dir.iterdir() if p.name.isdigit()}
+
+    def mark(self, unit: int) -> None:
+        """Record unit ``unit`` as finished."""
+        (self.dir / str(unit)).touch()
+
+    def mark_many(self, units: Iterable[int]) -> None:
+        for unit in units:
+            self.mark(unit)
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Record progress state (e.g. rows flushed) durably inside the marker folder."""
+    write_json_atomic(marker_dir(path) / STATE_FILE, state)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The progress state recorded by :func:`write_state`, empty when none."""
+    p = marker_dir(path) / STATE_FILE
+    return dict(json.loads(p.read_text())) if p.is_file() else {}
+
+
+def mark_complete(path: Path) -> None:
+    """Write the completion marker (last step of a run; idempotent)."""
+    write_json_atomic(marker_dir(path) / COMPLETE_FILE, {"version": __version__})
+
+
+def is_complete(path: Path) -> bool:
+    return (marker_dir(path) / COMPLETE_FILE).is_file()
+
+
+def clear_complete(path: Path) -> None:
+    """Remove the completion marker before an output is changed again (append)."""
+    (marker_dir(path) / COMPLETE_FILE).unlink(missing_ok=True)
+
+
+def status(path: Path) -> TargetStatus | None:
+    """Progress of a datatools output, or ``None`` when ``path`` is not one of ours."""
+    path = Path(path)
+    if not is_ours(path):
+        return None
+    record = read_record(path)
+    total = record.params.get("units_total")
+    return TargetStatus(
+        path=path,
+        record=record,
+        complete=is_complete(path),
+        units_done=len(Ledger(path).done()),
+        units_total=int(total) if isinstance(total, int) else None,
+        state=read_state(path),
+    )
+
+
+def clean_stray_files(path: Path) -> int:
+    """Remove temporary files a killed run left inside ``path``; returns how many."""
+    removed = 0
+    for p in Path(path).rglob("*.tmp"):
+        if p.is_file() and p.name.startswith("."):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
