@@ -7,7 +7,7 @@ from typing import Any
 from tqdm import tqdm
 
 
-def progress_bar(total: int | None, desc: str, *, enabled: bool, unit: str = "unit") -> tqdm[Any]:
+def progress_bar(total: float | None, desc: str, *, enabled: bool, unit: str = "unit") -> tqdm[Any]:
     """A tqdm bar on stderr, disabled (no output, near-zero cost) when ``enabled`` is false.
 
     Library functions take ``progress: bool`` and pass it here; the CLI decides it from

@@ -59,9 +59,13 @@ def progress_wanted() -> bool:
 
 
 def _register() -> None:
+    from datatools.cli.convert import convert_command
     from datatools.cli.info import info_command
+    from datatools.cli.verify import verify_command
 
+    cli.add_command(convert_command)
     cli.add_command(info_command)
+    cli.add_command(verify_command)
 
 
 _register()

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from datatools.errors import OptionError
+from datatools.executor import TaskSlice
 from datatools.geometry import RoiSpec
 from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
 
@@ -125,3 +126,34 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
         return tuple(float(v) for v in text.split(","))
     except ValueError as exc:
         raise OptionError(f"{option} {text}: expected numbers separated by commas") from exc
+
+
+task_options = _compose(
+    click.option(
+        "--task-index",
+        type=int,
+        default=None,
+        help="This task's index (0-based), e.g. $SLURM_ARRAY_TASK_ID.",
+    ),
+    click.option(
+        "--task-count",
+        type=int,
+        default=None,
+        help="Number of tasks sharing the work; each does a disjoint slice.",
+    ),
+)
+"""``--task-index/--task-count`` for job arrays; read them with :func:`task_from_options`."""
+
+
+def task_from_options(kwargs: dict[str, Any]) -> TaskSlice | None:
+    """Pop the task options; both or neither must be given.
+
+    Raises:
+        OptionError: only one of them is given, or the index is out of range.
+    """
+    index, count = kwargs.pop("task_index", None), kwargs.pop("task_count", None)
+    if index is None and count is None:
+        return None
+    if index is None or count is None:
+        raise OptionError("--task-index/--task-count: give both or neither")
+    return TaskSlice(index, count)

@@ -1,0 +1,164 @@
+"""``datatools convert``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from datatools import convert
+from datatools.cli.main import progress_wanted
+from datatools.cli.options import (
+    open_options_from,
+    parse_floats,
+    parse_ints,
+    resolve_source,
+    roi_from_options,
+    roi_options,
+    source_argument,
+    source_options,
+    task_from_options,
+    task_options,
+)
+from datatools.codecs import ZARR_CODECS
+from datatools.errors import OptionError
+
+
+@click.command("convert")
+@source_argument("source")
+@click.argument("target")
+@roi_options
+@source_options
+@click.option(
+    "--chunks",
+    default="64",
+    show_default=True,
+    metavar="N|Z,Y,X",
+    help="Chunk shape: one value for every spatial axis, or one per axis.",
+)
+@click.option(
+    "--shards",
+    default=None,
+    metavar="N|Z,Y,X",
+    help="Zarr v3 shard shape, a multiple of the chunks (fewer, larger files).",
+)
+@click.option(
+    "--codec",
+    type=click.Choice([*ZARR_CODECS, "lzf"]),
+    default=None,
+    help="Compression [default: zstd; HDF5: gzip].",
+)
+@click.option("--level", "codec_level", type=int, default=None, help="Compression level.")
+@click.option(
+    "--zarr-format",
+    type=click.Choice(["2", "3"]),
+    default="3",
+    show_default=True,
+    help="3: OME-NGFF 0.5; 2: OME-NGFF 0.4 for loaders pinned to zarr 2.",
+)
+@click.option("--dtype", default=None, help="Output dtype (lossless casts only by default).")
+@click.option("--allow-lossy-cast", is_flag=True, help="Round and clip values --dtype cannot hold.")
+@click.option(
+    "--voxel-size",
+    default=None,
+    metavar="V|Z,Y,X",
+    help="Physical voxel size (overrides the source's).",
+)
+@click.option("--unit", default=None, help="Unit of --voxel-size, e.g. nanometer, micrometer, nm.")
+@click.option("--name", default=None, help="Image name in the OME metadata.")
+@click.option(
+    "--dataset", default="data", show_default=True, help="Dataset path in an HDF5 target."
+)
+@click.option("--workers", type=int, default=None, help="Threads [default: number of cores].")
+@click.option(
+    "--memory-limit",
+    default=None,
+    metavar="BYTES",
+    help="Bound for data in flight, e.g. 2G or 512M; picks unit size and workers.",
+)
+@task_options
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing output of datatools (never a foreign file or folder).",
+)
+def convert_command(
+    source: str,
+    target: str,
+    chunks: str,
+    shards: str | None,
+    codec: str | None,
+    codec_level: int | None,
+    zarr_format: str,
+    dtype: str | None,
+    allow_lossy_cast: bool,
+    voxel_size: str | None,
+    unit: str | None,
+    name: str | None,
+    dataset: str,
+    workers: int | None,
+    memory_limit: str | None,
+    overwrite: bool,
+    **kwargs: Any,
+) -> None:
+    """Convert SOURCE (TIFF slices, multi-page TIFF, HDF5, Zarr, ITK image) into TARGET.
+
+    TARGET ending in .zarr is an OME-Zarr image (level array TARGET/0); ending in .h5/.hdf5 an
+    HDF5 dataset. SOURCE '-' reads slice paths from stdin, one per line.
+
+    Memory: about workers x 2 x unit bytes (64 MiB units by default, at least one chunk row);
+    lower it with --memory-limit or --workers. Interrupted runs resume when rerun with the same
+    options; `datatools info TARGET` shows progress.
+
+    \b
+    Examples:
+      datatools convert tiffs/ out.zarr --z-start 100 --z-end 612 --chunks 64
+      datatools convert 'scan/*.tif' out.zarr --roi 100:612,:,2048: --voxel-size 7.91 --unit um
+      datatools convert volume.h5:/raw out.zarr --zarr-format 2 --codec blosc-lz4
+      ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
+    """
+    result = convert.convert(
+        resolve_source(source),
+        target,
+        roi=roi_from_options(kwargs),
+        chunks=_chunks(chunks),
+        shards=None if shards is None else _chunks(shards, "--shards"),
+        codec=codec or ("gzip" if target.lower().endswith((".h5", ".hdf5")) else "zstd"),
+        level=codec_level,
+        zarr_format=int(zarr_format),
+        voxel_size=parse_floats(voxel_size, "--voxel-size"),
+        unit=unit,
+        dtype=dtype,
+        allow_lossy_cast=allow_lossy_cast,
+        name=name,
+        dataset=dataset,
+        open_options=open_options_from(kwargs),
+        workers=workers,
+        memory_limit=parse_bytes(memory_limit),
+        task=task_from_options(kwargs),
+        overwrite=overwrite,
+        progress=progress_wanted(),
+    )
+    click.echo(result.summary())
+
+
+def _chunks(text: str, option: str = "--chunks") -> int | tuple[int, ...]:
+    values = parse_ints(text, option) or ()
+    return values[0] if len(values) == 1 else values
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """``2G``, ``512M``, ``1000000`` -> bytes (binary multiples)."""
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    body = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(body[-1:], 1)
+    number = body[:-1] if body[-1:] in units else body
+    try:
+        value = int(float(number) * factor)
+    except ValueError as exc:
+        raise OptionError(f"--memory-limit {text}: expected bytes such as 2G or 512M") from exc
+    if value <= 0:
+        raise OptionError(f"--memory-limit {text}: must be > 0")
+    return value

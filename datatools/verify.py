@@ -1,0 +1,219 @@
+"""``datatools verify``: is a converted output complete, well-formed, readable and equal to its
+source?
+
+Checks, in order: completion (ledger and marker), OME-NGFF metadata structure (axes, datasets,
+transformations against the arrays), every chunk decodes, and with ``against`` every voxel equals
+the source ROI recorded in the output. Memory: one block of about ``block_bytes`` (64 MiB by
+default) from each side at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import zarr
+
+from datatools import target
+from datatools.errors import InputError, InputNotFoundError
+from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.ome_zarr import SPACE_UNITS, ngff_version
+from datatools.progress import progress_bar
+from datatools.sources import OpenOptions, SourceSpec, open_volume
+
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`.
+
+    Attributes:
+        target: the checked output.
+        problems: one line per problem found; empty when everything agrees.
+        first_mismatch: the first block (output voxels) that differs from the source.
+        compared_voxels: voxels compared with the source (0 without ``against``).
+    """
+
+    target: Path
+    problems: list[str] = field(default_factory=list)
+    first_mismatch: Box | None = None
+    compared_voxels: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.ok:
+            extra = (
+                f", {self.compared_voxels} voxels equal the source" if self.compared_voxels else ""
+            )
+            return f"{self.target}: OK (complete, metadata valid, all chunks readable{extra})"
+        return "\n".join(f"{self.target}: {p}" for p in self.problems)
+
+
+def verify(
+    target_path: str | Path,
+    *,
+    against: SourceSpec | None = None,
+    open_options: OpenOptions | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: bool = False,
+) -> VerifyResult:
+    """Check a ``convert`` output; see the module docstring for what is checked.
+
+    Raises:
+        InputNotFoundError: ``target_path`` does not exist.
+        InputError: it is not an output datatools can verify.
+    """
+    path = Path(target_path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no such file or directory")
+    problems: list[str] = []
+    if path.is_file():
+        array, params = _open_hdf5(path)
+    else:
+        array, params = _open_zarr(path, problems)
+    blocks = _blocks(array.shape, array.chunks, array.dtype.itemsize, block_bytes)
+    source_box: Box | None = None
+    volume = None
+    if against is not None:
+        volume = open_volume(against, open_options)
+        roi_text = params.get("roi")
+        roi = RoiSpec.parse(roi_text) if isinstance(roi_text, str) else None
+        source_box = resolve_roi(
+            None if roi is None else Box(*_bounds(roi)), volume.shape, volume.axes
+        )
+        if source_box.shape != tuple(array.shape):
+            problems.append(
+                f"shape {tuple(array.shape)} differs from the source ROI {source_box.to_text()} "
+                f"of {volume.spec}"
+            )
+            volume.close()
+            volume = None
+    first_mismatch: Box | None = None
+    compared = 0
+    try:
+        with progress_bar(len(blocks), f"verify {path.name}", enabled=progress) as bar:
+            for block in blocks:
+                try:
+                    data = np.asarray(array[block.slices()])
+                except Exception as exc:  # any codec or I/O failure is a finding, not a crash
+                    problems.append(f"block {block.to_text()} is unreadable ({exc})")
+                    break
+                if volume is not None and source_box is not None and first_mismatch is None:
+                    expected = volume.read(block.shift(source_box.start))
+                    if not np.array_equal(data, expected.astype(data.dtype, copy=False)):
+                        first_mismatch = block
+                        where = tuple(int(i) for i in np.argwhere(data != expected)[0])
+                        voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
+                        problems.append(
+                            f"differs from {volume.spec} in block {block.to_text()} (first at "
+                            f"voxel {voxel}: {data[where]!r} != {expected[where]!r})"
+                        )
+                    else:
+                        compared += block.size
+                bar.update(1)
+    finally:
+        if volume is not None:
+            volume.close()
+    return VerifyResult(path, problems, first_mismatch, compared)
+
+
+def _bounds(roi: RoiSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    starts = tuple(0 if a is None else a for a, _ in roi.bounds)
+    stops = tuple(0 if b is None else b for _, b in roi.bounds)
+    return starts, stops
+
+
+def _blocks(
+    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, block_bytes: int
+) -> list[Box]:
+    tile = list(chunks)
+    for ax in reversed(range(len(shape))):
+        per = itemsize * math.prod(tile[:ax] + tile[ax + 1 :])
+        fit = max(chunks[ax], (block_bytes // per) // chunks[ax] * chunks[ax])
+        tile[ax] = min(fit, -(-shape[ax] // chunks[ax]) * chunks[ax])
+        if tile[ax] < shape[ax]:
+            break
+    return list(tile_box(Box.from_shape(shape), tile))
+
+
+def _open_hdf5(path: Path) -> tuple[Any, dict[str, Any]]:
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    raw = fh.attrs.get("datatools")
+    if raw is None:
+        raise InputError(f"{path}: not an output of datatools convert (no datatools record)")
+    record = json.loads(raw)
+    datasets = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
+    if not datasets:
+        raise InputError(f"{path}: holds no dataset")
+    return fh[datasets[0]], dict(record.get("params", {}))
+
+
+def _open_zarr(path: Path, problems: list[str]) -> tuple[Any, dict[str, Any]]:
+    status = target.status(path)
+    if status is None:
+        raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
+    if not status.complete:
+        problems.append(
+            f"incomplete: {status.units_done}/{status.units_total} units done (rerun the "
+            "convert command to finish it)"
+        )
+    try:
+        group = zarr.open_group(path, mode="r")
+        array = group["0"]
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable OME-Zarr image ({exc})") from exc
+    if status.complete:
+        problems.extend(check_ngff(dict(group.attrs), group))
+    return array, status.record.params
+
+
+def check_ngff(attrs: dict[str, Any], group: Any) -> list[str]:
+    """Structural OME-NGFF 0.4/0.5 checks of an image group; one line per problem."""
+    version = ngff_version(attrs)
+    if version not in ("0.4", "0.5"):
+        return [f"no OME-NGFF 0.4/0.5 multiscales metadata (found version {version})"]
+    ms = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]
+    problems: list[str] = []
+    axes = ms.get("axes", [])
+    types = [a.get("type") for a in axes]
+    order = {"time": 0, "channel": 1, "space": 2}
+    if types != sorted(types, key=lambda t: order.get(t, 9)) or any(t not in order for t in types):
+        problems.append(f"axes types {types} are not in time, channel, space order")
+    if types.count("space") not in (2, 3):
+        problems.append(f"{types.count('space')} space axes (OME-NGFF needs 2 or 3)")
+    for a in axes:
+        if a.get("type") == "space" and a.get("unit") not in (None, *SPACE_UNITS):
+            problems.append(f"axis {a.get('name')}: unit {a.get('unit')!r} is not a length unit")
+    for ds in ms.get("datasets", []):
+        try:
+            array = group[ds["path"]]
+        except KeyError:
+            problems.append(f"dataset {ds['path']!r} listed in multiscales does not exist")
+            continue
+        if array.ndim != len(axes):
+            problems.append(f"dataset {ds['path']}: {array.ndim} dims but {len(axes)} axes")
+        kinds = [t.get("type") for t in ds.get("coordinateTransformations", [])]
+        if not kinds or kinds[0] != "scale" or kinds[1:] not in ([], ["translation"]):
+            problems.append(
+                f"dataset {ds['path']}: transformations {kinds} (need scale[, translation])"
+            )
+            continue
+        for t in ds["coordinateTransformations"]:
+            values = t.get(t["type"], [])
+            if len(values) != len(axes):
+                problems.append(f"dataset {ds['path']}: {t['type']} has {len(values)} values")
+            if t["type"] == "scale" and any(v <= 0 for v in values):
+                problems.append(f"dataset {ds['path']}: scale {values} has a value <= 0")
+    return problems
