@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The main job on the shipped sample stack: inspect it, convert it to OME-Zarr, inspect the result.
+# Run from anywhere (`make demo` runs it); idempotent: --overwrite replaces our own earlier output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+datatools=.venv/bin/datatools
+stack=sample_data/stack
+target=demo_out/stack.zarr
+
+heading() {
+    printf '\n== %s ==\n' "$1"
+}
+
+heading "datatools demo: 32 x 256 x 256 uint16 TIFF slices -> OME-Zarr"
+
+heading "datatools info $stack"
+"$datatools" info "$stack"
+
+heading "datatools convert $stack $target"
+mkdir -p demo_out
+"$datatools" convert "$stack" "$target" --voxel-size 40,8,8 --unit nanometer --overwrite
+
+heading "datatools info $target"
+"$datatools" info "$target"
+
+heading "done"
+echo "Result: $(pwd)/$target (OME-Zarr image; level 0 is the full-resolution array)"
+echo "Open it in Python (.venv/bin/python):"
+echo "    import zarr; a = zarr.open(\"$target/0\", mode=\"r\"); print(a.shape, a.dtype)"
