@@ -1,9 +1,262 @@
-"""Placeholder: being implemented."""
+"""HDF5 datasets as lazy volumes: ``file.h5:/group/data``, or ``file.h5`` holding one image.
+
+Axes follow the dataset's dimensions in C order: 2D ``(y, x)``, 3D ``(z, y, x)``,
+4D ``(c, z, y, x)``. The voxel size comes from the dataset's attributes when present:
+``element_size_um`` (Fiji, ilastik; micrometer, ``(z, y, x)``) or ``resolution`` /
+``voxel_size`` (``(z, y, x)``) with an optional ``unit`` attribute.
+"""
 
 from __future__ import annotations
 
-from datatools.sources.base import Volume
+import logging
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from datatools.errors import InputError
+from datatools.geometry import Box, spatial_axes
+from datatools.sources.base import OpenOptions, SourceSpec, Volume
+
+logger = logging.getLogger(__name__)
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
+LISTED_MAX = 10
+"""At most this many dataset names appear in one error message."""
+
+_UNIT_NAMES = MappingProxyType(
+    {
+        "micrometer": "micrometer",
+        "micrometers": "micrometer",
+        "micron": "micrometer",
+        "microns": "micrometer",
+        "um": "micrometer",
+        "µm": "micrometer",
+        "μm": "micrometer",
+        "nanometer": "nanometer",
+        "nanometers": "nanometer",
+        "nm": "nanometer",
+        "millimeter": "millimeter",
+        "millimeters": "millimeter",
+        "mm": "millimeter",
+        "meter": "meter",
+        "meters": "meter",
+        "m": "meter",
+        "angstrom": "angstrom",
+        "å": "angstrom",
+        "picometer": "picometer",
+        "pm": "picometer",
+    }
+)
+
+
+def split_spec(spec: str) -> tuple[Path, str | None]:
+    """Split ``file.h5:/group/data`` into the file and the dataset path (``None`` if absent).
+
+    The split is at the first ``:/`` whose left part is an existing file, so ``C:/x.h5:/raw``
+    works; without such a split the whole spec is the file.
+    """
+    start = 0
+    while (pos := spec.find(":/", start)) >= 0:
+        head = Path(spec[:pos])
+        if head.is_file():
+            return head, spec[pos + 1 :]
+        start = pos + 1
+    return Path(spec), None
 
 
 class Hdf5Volume(Volume):
+    """One HDF5 dataset, read with h5py; the file stays open until :meth:`close`.
+
+    ``read(box)`` lets HDF5 read only the chunks that meet the box; a box aligned with
+    ``chunks`` decompresses each chunk once. Peak memory per read: the box's bytes plus the
+    chunks HDF5 decompresses for it (h5py's default 1 MiB chunk cache).
+    """
+
     kind = "hdf5"
+
+    def __init__(self, spec: str, file: h5py.File, dataset: h5py.Dataset) -> None:
+        """Wrap an open ``dataset`` of ``file``; closes ``file`` when the dataset is unusable.
+
+        Raises:
+            InputError: the dataset has fewer than 2 or more than 4 dimensions, is empty, or
+                has an unsupported dtype.
+        """
+        self._file = file
+        self._dataset = dataset
+        try:
+            shape = tuple(int(s) for s in dataset.shape or ())
+            axes = AXES_BY_NDIM.get(len(shape))
+            dims = " x ".join(str(s) for s in shape) or "()"
+            if axes is None:
+                raise InputError(
+                    f"{spec}: {len(shape)}D dataset of shape {dims} (datatools reads 2D "
+                    "(y, x), 3D (z, y, x) and 4D (c, z, y, x) datasets)"
+                )
+            if 0 in shape:
+                raise InputError(f"{spec}: dataset is empty (shape {dims})")
+            voxel_size, unit = _voxel_size(spec, dataset.attrs, len(spatial_axes(axes)))
+            super().__init__(
+                spec,
+                shape,
+                dataset.dtype,
+                axes,
+                voxel_size=voxel_size,
+                unit=unit,
+                chunks=dataset.chunks,
+            )
+        except BaseException:
+            file.close()
+            raise
+
+    @classmethod
+    def can_open(cls, spec: str) -> bool:
+        """An existing file with an HDF5 extension or the HDF5 signature (``file.h5:/path``)."""
+        path, _ = split_spec(spec)
+        if not path.is_file():
+            return False
+        if path.suffix.lower() in HDF5_SUFFIXES:
+            return True
+        try:
+            return bool(h5py.is_hdf5(path))
+        except OSError:
+            return False
+
+    @classmethod
+    def open(cls, spec: SourceSpec, options: OpenOptions) -> Hdf5Volume:
+        """Open the dataset named in ``spec``, or the file's only 2D-4D dataset.
+
+        Raises:
+            InputError: not an HDF5 file, no such dataset, the path is a group, several
+                candidate datasets and none named, or the dataset is unusable.
+        """
+        path, name = split_spec(str(spec))
+        try:
+            file = h5py.File(path, "r")
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from exc
+        try:
+            dataset = _find_dataset(file, path, name)
+        except BaseException:
+            file.close()
+            raise
+        return cls(f"{path}:{dataset.name}", file, dataset)
+
+    def read(self, box: Box) -> np.ndarray[Any, Any]:
+        """Read ``box`` (half-open, in this volume's axes) into a new array.
+
+        Raises:
+            InputError: HDF5 cannot read the chunks of the box (corrupt or truncated file).
+        """
+        try:
+            return np.asarray(self._dataset[box.slices()])
+        except OSError as exc:
+            raise InputError(
+                f"{self.spec}: cannot read region {box.to_text()} ({_first_line(exc)})"
+            ) from exc
+
+    def details(self) -> dict[str, Any]:
+        """``dataset`` (path in the file), ``codecs`` (HDF5 filters), ``file_bytes``."""
+        plist = self._dataset.id.get_create_plist()
+        codecs = [_filter_name(plist.get_filter(i)) for i in range(plist.get_nfilters())]
+        return {
+            "dataset": self._dataset.name,
+            "codecs": codecs,
+            "file_bytes": Path(self._file.filename).stat().st_size,
+        }
+
+    def close(self) -> None:
+        """Close the HDF5 file; reading afterwards raises h5py's error."""
+        self._file.close()
+
+
+def _find_dataset(file: h5py.File, path: Path, name: str | None) -> h5py.Dataset:
+    datasets: dict[str, h5py.Dataset] = {}
+
+    def visit(key: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            datasets["/" + key] = obj
+
+    file.visititems(visit)
+    listing = _listing(list(datasets))
+    if name is not None:
+        obj = file.get(name)
+        if obj is None:
+            raise InputError(f"{path}: no dataset {name} (datasets: {listing})")
+        if not isinstance(obj, h5py.Dataset):
+            raise InputError(f"{path}: {name} is a group, not a dataset (datasets: {listing})")
+        return obj
+    images = {key: d for key, d in datasets.items() if (d.ndim or 0) in AXES_BY_NDIM}
+    if len(images) == 1:
+        return next(iter(images.values()))
+    if not images:
+        found = f" (datasets: {listing})" if datasets else ""
+        raise InputError(f"{path}: holds no 2D, 3D or 4D dataset{found}")
+    largest = max(images, key=lambda key: images[key].size)
+    raise InputError(
+        f"{path}: holds {len(images)} datasets ({_listing(list(images))}); "
+        f"name one as {path}:{largest}"
+    )
+
+
+def _listing(names: list[str]) -> str:
+    names = sorted(names)
+    if not names:
+        return "none"
+    if len(names) <= LISTED_MAX:
+        return ", ".join(names)
+    return ", ".join(names[:LISTED_MAX]) + f", ... ({len(names) - LISTED_MAX} more)"
+
+
+def _voxel_size(
+    spec: str, attrs: h5py.AttributeManager, n_spatial: int
+) -> tuple[tuple[float, ...] | None, str | None]:
+    """Voxel size ``(z, y, x)`` and NGFF unit from the dataset's attributes, if they fit."""
+    unit: str | None
+    if "element_size_um" in attrs:
+        key, unit = "element_size_um", "micrometer"
+    elif "resolution" in attrs:
+        key, unit = "resolution", _unit(spec, attrs.get("unit"))
+    elif "voxel_size" in attrs:
+        key, unit = "voxel_size", _unit(spec, attrs.get("unit"))
+    else:
+        return None, None
+    try:
+        values = tuple(float(v) for v in np.atleast_1d(np.asarray(attrs[key], dtype=np.float64)))
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != n_spatial or not all(np.isfinite(v) and v > 0 for v in values):
+        logger.warning(
+            "%s: ignoring attribute %s=%r (want %d positive values, (z, y, x))",
+            spec,
+            key,
+            attrs[key],
+            n_spatial,
+        )
+        return None, None
+    return values, unit
+
+
+def _unit(spec: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    unit = _UNIT_NAMES.get(text.strip().lower())
+    if unit is None:
+        logger.warning("%s: ignoring unknown unit attribute %r", spec, text)
+    return unit
+
+
+def _filter_name(info: tuple[int, int, tuple[int, ...], bytes]) -> str:
+    code, _, _, name = info
+    if code == h5py.h5z.FILTER_DEFLATE:
+        return "gzip"
+    return name.decode(errors="replace").lower() or f"filter-{code}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,9 +1,515 @@
-"""Placeholder: being implemented."""
+"""Zarr arrays (v2, v3) and OME-Zarr image groups (NGFF 0.4, 0.5) as lazy volumes.
+
+An OME-Zarr image gives its level arrays, axes, voxel size (the level's ``scale``), translation
+and unit; NGFF 0.4 keeps ``multiscales`` in the group's attributes (Zarr v2 ``.zattrs``), 0.5
+inside the ``ome`` attribute (Zarr v3 ``zarr.json``). A level array named directly
+(``image.zarr/0``) is placed by its parent image's metadata. A plain array takes its axes from
+Zarr v3 ``dimension_names`` when they are letters of ``tczyx``, else from its number of
+dimensions: ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``. A time axis is read only when it holds
+a single time point, and is then dropped.
+"""
 
 from __future__ import annotations
 
-from datatools.sources.base import Volume
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import zarr
+
+from datatools.errors import InputError
+from datatools.geometry import Box
+from datatools.sources.base import OpenOptions, SourceSpec, Volume
+
+ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
+AXIS_ORDER = "tczyx"
+SPATIAL = "zyx"
+AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
+LISTED_MAX = 10
+"""At most this many array names appear in one error message."""
+
+METERS_PER_UNIT = MappingProxyType(
+    {
+        "kilometer": 1e3,
+        "meter": 1.0,
+        "centimeter": 1e-2,
+        "millimeter": 1e-3,
+        "micrometer": 1e-6,
+        "nanometer": 1e-9,
+        "angstrom": 1e-10,
+        "picometer": 1e-12,
+    }
+)
+"""OME-NGFF length units datatools converts between when spatial axes disagree."""
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One array of an image and where it lies: what :class:`ZarrVolume` wraps."""
+
+    array: zarr.Array[Any]
+    path: str | None
+    axes: str
+    dropped: int
+    voxel_size: tuple[float, ...] | None = None
+    translation: tuple[float, ...] | None = None
+    unit: str | None = None
+    ngff_version: str | None = None
+    level: int | None = None
+    levels: tuple[tuple[int, ...] | None, ...] | None = None
 
 
 class ZarrVolume(Volume):
+    """A Zarr array, or one level of an OME-Zarr image, read with zarr-python (read-only).
+
+    ``read(box)`` lets zarr fetch only the chunks that meet the box (missing chunks read as the
+    fill value). Peak memory per read: the box's bytes plus the chunks decoded for it.
+    """
+
     kind = "zarr"
+
+    def __init__(self, spec: str, level: _Level) -> None:
+        shape = level.array.shape[level.dropped :]
+        if 0 in shape:
+            dims = " x ".join(str(s) for s in shape)
+            raise InputError(f"{spec}: array is empty (shape {dims})")
+        super().__init__(
+            spec,
+            shape,
+            level.array.dtype,
+            level.axes,
+            voxel_size=level.voxel_size,
+            unit=level.unit,
+            translation=level.translation,
+            chunks=level.array.chunks[level.dropped :],
+        )
+        self._level = level
+
+    @classmethod
+    def can_open(cls, spec: str) -> bool:
+        """A folder holding ``zarr.json``, ``.zarray`` or ``.zgroup``, or any ``*.zarr`` folder."""
+        path = Path(spec)
+        if not path.is_dir():
+            return False
+        return path.suffix.lower() == ".zarr" or any((path / f).is_file() for f in ZARR_METADATA)
+
+    @classmethod
+    def open(cls, spec: SourceSpec, options: OpenOptions) -> ZarrVolume:
+        """Open a Zarr array, an OME-Zarr image (level ``options.level``, default 0), or a
+        plain group holding a single array.
+
+        Raises:
+            InputError: not Zarr, no such level, axes datatools cannot read (t > 1, not in
+                ``t, c, z, y, x`` order), malformed NGFF metadata, a group with no or several
+                arrays, an empty array or an unsupported dtype.
+        """
+        name = str(spec).rstrip("/") or str(spec)
+        node = _open_node(name)
+        if isinstance(node, zarr.Array):
+            parent = _parent_image(name)
+            if parent is not None:
+                group, multiscale, index = parent
+                if options.level not in (None, 0):
+                    raise InputError(
+                        f"{name}: is level {index} of {Path(name).parent}; choose a level "
+                        f"with --level on the image group {Path(name).parent}, not on its array"
+                    )
+                return cls(name, _ngff_level(name, group, multiscale, index))
+            _refuse_level(name, options)
+            return cls(name, _plain_level(name, node, None))
+        image = _multiscale(name, node.attrs.asdict())
+        if image is not None:
+            level = 0 if options.level is None else options.level
+            return cls(name, _ngff_level(name, node, image, level))
+        _refuse_level(name, options)
+        return cls(name, _only_array(name, node))
+
+    def read(self, box: Box) -> np.ndarray[Any, Any]:
+        """Read ``box`` (half-open, in this volume's axes) into a new array.
+
+        Raises:
+            InputError: a chunk of the box cannot be decoded (corrupt or truncated).
+        """
+        index = (0,) * self._level.dropped + box.slices()
+        try:
+            return np.asarray(self._level.array[index])
+        except (OSError, ValueError, RuntimeError, zlib.error) as exc:
+            raise InputError(
+                f"{self.spec}: cannot read region {box.to_text()} ({_first_line(exc)})"
+            ) from exc
+
+    def details(self) -> dict[str, Any]:
+        """``zarr_format``, ``array`` (path inside the named node), ``shards``, ``codecs``,
+        ``ngff_version``, ``level`` and ``levels`` (shape per level, in this volume's axes)."""
+        level = self._level
+        shards = level.array.shards
+        return {
+            "zarr_format": level.array.metadata.zarr_format,
+            "array": level.path,
+            "shards": None if shards is None else list(shards[level.dropped :]),
+            "codecs": _codec_names(level.array),
+            "ngff_version": level.ngff_version,
+            "level": level.level,
+            "levels": None
+            if level.levels is None
+            else [None if s is None else list(s) for s in level.levels],
+        }
+
+
+@dataclass(frozen=True)
+class _Multiscale:
+    """The first ``multiscales`` entry of an OME-Zarr image, transforms composed per level."""
+
+    version: str | None
+    axes: tuple[str, ...] | None
+    units: tuple[str | None, ...]
+    paths: tuple[str, ...]
+    scales: tuple[tuple[float, ...] | None, ...]
+    translations: tuple[tuple[float, ...] | None, ...]
+
+
+def _open_node(name: str) -> zarr.Array[Any] | zarr.Group:
+    try:
+        return zarr.open(name, mode="r")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{name}: not a readable Zarr array or group ({_first_line(exc)}; "
+            f"expected {', '.join(ZARR_METADATA)})"
+        ) from exc
+
+
+def _refuse_level(name: str, options: OpenOptions) -> None:
+    if options.level not in (None, 0):
+        raise InputError(
+            f"{name}: no level {options.level} (not an OME-Zarr image; a plain Zarr array has "
+            "only level 0)"
+        )
+
+
+def _parent_image(name: str) -> tuple[zarr.Group, _Multiscale, int] | None:
+    """The OME-Zarr image whose ``multiscales`` list ``name`` as a level, if any."""
+    path = Path(name)
+    parent = path.parent
+    if not any((parent / f).is_file() for f in (*ZARR_METADATA, ".zattrs")):
+        return None
+    try:
+        group = zarr.open_group(parent, mode="r")
+        multiscale = _multiscale(str(parent), group.attrs.asdict())
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        return None
+    if multiscale is None or path.name not in multiscale.paths:
+        return None
+    return group, multiscale, multiscale.paths.index(path.name)
+
+
+def _multiscale(name: str, attrs: Mapping[str, Any]) -> _Multiscale | None:
+    """Parse NGFF 0.4 (``multiscales``) or 0.5 (``ome.multiscales``) attributes, or ``None``.
+
+    Raises:
+        InputError: the metadata is present but malformed.
+    """
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        entries, version = ome["multiscales"], ome.get("version")
+    elif "multiscales" in attrs:
+        entries = attrs["multiscales"]
+        version = entries[0].get("version") if _is_dict_list(entries) else None
+    else:
+        return None
+    try:
+        if not _is_dict_list(entries):
+            raise ValueError("multiscales is not a non-empty list of objects")
+        entry = entries[0]
+        axes, units = _axes(entry.get("axes"))
+        datasets = entry.get("datasets")
+        if not _is_dict_list(datasets):
+            raise ValueError("datasets is not a non-empty list of objects")
+        outer_scale, outer_shift = _transforms(entry.get("coordinateTransformations"))
+        paths: list[str] = []
+        scales: list[tuple[float, ...] | None] = []
+        shifts: list[tuple[float, ...] | None] = []
+        for dataset in datasets:
+            paths.append(str(dataset["path"]))
+            scale, shift = _transforms(dataset.get("coordinateTransformations"))
+            scale, shift = _compose(scale, shift, outer_scale, outer_shift)
+            for values in (scale, shift):
+                if values is not None and axes is not None and len(values) != len(axes):
+                    raise ValueError(
+                        f"level {dataset['path']} transform has {len(values)} values for "
+                        f"{len(axes)} axes"
+                    )
+            scales.append(scale)
+            shifts.append(shift)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"{name}: malformed OME-Zarr multiscales metadata ({_first_line(exc)})"
+        ) from exc
+    return _Multiscale(
+        None if version is None else str(version),
+        axes,
+        units,
+        tuple(paths),
+        tuple(scales),
+        tuple(shifts),
+    )
+
+
+def _is_dict_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _axes(raw: object) -> tuple[tuple[str, ...] | None, tuple[str | None, ...]]:
+    """Axis names and units from NGFF ``axes`` (objects, or 0.3-style strings)."""
+    if raw is None:
+        return None, ()
+    if not isinstance(raw, list):
+        raise ValueError("axes is not a list")
+    names: list[str] = []
+    units: list[str | None] = []
+    for axis in raw:
+        if isinstance(axis, str):
+            names.append(axis)
+            units.append(None)
+        elif isinstance(axis, dict):
+            names.append(str(axis["name"]))
+            unit = axis.get("unit")
+            units.append(None if unit is None else str(unit))
+        else:
+            raise ValueError(f"axis {axis!r} is neither a name nor an object")
+    return tuple(names), tuple(units)
+
+
+def _transforms(raw: object) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``(scale, translation)`` from an NGFF ``coordinateTransformations`` list."""
+    scale: tuple[float, ...] | None = None
+    shift: tuple[float, ...] | None = None
+    if raw is None:
+        return scale, shift
+    if not isinstance(raw, list):
+        raise ValueError("coordinateTransformations is not a list")
+    for transform in raw:
+        kind = transform["type"]
+        if kind == "identity":
+            continue
+        if kind not in ("scale", "translation"):
+            raise ValueError(f"unsupported transform type {kind!r}")
+        if kind not in transform:
+            raise ValueError(f"{kind} transform without inline values")
+        values = tuple(float(v) for v in transform[kind])
+        if kind == "scale":
+            scale = values
+        else:
+            shift = values
+    return scale, shift
+
+
+def _compose(
+    scale: tuple[float, ...] | None,
+    shift: tuple[float, ...] | None,
+    outer_scale: tuple[float, ...] | None,
+    outer_shift: tuple[float, ...] | None,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """A level's transforms followed by the image-wide ones: ``o_s * (s * i + t) + o_t``."""
+    if outer_scale is not None:
+        scale = outer_scale if scale is None else _mul(scale, outer_scale)
+        shift = None if shift is None else _mul(shift, outer_scale)
+    if outer_shift is not None:
+        shift = outer_shift if shift is None else _add(shift, outer_shift)
+    return scale, shift
+
+
+def _mul(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    if len(a) != len(b):
+        raise ValueError(f"transforms of {len(a)} and {len(b)} values do not compose")
+    return tuple(x * y for x, y in zip(a, b, strict=True))
+
+
+def _add(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    if len(a) != len(b):
+        raise ValueError(f"transforms of {len(a)} and {len(b)} values do not compose")
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: int) -> _Level:
+    """The array of ``level`` of an OME-Zarr image, placed by its transforms.
+
+    Raises:
+        InputError: no such level, the level's array is missing, or its axes do not fit.
+    """
+    n = len(multiscale.paths)
+    if not 0 <= level < n:
+        available = ", ".join(str(i) for i in range(n))
+        raise InputError(
+            f"{name}: OME-Zarr image has no level {level} (levels: {available}; "
+            "choose one with --level)"
+        )
+    path = multiscale.paths[level]
+    array = _level_array(group, path)
+    if array is None:
+        raise InputError(f"{name}: level {level} array '{path}' named in multiscales is missing")
+    names = multiscale.axes
+    if names is None:
+        names = tuple("tczyx" if array.ndim == 5 else AXES_BY_NDIM.get(array.ndim, ""))
+    if len(names) != array.ndim:
+        raise InputError(
+            f"{name}: multiscales axes ({', '.join(names)}) do not match level {level} array "
+            f"'{path}' with {array.ndim} dimensions"
+        )
+    axes, dropped = _check_axes(name, names, array.shape)
+    spatial = [i for i, ax in enumerate(names) if ax in SPATIAL]
+    scale = multiscale.scales[level] or (1.0,) * len(names)
+    shift = multiscale.translations[level] or (0.0,) * len(names)
+    units = multiscale.units or (None,) * len(names)
+    voxel_size, translation, unit = _physical(
+        name,
+        [scale[i] for i in spatial],
+        [shift[i] for i in spatial],
+        [units[i] for i in spatial],
+    )
+    shapes: list[tuple[int, ...] | None] = []
+    for other in multiscale.paths:
+        found = array if other == path else _level_array(group, other)
+        shapes.append(None if found is None else tuple(found.shape[dropped:]))
+    return _Level(
+        array,
+        path,
+        axes,
+        dropped,
+        voxel_size=voxel_size,
+        translation=translation,
+        unit=unit,
+        ngff_version=multiscale.version,
+        level=level,
+        levels=tuple(shapes),
+    )
+
+
+def _level_array(group: zarr.Group, path: str) -> zarr.Array[Any] | None:
+    try:
+        node = group[path]
+    except (KeyError, OSError, ValueError):
+        return None
+    return node if isinstance(node, zarr.Array) else None
+
+
+def _plain_level(name: str, array: zarr.Array[Any], path: str | None) -> _Level:
+    """A plain array: axes from v3 ``dimension_names`` when they are ``tczyx`` letters.
+
+    Raises:
+        InputError: unusable dimension names or number of dimensions.
+    """
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is not None and all(isinstance(n, str) and n in AXIS_ORDER for n in names):
+        axes, dropped = _check_axes(name, tuple(names), array.shape)
+        return _Level(array, path, axes, dropped)
+    axes_by_ndim = AXES_BY_NDIM.get(array.ndim)
+    if axes_by_ndim is None:
+        dims = " x ".join(str(s) for s in array.shape)
+        raise InputError(
+            f"{name}: {array.ndim}D array of shape {dims} (datatools reads 2D (y, x), "
+            "3D (z, y, x) and 4D (c, z, y, x) arrays)"
+        )
+    return _Level(array, path, axes_by_ndim, 0)
+
+
+def _check_axes(name: str, names: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, int]:
+    """Axis letters without a single-point time axis, and how many leading axes were dropped.
+
+    Raises:
+        InputError: names outside ``t, c, z, y, x``, out of that order, repeated, more than one
+            time point, or not 2 or 3 spatial axes.
+    """
+    text = ", ".join(names)
+    joined = "".join(names)
+    order = [AXIS_ORDER.find(n) if len(n) == 1 else -1 for n in names]
+    if -1 in order or order != sorted(set(order)):
+        raise InputError(
+            f"{name}: axes ({text}) are not a subset of (t, c, z, y, x) in that order "
+            "(datatools reads C-order arrays; transpose or rename the axes first)"
+        )
+    if len([n for n in names if n in SPATIAL]) < 2:
+        raise InputError(f"{name}: axes ({text}) have fewer than 2 spatial axes (z, y, x)")
+    if joined.startswith("t"):
+        if shape[0] != 1:
+            raise InputError(
+                f"{name}: holds {shape[0]} time points (datatools reads images with a single "
+                "time point)"
+            )
+        return joined[1:], 1
+    return joined, 0
+
+
+def _physical(
+    name: str, scale: list[float], shift: list[float], units: list[str | None]
+) -> tuple[tuple[float, ...], tuple[float, ...], str | None]:
+    """Voxel size, translation and one unit for the spatial axes, converting mixed units.
+
+    Raises:
+        InputError: spatial axes carry different units datatools cannot convert.
+    """
+    known = {u for u in units if u is not None}
+    if len(known) <= 1:
+        return tuple(scale), tuple(shift), next(iter(known), None)
+    if not known <= METERS_PER_UNIT.keys():
+        raise InputError(
+            f"{name}: spatial axes have different units ({', '.join(sorted(known))}) that "
+            "datatools cannot convert"
+        )
+    target = min(known, key=lambda u: METERS_PER_UNIT[u])
+    factors = [1.0 if u is None else METERS_PER_UNIT[u] / METERS_PER_UNIT[target] for u in units]
+    return (
+        tuple(s * f for s, f in zip(scale, factors, strict=True)),
+        tuple(t * f for t, f in zip(shift, factors, strict=True)),
+        target,
+    )
+
+
+def _only_array(name: str, group: zarr.Group) -> _Level:
+    """The single array of a plain (non-OME) group.
+
+    Raises:
+        InputError: the group holds no array, or several.
+    """
+    arrays = sorted(group.array_keys())
+    if len(arrays) == 1:
+        node = group[arrays[0]]
+        assert isinstance(node, zarr.Array)
+        return _plain_level(name, node, arrays[0])
+    if not arrays:
+        groups = sorted(group.group_keys())
+        hint = ""
+        if groups:
+            hint = f" (it holds groups {_listing(groups)}; name one as {name}/{groups[0]})"
+        raise InputError(f"{name}: Zarr group holds no arrays{hint}")
+    raise InputError(
+        f"{name}: Zarr group is not an OME-Zarr image and holds {len(arrays)} arrays "
+        f"({_listing(arrays)}); name one as {name}/{arrays[0]}"
+    )
+
+
+def _listing(names: list[str]) -> str:
+    if len(names) <= LISTED_MAX:
+        return ", ".join(names)
+    return ", ".join(names[:LISTED_MAX]) + f", ... ({len(names) - LISTED_MAX} more)"
+
+
+def _codec_names(array: zarr.Array[Any]) -> list[str]:
+    """Short names of the array's filters, serializer and compressors, in order."""
+    codecs: list[Any] = [*array.filters]
+    if array.serializer is not None:
+        codecs.append(array.serializer)
+    codecs.extend(array.compressors)
+    names = []
+    for codec in codecs:
+        codec_id = getattr(codec, "codec_id", None)
+        names.append(str(codec_id) if codec_id is not None else str(codec.to_dict()["name"]))
+    return names
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
