@@ -6,10 +6,11 @@ once, encodes its chunks with the array's own codec and stores the bytes; the le
 output records the unit afterwards. A rerun with the same options skips recorded units; the OME
 metadata and completion marker are written when the last unit is recorded.
 
-Peak memory is about ``workers * 2 * unit_bytes`` (a unit's input and its cast/encoded output),
-where ``unit_bytes`` is at most ``memory_limit / (2 * workers)`` (default 64 MiB per unit) but at
-least one chunk (shard) row that also covers whole source strips/chunks. It never grows with the
-volume.
+Two units are in flight (one being read while the previous one's chunks are encoded on
+``workers`` threads), so peak memory is about ``UNITS_IN_FLIGHT * 2 * unit_bytes`` (input plus a
+cast copy) plus ``workers`` encoded chunks. ``unit_bytes`` is 64 MiB by default, or
+``memory_limit / (2 * UNITS_IN_FLIGHT)``, but at least one chunk (shard) row that covers whole
+source strips or chunks, so each source byte is decoded once. It never grows with the volume.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 64
 DEFAULT_UNIT_BYTES = 64 * 2**20
+UNITS_IN_FLIGHT = 3
 HDF5_SUFFIXES = (".h5", ".hdf5")
 LEVEL_PATH = "0"
 
@@ -218,8 +221,8 @@ def convert(
         name: image name in the metadata (default: the target's stem).
         dataset: HDF5 dataset path.
         open_options: level / series / gap choices for opening ``source``.
-        workers: threads (default: cores). ``memory_limit``: bytes for units in flight; picks
-            the unit size (and fewer workers if needed). Peak memory ~ ``workers * 2 * unit``.
+        workers: threads encoding chunks (default: cores). ``memory_limit``: bytes for data in
+            flight; picks the unit size. Peak memory ~ ``3 * 2 * unit_bytes`` (module docs).
         task: run only this slice of the plan (job arrays); the last task to finish finalizes.
         overwrite: replace an existing output of datatools (never a foreign file or folder).
         progress: show a progress bar on stderr.
@@ -369,14 +372,14 @@ class _Job:
         itemsize = max(volume.dtype.itemsize, out_dtype.itemsize)
         if memory_limit is not None:
             block_bytes = math.prod(shard_shape or chunk_shape) * itemsize
-            if memory_limit < 2 * block_bytes:
+            needed = 2 * UNITS_IN_FLIGHT * block_bytes
+            if memory_limit < needed:
                 raise OptionError(
-                    f"--memory-limit {memory_limit}: too small for one "
-                    f"{'shard' if shard_shape else 'chunk'} in flight (needs >= {2 * block_bytes} "
+                    f"--memory-limit {memory_limit}: too small for the "
+                    f"{'shards' if shard_shape else 'chunks'} in flight (needs >= {needed} "
                     "bytes; use smaller --chunks)"
                 )
-            workers = max(1, min(workers, memory_limit // (2 * block_bytes)))
-            unit_bytes = memory_limit // (2 * workers)
+            unit_bytes = memory_limit // (2 * UNITS_IN_FLIGHT)
         if existing_unit_shape is not None and len(existing_unit_shape) == len(box.shape):
             plan = ConvertPlan(box, chunk_shape, shard_shape, existing_unit_shape)
         else:
@@ -574,8 +577,9 @@ def _provenance(job: _Job, *, complete: bool) -> dict[str, Any]:
 class _ChunkWriter:
     """Encodes chunks with the array's codec and stores them as files, atomically."""
 
-    def __init__(self, job: _Job) -> None:
+    def __init__(self, job: _Job, pool: ThreadPoolExecutor) -> None:
         self.job = job
+        self.pool = pool
         self.encoder = job.codec.encoder(job.out_dtype)
         array = zarr.open_array(job.path / LEVEL_PATH, mode="r+")
         self.array = array
@@ -589,8 +593,10 @@ class _ChunkWriter:
         if self.job.plan.shards is not None:
             self.array[box.slices()] = data
         else:
-            for chunk in tile_box(box, self.job.plan.chunks):
-                self._write_chunk(chunk, data[chunk.relative_to(box.start).slices()])
+            chunks = list(tile_box(box, self.job.plan.chunks))
+            views = [data[chunk.relative_to(box.start).slices()] for chunk in chunks]
+            for _ in self.pool.map(self._write_chunk, chunks, views):
+                pass
         return index
 
     def _write_chunk(self, chunk: Box, data: np.ndarray[Any, Any]) -> None:
@@ -641,14 +647,18 @@ def _run_zarr(
     done = ledger.done()
     mine = range(job.plan.n_units) if task is None else task.select(job.plan.n_units)
     todo = [i for i in mine if i not in done]
-    writer = _ChunkWriter(job)
     unit_bytes = math.prod(job.plan.unit_shape) * job.out_dtype.itemsize
     written = 0
-    with progress_bar(
-        len(todo) * unit_bytes // 10**6, f"convert {job.path.name}", enabled=progress, unit="MB"
-    ) as bar:
+    readers = min(2, job.workers)
+    with (
+        ThreadPoolExecutor(job.workers, thread_name_prefix="datatools-encode") as pool,
+        progress_bar(
+            len(todo) * unit_bytes // 10**6, f"convert {job.path.name}", enabled=progress, unit="MB"
+        ) as bar,
+    ):
+        writer = _ChunkWriter(job, pool)
         try:
-            for index in run_units(writer.write_unit, todo, workers=job.workers):
+            for index in run_units(writer.write_unit, todo, workers=readers):
                 ledger.mark(index)
                 written += 1
                 bar.update(unit_bytes / 1e6)
@@ -759,7 +769,8 @@ def _run_hdf5(
             len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
         ) as bar:
             try:
-                for index, box, data in run_units(job.read_unit, todo, workers=job.workers):
+                readers = min(2, job.workers)
+                for index, box, data in run_units(job.read_unit, todo, workers=readers):
                     ds[box.slices()] = data
                     ledger[index] = 1
                     fh.flush()

@@ -44,10 +44,12 @@ def run_units(
     items: Iterable[T],
     *,
     workers: int,
+    in_flight: int | None = None,
 ) -> Iterator[R]:
     """Apply ``func`` to every item with ``workers`` threads; yield results as units finish.
 
-    At most ``2 * workers`` items are in flight, so memory stays bounded by the units in flight.
+    At most ``in_flight`` items (default ``workers``) are submitted and not yet yielded, so
+    memory stays bounded by the units in flight.
     The first exception stops submitting, waits for running units, and is re-raised; so is
     ``KeyboardInterrupt`` in the caller (running units finish, queued ones are dropped).
     """
@@ -55,13 +57,14 @@ def run_units(
         for item in items:
             yield func(item)
         return
+    limit = max(workers, in_flight or workers)
     pending: set[Future[R]] = set()
     source = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datatools") as pool:
         try:
             for item in source:
                 pending.add(pool.submit(func, item))
-                if len(pending) >= 2 * workers:
+                if len(pending) >= limit:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from _results(done)
             while pending:

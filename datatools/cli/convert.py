@@ -28,7 +28,7 @@ from datatools.errors import OptionError
 @source_argument("source")
 @click.argument("target")
 @roi_options
-@source_options
+@source_options("--source-level")
 @click.option(
     "--chunks",
     default="64",

@@ -13,7 +13,7 @@ from datatools.cli.options import open_options_from, resolve_source, source_argu
 
 @click.command("info")
 @source_argument("spec")
-@source_options
+@source_options()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: see README).")
 def info_command(spec: str, as_json: bool, **kwargs: Any) -> None:
     """Describe SPEC: kind, shape, dtype, axes, voxel size, chunks, and progress of outputs.

@@ -64,25 +64,31 @@ def roi_from_options(kwargs: dict[str, Any]) -> RoiSpec | None:
     return RoiSpec.parse(text) if text is not None else per_axis
 
 
-source_options = _compose(
-    click.option(
-        "--level",
-        type=int,
-        default=None,
-        help="Resolution level of an OME-Zarr image or pyramidal TIFF (0 = full).",
-    ),
-    click.option("--series", type=int, default=None, help="Series of a multi-series TIFF."),
-    click.option(
-        "--allow-gaps", is_flag=True, help="Accept a slice folder whose numbering has gaps."
-    ),
-)
-"""``--level``, ``--series``, ``--allow-gaps``; read them with :func:`open_options_from`."""
+def source_options(level_flag: str = "--level") -> Callable[[F], F]:
+    """``--level``, ``--series``, ``--allow-gaps``; read them with :func:`open_options_from`.
+
+    Commands whose ``--level`` means something else (``convert``: compression level) name the
+    source's resolution level ``--source-level``.
+    """
+    return _compose(
+        click.option(
+            level_flag,
+            "source_level",
+            type=int,
+            default=None,
+            help="Resolution level of an OME-Zarr image or pyramidal TIFF (0 = full).",
+        ),
+        click.option("--series", type=int, default=None, help="Series of a multi-series TIFF."),
+        click.option(
+            "--allow-gaps", is_flag=True, help="Accept a slice folder whose numbering has gaps."
+        ),
+    )
 
 
 def open_options_from(kwargs: dict[str, Any]) -> OpenOptions:
     """Pop the source options from a command's keyword arguments."""
     return OpenOptions(
-        level=kwargs.pop("level", None),
+        level=kwargs.pop("source_level", None),
         series=kwargs.pop("series", None),
         allow_gaps=kwargs.pop("allow_gaps", False),
     )

@@ -19,7 +19,7 @@ from datatools.cli.options import open_options_from, resolve_source, source_opti
     metavar="SOURCE",
     help="Compare every voxel with SOURCE's ROI recorded in TARGET.",
 )
-@source_options
+@source_options()
 def verify_command(target: str, against: str | None, **kwargs: Any) -> None:
     """Check TARGET: complete, valid OME-NGFF metadata, every chunk readable, and with
     --against every voxel equal to the source. Exit 0 when all agree, 1 otherwise.

@@ -1,0 +1,221 @@
+"""Benchmark ``datatools convert`` against the bound of a perfect pipeline and plain zarr-python.
+
+Usage: python scripts/bench_convert.py [--data-dir bench_data] [--quick]
+
+On a synthetic slice folder (128 x 2048 x 2048 uint16, smooth structure + noise, zstd ratio
+about 1.8; cached in --data-dir) it measures in one run, each phase in its own process so peak
+RSS is its own:
+  read     tifffile.imread of every slice (nothing else)
+  encode   zstd-encode every 64^3 chunk on all cores (no writing framework)
+  bound    max(read, encode): a perfectly overlapped pipeline cannot beat it
+  zarr     reference: zarr-python streaming of 64-slice slabs (arr[z0:z1] = slab)
+  convert  datatools convert, default options
+and the same for an ROI of 80 x 1024 x 1536 from the middle. It prints MB/s of input bytes,
+peak RSS and the ratios convert/bound and convert/zarr. Goals: convert/bound >= 0.85,
+convert/zarr >= 2.2 (or 0.85 x bound/zarr where the bound caps the gain), ROI convert MB/s
+>= 2x the reference's ROI MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+FULL = (128, 2048, 2048)
+QUICK = (64, 512, 512)
+CHUNK = 64
+
+
+def make_stack(folder: Path, shape: tuple[int, int, int]) -> None:
+    """Write the synthetic slices once (cached): smooth blobs + noise, uint16."""
+    done = folder / ".complete"
+    if done.is_file() and json.loads(done.read_text()) == list(shape):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    nz, ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
+    for z in range(nz):
+        base = 20000 + 8000 * np.sin(xx / 97.0 + z / 13.0) * np.cos(yy / 71.0 - z / 29.0)
+        noise = rng.normal(0, 40, size=(ny, nx)).astype(np.float32)
+        tifffile.imwrite(folder / f"slice_{z:05d}.tif", (base + noise).astype(np.uint16))
+    done.write_text(json.dumps(list(shape)))
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("slice_*.tif"))
+
+
+def roi_box(shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+    """80 x 1024 x 1536 from the middle (scaled down with the volume in quick mode)."""
+    sizes = [shape[0] * 80 // 128, shape[1] // 2, shape[2] * 3 // 4]
+    return tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(shape, sizes, strict=True))  # type: ignore[return-value]
+
+
+def phase_read(folder: Path, roi: bool) -> tuple[int, float]:
+    """Read every slice the (ROI) volume needs; bytes are the ROI's."""
+    paths = files(folder)
+    zs = roi_box(read_shape(folder))[0] if roi else slice(0, len(paths))
+    start = time.perf_counter()
+    for p in paths[zs]:
+        tifffile.imread(p)
+    return roi_bytes(folder, roi), time.perf_counter() - start
+
+
+def phase_encode(folder: Path, roi: bool) -> tuple[int, float]:
+    """Encode every chunk of the (ROI) volume with zstd on all cores; slabs read untimed."""
+    import numcodecs
+
+    codec = numcodecs.Zstd(level=3)
+    shape = read_shape(folder)
+    box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
+    paths = files(folder)[box[0]]
+    elapsed = 0.0
+    total = 0
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for z0 in range(0, len(paths), CHUNK):
+            slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
+            chunks = [
+                np.ascontiguousarray(slab[:, y : y + CHUNK, x : x + CHUNK])
+                for y in range(0, slab.shape[1], CHUNK)
+                for x in range(0, slab.shape[2], CHUNK)
+            ]
+            start = time.perf_counter()
+            list(pool.map(codec.encode, chunks))
+            elapsed += time.perf_counter() - start
+            total += slab.nbytes
+    return total, elapsed
+
+
+def phase_zarr(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+    shape = read_shape(folder)
+    box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
+    out_shape = tuple(s.stop - s.start for s in box)
+    shutil.rmtree(out, ignore_errors=True)
+    arr = zarr.create_array(
+        out,
+        shape=out_shape,
+        chunks=(CHUNK,) * 3,
+        dtype="uint16",
+        compressors=zarr.codecs.ZstdCodec(level=3),
+    )
+    paths = files(folder)[box[0]]
+    start = time.perf_counter()
+    for z0 in range(0, len(paths), CHUNK):
+        slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
+        arr[z0 : z0 + slab.shape[0]] = slab
+    return roi_bytes(folder, roi), time.perf_counter() - start
+
+
+def phase_convert(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+    from datatools.convert import convert
+    from datatools.geometry import RoiSpec
+
+    shape = read_shape(folder)
+    box = roi_box(shape) if roi else None
+    spec = None if box is None else RoiSpec(tuple((s.start, s.stop) for s in box))
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    convert(str(folder), out, roi=spec)
+    return roi_bytes(folder, roi), time.perf_counter() - start
+
+
+def roi_bytes(folder: Path, roi: bool) -> int:
+    shape = read_shape(folder)
+    box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
+    return int(np.prod([s.stop - s.start for s in box])) * 2
+
+
+def read_shape(folder: Path) -> tuple[int, int, int]:
+    return tuple(json.loads((folder / ".complete").read_text()))  # type: ignore[return-value]
+
+
+def run_phase(name: str, folder: Path, out: Path, roi: bool) -> dict[str, float]:
+    """Run one phase in a fresh process; returns seconds, bytes and peak RSS (MiB)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        name,
+        "--data-dir",
+        str(folder.parent),
+        "--folder",
+        str(folder),
+        "--out",
+        str(out),
+    ] + (["--roi"] if roi else [])
+    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    return dict(json.loads(line.splitlines()[-1]))
+
+
+def child(args: argparse.Namespace) -> None:
+    folder, out = Path(args.folder), Path(args.out)
+    phases = {
+        "read": lambda: phase_read(folder, args.roi),
+        "encode": lambda: phase_encode(folder, args.roi),
+        "zarr": lambda: phase_zarr(folder, out, args.roi),
+        "convert": lambda: phase_convert(folder, out, args.roi),
+    }
+    nbytes, seconds = phases[args.phase]()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "bytes": nbytes, "rss_mib": rss}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="bench_data")
+    parser.add_argument("--quick", action="store_true", help="small volume, runs in seconds")
+    parser.add_argument("--phase")
+    parser.add_argument("--folder")
+    parser.add_argument("--out")
+    parser.add_argument("--roi", action="store_true")
+    args = parser.parse_args()
+    if args.phase:
+        child(args)
+        return
+    shape = QUICK if args.quick else FULL
+    folder = Path(args.data_dir) / ("convert_quick" if args.quick else "convert_stack")
+    out = Path(args.data_dir) / "bench_out.zarr"
+    make_stack(folder, shape)
+    phase_read(folder, False)  # warm the page cache so every phase sees the same state
+    print(
+        f"bench_convert: {' x '.join(map(str, shape))} uint16 slices, chunks {CHUNK}^3, "
+        f"zstd, {os.cpu_count()} cores"
+    )
+    for roi in (False, True):
+        label = "ROI " + "x".join(str(s.stop - s.start) for s in roi_box(shape)) if roi else "full"
+        r = {
+            name: run_phase(name, folder, out, roi)
+            for name in ("read", "encode", "zarr", "convert")
+        }
+        mbps = {k: v["bytes"] / 1e6 / v["seconds"] for k, v in r.items()}
+        bound = min(mbps["read"], mbps["encode"])
+        for name in ("read", "encode", "zarr", "convert"):
+            print(
+                f"  {label:<22} {name:<8} {mbps[name]:8.0f} MB/s  peak RSS "
+                f"{r[name]['rss_mib']:7.0f} MiB"
+            )
+        print(f"  {label:<22} bound    {bound:8.0f} MB/s (slower of read and encode)")
+        print(
+            f"  {label:<22} ratios   convert/bound {mbps['convert'] / bound:.2f} "
+            f"(goal >= 0.85), convert/zarr {mbps['convert'] / mbps['zarr']:.2f} "
+            f"(goal >= 2.2 or {0.85 * bound / mbps['zarr']:.2f} where the bound caps it)"
+        )
+    shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

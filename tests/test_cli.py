@@ -1,0 +1,243 @@
+"""CLI tests: help, version, info, convert examples, verify, and the error boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from click.testing import CliRunner
+from conftest import arange_volume
+
+from datatools.cli.main import cli
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    data = arange_volume((12, 20, 24), "uint16")
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(folder / f"s{z}.tif", plane)
+    return folder, data
+
+
+@pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["verify"]])
+def test_help(command: list[str]) -> None:
+    code, out, _ = run(*command, "--help")
+    assert code == 0, out
+    assert "Usage:" in out
+    if command:
+        assert "datatools " + command[0] in out  # every command shows an example
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.startswith("datatools, version ")
+
+
+def test_info_sample_stack() -> None:
+    code, out, _ = run("info", str(SAMPLE / "stack"))
+    assert code == 0, out
+    assert "32 x 256 x 256" in out
+    assert "uint16" in out
+
+
+def test_info_json() -> None:
+    code, out, _ = run("info", str(SAMPLE / "stack"), "--json")
+    assert code == 0, out
+    info = json.loads(out)
+    assert info["shape"] == [32, 256, 256]
+    assert info["axes"] == "zyx"
+    assert info["kind"] == "tiff-stack"
+    assert info["status"] is None
+    assert info["nbytes"] == 32 * 256 * 256 * 2
+
+
+def test_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    code, out, err = run("info", str(missing))
+    assert code == 2
+    assert err == f"Error: {missing}: no such file or directory\n"
+    assert "Traceback" not in out + err
+
+
+def test_convert_folder_roi(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, data = stack
+    out = tmp_path / "out.zarr"
+    code, text, err = run(
+        "convert",
+        str(folder),
+        str(out),
+        "--z-start",
+        "2",
+        "--z-end",
+        "10",
+        "--y-start",
+        "0",
+        "--y-end",
+        "16",
+        "--chunks",
+        "4",
+        "--voxel-size",
+        "40,8,8",
+        "--unit",
+        "nm",
+    )
+    assert code == 0, text + err
+    assert "complete" in text
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data[2:10, 0:16])
+    code, text, _ = run("verify", str(out), "--against", str(folder))
+    assert code == 0, text
+    info = json.loads(run("info", str(out), "--json")[1])
+    assert info["status"]["complete"] is True
+    assert info["voxel_size"] == [40.0, 8.0, 8.0]
+
+
+def test_convert_glob_roi_and_stdin(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, data = stack
+    out = tmp_path / "g.zarr"
+    code, text, err = run(
+        "convert",
+        str(folder / "*.tif"),
+        str(out),
+        "--roi",
+        "3:9,:,10:",
+        "--voxel-size",
+        "7.91",
+        "--unit",
+        "micrometer",
+    )
+    assert code == 0, text + err
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data[3:9, :, 10:])
+    listing = "\n".join(str(folder / f"s{z}.tif") for z in range(12)) + "\n"
+    out2 = tmp_path / "stdin.zarr"
+    code, text, err = run("convert", "-", str(out2), input=listing)
+    assert code == 0, text + err
+    np.testing.assert_array_equal(zarr.open_array(out2 / "0", mode="r")[:], data)
+
+
+def test_convert_hdf5_to_zarr2_and_tiff_to_hdf5(tmp_path: Path) -> None:
+    data = arange_volume((6, 10, 12), "uint16")
+    src = tmp_path / "volume.h5"
+    with h5py.File(src, "w") as fh:
+        fh["raw"] = data
+    out = tmp_path / "v2.zarr"
+    code, text, err = run(
+        "convert", f"{src}:/raw", str(out), "--zarr-format", "2", "--codec", "blosc-lz4"
+    )
+    assert code == 0, text + err
+    assert (out / ".zgroup").is_file()
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
+    tif = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(tif, data, ome=True)
+    h5 = tmp_path / "out.h5"
+    code, text, err = run("convert", str(tif), str(h5), "--chunks", "3,5,6")
+    assert code == 0, text + err
+    with h5py.File(h5, "r") as fh:
+        np.testing.assert_array_equal(fh["data"][:], data)
+        assert fh["data"].chunks == (3, 5, 6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--roi", "0:99,:,:"], "lies outside the volume"),
+        (["--chunks", "0"], "--chunks 0: every value must be > 0"),
+        (["--chunks", "a"], "--chunks a: expected integers"),
+        (["--shards", "3", "--chunks", "2"], "--shards 3,3,3: not a multiple of the chunks"),
+        (["--dtype", "uint8"], "--dtype uint8:"),
+        (["--task-index", "1"], "--task-index/--task-count: give both or neither"),
+        (["--roi", "1:2,:,:", "--z-start", "1"], "give either --roi or the per-axis --z-start"),
+        (["--memory-limit", "lots"], "--memory-limit lots: expected bytes"),
+    ],
+)
+def test_convert_bad_options(
+    tmp_path: Path, stack: tuple[Path, np.ndarray], args: list[str], message: str
+) -> None:
+    folder, _ = stack
+    out = tmp_path / "bad.zarr"
+    code, text, err = run("convert", str(folder), str(out), *args)
+    assert code == 2, text + err
+    assert err.startswith("Error: "), err
+    assert message in err, err
+    assert err.count("\n") == 1
+    assert not (out / ".datatools" / "COMPLETE").exists()
+
+
+def test_convert_refuses_foreign_target(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, _ = stack
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    code, _, err = run("convert", str(folder), str(foreign), "--overwrite")
+    assert code == 2
+    assert err == (
+        f"Error: {foreign}: exists and is a folder datatools did not create; datatools will "
+        "not remove it\n"
+    )
+    assert (foreign / "keep.txt").read_text() == "x"
+
+
+def test_verify_reports_mismatch_exit_1(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, data = stack
+    out = tmp_path / "o.zarr"
+    assert run("convert", str(folder), str(out))[0] == 0
+    tifffile.imwrite(folder / "s5.tif", data[5] + 1)
+    code, text, _ = run("verify", str(out), "--against", str(folder))
+    assert code == 1
+    assert "differs from" in text
+
+
+def test_four_task_processes_match_one(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, data = stack
+    common = ["--chunks", "4", "--memory-limit", "40K", "--workers", "1", "-q"]
+    single = tmp_path / "single.zarr"
+    assert run("-q", "convert", str(folder), str(single), *common[:-1])[0] == 0
+    shared = tmp_path / "shared.zarr"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "datatools",
+                "convert",
+                str(folder),
+                str(shared),
+                *common[:-1],
+                "--task-index",
+                str(i),
+                "--task-count",
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    assert (shared / ".datatools" / "COMPLETE").is_file()
+    np.testing.assert_array_equal(zarr.open_array(shared / "0", mode="r")[:], data)
+    files_single = sorted(p.relative_to(single) for p in (single / "0").rglob("*") if p.is_file())
+    files_shared = sorted(p.relative_to(shared) for p in (shared / "0").rglob("*") if p.is_file())
+    assert files_single == files_shared
+    for rel in files_single:
+        assert (single / rel).read_bytes() == (shared / rel).read_bytes()

@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from conftest import arange_volume
+from ome_zarr_models.v04.image import Image as Image04
+from ome_zarr_models.v05.image import Image as Image05
+
+from datatools import target
+from datatools.convert import ConvertPlan, convert, plan_units
+from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError
+from datatools.executor import TaskSlice
+from datatools.geometry import Box, RoiSpec
+from datatools.info import inspect
+from datatools.sources import ArrayVolume
+from datatools.verify import verify
+
+
+def read_level0(path: Path) -> np.ndarray:
+    return np.asarray(zarr.open_array(path / "0", mode="r")[:])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    ("shape", "chunks", "roi"),
+    [
+        ((20, 30, 40), (8, 16, 16), "2:19,:,5:"),
+        ((9, 13, 17), (4, 5, 6), ":,12:,:1"),
+        ((9, 13, 17), 64, None),
+        ((33, 47), (10, 9), "3:,:46"),
+        ((3, 9, 10, 11), (1, 4, 4, 4), "1:8,2:,:"),
+    ],
+)
+def test_roundtrip_equals_source_roi(
+    tmp_path: Path,
+    zarr_format: int,
+    shape: tuple[int, ...],
+    chunks: int | tuple[int, ...],
+    roi: str | None,
+) -> None:
+    data = arange_volume(shape, "uint16")
+    volume = ArrayVolume(data, voxel_size=(2.0,) * min(3, len(shape)), unit="nm")
+    spec = None if roi is None else RoiSpec.parse(roi)
+    out = tmp_path / "out.zarr"
+    # a small memory limit forces many units
+    limit = None if isinstance(chunks, int) else 8 * 2 * int(np.prod(chunks))
+    result = convert(
+        volume,
+        out,
+        roi=spec,
+        chunks=chunks,
+        zarr_format=zarr_format,
+        workers=2,
+        memory_limit=limit,
+    )
+    box = Box.from_shape(shape) if spec is None else _resolve(spec, volume)
+    assert result.complete
+    assert result.units_total > 1 or limit is None or box.size * 2 <= limit
+    np.testing.assert_array_equal(read_level0(out), data[box.slices()])
+    group = zarr.open_group(out, mode="r")
+    model = Image05 if zarr_format == 3 else Image04
+    model.from_zarr(group)
+    assert verify(out, against=None).ok
+
+
+def _resolve(spec: RoiSpec, volume: ArrayVolume) -> Box:
+    from datatools.geometry import resolve_roi
+
+    return resolve_roi(spec, volume.shape, volume.axes)
+
+
+def test_metadata_scale_translation_and_provenance(tmp_path: Path) -> None:
+    data = arange_volume((10, 12, 14))
+    volume = ArrayVolume(data, voxel_size=(40.0, 8.0, 4.0), unit="nm", translation=(1, 2, 3))
+    out = tmp_path / "img.zarr"
+    convert(volume, out, roi=RoiSpec.parse("2:,3:9,:"), chunks=4)
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]
+    ms = attrs["ome"]["multiscales"][0]
+    assert attrs["ome"]["version"] == "0.5"
+    assert [a["unit"] for a in ms["axes"]] == ["nanometer"] * 3
+    scale, translation = ms["datasets"][0]["coordinateTransformations"]
+    assert scale["scale"] == [40.0, 8.0, 4.0]
+    assert translation["translation"] == [1 + 2 * 40.0, 2 + 3 * 8.0, 3.0]
+    assert attrs["datatools"]["roi"] == "2:10,3:9,0:14"
+    assert attrs["datatools"]["complete"] is True
+    array = json.loads((out / "0" / "zarr.json").read_text())
+    assert array["dimension_names"] == ["z", "y", "x"]
+
+
+def test_channel_axis_metadata(tmp_path: Path) -> None:
+    data = arange_volume((2, 4, 6, 8), "uint8")
+    out = tmp_path / "c.zarr"
+    convert(ArrayVolume(data, voxel_size=(1, 1, 1), unit="um"), out, chunks=4)
+    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    assert [a["type"] for a in ms["axes"]] == ["channel", "space", "space", "space"]
+    assert zarr.open_array(out / "0", mode="r").chunks == (1, 4, 4, 4)
+
+
+def test_zarr_v2_uses_slash_separator(tmp_path: Path) -> None:
+    out = tmp_path / "v2.zarr"
+    convert(ArrayVolume(arange_volume((5, 6, 7))), out, chunks=4, zarr_format=2)
+    meta = json.loads((out / "0" / ".zarray").read_text())
+    assert meta["dimension_separator"] == "/"
+    assert (out / "0" / "1" / "1" / "1").is_file()
+    assert zarr.open_group(out, mode="r").attrs["multiscales"][0]["version"] == "0.4"
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc-zstd", "blosc-lz4", "gzip", "none"])
+def test_codecs_roundtrip(tmp_path: Path, codec: str) -> None:
+    data = arange_volume((6, 10, 12), "uint16")
+    out = tmp_path / f"{codec}.zarr"
+    convert(ArrayVolume(data), out, chunks=(3, 4, 5), codec=codec)
+    np.testing.assert_array_equal(read_level0(out), data)
+
+
+def test_shards(tmp_path: Path) -> None:
+    data = arange_volume((12, 20, 20), "uint16")
+    out = tmp_path / "s.zarr"
+    convert(ArrayVolume(data), out, chunks=(2, 5, 5), shards=(4, 10, 10), workers=2)
+    array = zarr.open_array(out / "0", mode="r")
+    assert array.shards == (4, 10, 10)
+    np.testing.assert_array_equal(array[:], data)
+    with pytest.raises(OptionError, match="not a multiple of the chunks 2,5,5"):
+        convert(ArrayVolume(data), tmp_path / "t.zarr", chunks=(2, 5, 5), shards=(3, 10, 10))
+
+
+def test_hdf5_target(tmp_path: Path) -> None:
+    data = arange_volume((7, 9, 11), "uint16")
+    out = tmp_path / "out.h5"
+    result = convert(
+        ArrayVolume(data, voxel_size=(3, 2, 1), unit="um"),
+        out,
+        chunks=4,
+        memory_limit=4 * 2 * 128 * 2,
+    )
+    assert result.complete
+    assert result.units_total > 1
+    with h5py.File(out, "r") as fh:
+        assert list(fh.keys()) == ["data"]
+        np.testing.assert_array_equal(fh["data"][:], data)
+        assert list(fh["data"].attrs["voxel_size"]) == [3, 2, 1]
+        assert fh["data"].compression == "gzip"
+    assert not (tmp_path / ("out.h5" + target.PARTIAL_SUFFIX)).exists()
+    assert verify(out, against=None).ok
+
+
+def test_dtype_casts(tmp_path: Path) -> None:
+    data = arange_volume((4, 8, 10), "uint16")
+    convert(ArrayVolume(data), tmp_path / "a.zarr", dtype="uint32")
+    assert read_level0(tmp_path / "a.zarr").dtype == np.uint32
+    with pytest.raises(OptionError, match=r"--dtype uint8: <array> holds .*256.* at output voxel"):
+        convert(ArrayVolume(data), tmp_path / "b.zarr", dtype="uint8")
+    assert not target.is_complete(tmp_path / "b.zarr")
+    convert(ArrayVolume(data), tmp_path / "c.zarr", dtype="uint8", allow_lossy_cast=True)
+    np.testing.assert_array_equal(read_level0(tmp_path / "c.zarr"), np.clip(data, 0, 255))
+
+
+def test_resume_after_interruption(tmp_path: Path) -> None:
+    data = arange_volume((16, 16, 16), "uint16")
+    out = tmp_path / "r.zarr"
+    kwargs = {"chunks": 4, "memory_limit": 2 * 4 * 4 * 16 * 2, "workers": 1}
+    seen: list[int] = []
+
+    def stop_at_3(index: int) -> None:
+        seen.append(index)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(ArrayVolume(data), out, on_unit_done=stop_at_3, **kwargs)
+    info = inspect(str(out))
+    assert info["status"]["complete"] is False
+    assert info["status"]["units_done"] == 3
+    assert not verify(out).ok
+    (out / "0" / "c" / ".stray.123.tmp").parent.mkdir(parents=True, exist_ok=True)
+    (out / "0" / "c" / ".stray.123.tmp").write_bytes(b"x")
+    result = convert(ArrayVolume(data), out, **kwargs)
+    assert result.units_skipped == 3
+    assert result.units_written == result.units_total - 3
+    assert result.complete
+    assert not (out / "0" / "c" / ".stray.123.tmp").exists()
+    np.testing.assert_array_equal(read_level0(out), data)
+    fresh = tmp_path / "fresh.zarr"
+    convert(ArrayVolume(data), fresh, **kwargs)
+    for p in sorted((fresh / "0").rglob("*")):
+        if p.is_file():
+            assert p.read_bytes() == (out / p.relative_to(fresh)).read_bytes()
+
+
+def test_rerun_with_other_options_is_refused(tmp_path: Path) -> None:
+    data = arange_volume((4, 8, 8))
+    out = tmp_path / "o.zarr"
+    convert(ArrayVolume(data), out, chunks=4)
+    with pytest.raises(ResumeMismatchError, match=r"chunks was \[4, 4, 4\], now \[2, 2, 2\]"):
+        convert(ArrayVolume(data), out, chunks=2)
+    result = convert(ArrayVolume(data), out, chunks=2, overwrite=True)
+    assert result.chunks == (2, 2, 2)
+
+
+def test_tasks_share_one_output(tmp_path: Path) -> None:
+    data = arange_volume((16, 12, 12), "uint16")
+    kwargs = {"chunks": 4, "memory_limit": 2 * 4 * 12 * 12 * 2}
+    out = tmp_path / "t.zarr"
+    results = [convert(ArrayVolume(data), out, task=TaskSlice(i, 4), **kwargs) for i in range(4)]
+    assert [r.complete for r in results] == [False, False, False, True]
+    assert sum(r.units_written for r in results) == results[0].units_total
+    np.testing.assert_array_equal(read_level0(out), data)
+
+
+def test_task_slices_are_disjoint_and_cover() -> None:
+    for n in (1, 7, 16, 100):
+        covered = [i for t in range(4) for i in TaskSlice(t, 4).select(n)]
+        assert covered == list(range(n))
+    with pytest.raises(OptionError, match=r"--task-index 4: must be in 0\.\.3"):
+        TaskSlice(4, 4)
+
+
+def test_foreign_target_is_never_touched(tmp_path: Path) -> None:
+    data = arange_volume((4, 4, 4))
+    foreign = tmp_path / "mine.zarr"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep")
+    for overwrite in (False, True):
+        with pytest.raises(TargetError, match="folder datatools did not create"):
+            convert(ArrayVolume(data), foreign, overwrite=overwrite)
+    assert (foreign / "precious.txt").read_text() == "keep"
+    a_file = tmp_path / "file.zarr"
+    a_file.write_text("x")
+    with pytest.raises(TargetError, match="exists and is a file"):
+        convert(ArrayVolume(data), a_file)
+    with pytest.raises(TargetError, match=r"parent folder .* does not exist"):
+        convert(ArrayVolume(data), tmp_path / "missing" / "o.zarr")
+    h5 = tmp_path / "other.h5"
+    with h5py.File(h5, "w") as fh:
+        fh["x"] = np.zeros(3)
+    with pytest.raises(TargetError, match="not an output of datatools"):
+        convert(ArrayVolume(data), h5, overwrite=True)
+    assert h5.is_file()
+
+
+def test_symlinked_target_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.zarr"
+    convert(ArrayVolume(arange_volume((4, 4, 4))), real)
+    link = tmp_path / "link.zarr"
+    link.symlink_to(real)
+    with pytest.raises(TargetError, match="symbolic link"):
+        convert(ArrayVolume(arange_volume((4, 4, 4))), link, overwrite=True)
+    assert target.is_complete(real)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"roi": RoiSpec.parse("0:5,:,:")}, RoiError, "lies outside the volume"),
+        ({"roi": RoiSpec.parse("2:2,:,:")}, RoiError, "empty region"),
+        ({"roi": RoiSpec.parse("3:1,:,:")}, RoiError, "start 3 >= end 1"),
+        ({"chunks": 0}, OptionError, "--chunks 0: every value must be > 0"),
+        ({"chunks": (1, 2, 3, 4)}, OptionError, "4 values for an array with 3 axes"),
+        ({"codec": "lz5"}, OptionError, "--codec lz5: unknown for Zarr outputs"),
+        ({"shards": (4, 4, 4), "zarr_format": 2}, OptionError, "sharding needs a Zarr v3"),
+        ({"unit": "parsecs!"}, OptionError, "--unit parsecs!: not an OME-NGFF length unit"),
+        ({"voxel_size": (1, 2)}, OptionError, "give 1 or 3 positive values"),
+        ({"dtype": "complex64"}, OptionError, "--dtype complex64: datatools writes"),
+        ({"memory_limit": 10}, OptionError, "--memory-limit 10: too small"),
+    ],
+)
+def test_bad_options(tmp_path: Path, kwargs: dict, error: type, message: str) -> None:
+    out = tmp_path / "o.zarr"
+    with pytest.raises(error, match=None) as info:
+        convert(ArrayVolume(arange_volume((4, 8, 8))), out, **kwargs)
+    assert message in str(info.value)
+    assert not out.exists()
+
+
+def test_plan_respects_source_strips() -> None:
+    roi = Box.from_shape((128, 2048, 2048))
+    plan = plan_units(
+        roi, (64, 64, 64), None, itemsize=2, unit_bytes=64 * 2**20, source_chunks=(1, 2048, 2048)
+    )
+    assert plan.unit_shape == (64, 2048, 2048)
+    plan = plan_units(
+        roi, (64, 64, 64), None, itemsize=2, unit_bytes=64 * 2**20, source_chunks=(1, 64, 2048)
+    )
+    assert plan.unit_shape == (64, 256, 2048)
+    assert plan.n_units == 16
+    assert isinstance(plan, ConvertPlan)
+
+
+def test_verify_finds_mismatch(tmp_path: Path) -> None:
+    data = arange_volume((8, 8, 8), "uint16")
+    out = tmp_path / "v.zarr"
+    convert(ArrayVolume(data), out, chunks=4)
+    source = tmp_path / "src.zarr"
+    arr = zarr.create_array(source, shape=data.shape, chunks=(4, 4, 4), dtype=data.dtype)
+    arr[:] = data
+    assert verify(out, against=str(source)).ok
+    changed = data.copy()
+    changed[5, 6, 7] += 1
+    arr[:] = changed
+    result = verify(out, against=str(source), block_bytes=4 * 4 * 4 * 2)
+    assert not result.ok
+    assert result.first_mismatch == Box((4, 4, 4), (8, 8, 8))
+    assert "first at voxel (5, 6, 7)" in result.problems[0]
