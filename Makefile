@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_read.py
+	set -e; for script in scripts/bench_*.py; do $(BIN)/python $$script; done
 
 sample-data: $(STAMP)
 	$(BIN)/python scripts/make_sample_data.py sample_data

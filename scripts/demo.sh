@@ -24,6 +24,9 @@ mkdir -p demo_out
 heading "datatools info $target"
 "$datatools" info "$target"
 
+heading "datatools verify $target --against $stack"
+"$datatools" verify "$target" --against "$stack"
+
 heading "done"
 echo "Result: $(pwd)/$target (OME-Zarr image; level 0 is the full-resolution array)"
 echo "Open it in Python (.venv/bin/python):"
