@@ -13,7 +13,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 from datatools import target
 from datatools.convert import ConvertPlan, convert, plan_units
-from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError
+from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError, WriteError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec
 from datatools.info import inspect
@@ -306,3 +306,134 @@ def test_verify_finds_mismatch(tmp_path: Path) -> None:
     assert not result.ok
     assert result.first_mismatch == Box((4, 4, 4), (8, 8, 8))
     assert "first at voxel (5, 6, 7)" in result.problems[0]
+
+
+def _write_source(kind: str, folder: Path, data: np.ndarray) -> str:
+    """Write ``data`` (z, y, x) as a source of ``kind``; return its spec."""
+    import SimpleITK as sitk  # noqa: N813
+    import tifffile
+
+    if kind == "tiff-folder":
+        (folder / "slices").mkdir()
+        for z, plane in enumerate(data):
+            tifffile.imwrite(
+                folder / "slices" / f"img_{z}.tif", plane, compression="zlib", rowsperstrip=3
+            )
+        return str(folder / "slices")
+    if kind == "tiff-multipage":
+        tifffile.imwrite(folder / "vol.tif", data, tile=(16, 16))
+        return str(folder / "vol.tif")
+    if kind == "hdf5":
+        with h5py.File(folder / "vol.h5", "w") as fh:
+            fh.create_dataset("g/raw", data=data, chunks=(2, 5, 7))
+        return f"{folder / 'vol.h5'}:/g/raw"
+    if kind in ("zarr2", "zarr3"):
+        arr = zarr.create_array(
+            folder / f"{kind}.zarr",
+            shape=data.shape,
+            chunks=(3, 4, 5),
+            dtype=data.dtype,
+            zarr_format=int(kind[-1]),
+        )
+        arr[:] = data
+        return str(folder / f"{kind}.zarr")
+    if kind == "ome-zarr":
+        convert(ArrayVolume(data), folder / "ome.zarr", chunks=5)
+        return str(folder / "ome.zarr")
+    image = sitk.GetImageFromArray(data)
+    sitk.WriteImage(image, str(folder / "vol.mha"))
+    return str(folder / "vol.mha")
+
+
+@pytest.mark.parametrize(
+    "kind", ["tiff-folder", "tiff-multipage", "hdf5", "zarr2", "zarr3", "ome-zarr", "itk"]
+)
+def test_every_source_kind(tmp_path: Path, kind: str) -> None:
+    data = arange_volume((9, 21, 26), "uint16")
+    spec = _write_source(kind, tmp_path, data)
+    out = tmp_path / "out.zarr"
+    result = convert(
+        spec,
+        out,
+        roi=RoiSpec.parse("1:8,3:,:25"),
+        chunks=(4, 8, 8),
+        memory_limit=6 * 2 * 4 * 8 * 8 * 2,
+        workers=2,
+    )
+    assert result.units_total > 1
+    np.testing.assert_array_equal(read_level0(out), data[1:8, 3:, :25])
+    assert verify(out, against=spec).ok
+
+
+def test_write_failure_is_clean_and_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    data = arange_volume((8, 8, 8), "uint16")
+    out = tmp_path / "full.zarr"
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd: int, payload: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, payload)
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(WriteError, match="write failed \\(No space left on device\\); rerun"):
+        convert(ArrayVolume(data), out, chunks=2, workers=1, memory_limit=6 * 2 * 2 * 8 * 8 * 2)
+    monkeypatch.setattr(os, "write", real_write)
+    assert inspect(str(out))["status"]["complete"] is False
+    result = convert(
+        ArrayVolume(data), out, chunks=2, workers=1, memory_limit=6 * 2 * 2 * 8 * 8 * 2
+    )
+    assert result.complete
+    np.testing.assert_array_equal(read_level0(out), data)
+
+
+KILL_CHILD = """
+import sys
+import numpy as np
+from datatools.convert import convert
+from datatools.sources import ArrayVolume
+data = (np.arange(16 * 16 * 16) % 65536).astype("uint16").reshape(16, 16, 16)
+def hook(index):
+    if hook.count == 2:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    hook.count += 1
+hook.count = 0
+convert(ArrayVolume(data), sys.argv[1], chunks=4, workers=1, memory_limit=6 * 4 * 16 * 16 * 2,
+        on_unit_done=hook)
+"""
+
+
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed.zarr"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    status = inspect(str(out))["status"]
+    assert status["complete"] is False
+    assert status["units_done"] == 3
+    data = arange_volume((16, 16, 16), "uint16")
+    result = convert(
+        ArrayVolume(data), out, chunks=4, workers=1, memory_limit=6 * 4 * 16 * 16 * 2
+    )
+    assert result.units_skipped == 3
+    assert result.complete
+    np.testing.assert_array_equal(read_level0(out), data)
