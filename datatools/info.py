@@ -5,49 +5,104 @@ Keys of :func:`inspect` (all always present):
     status (``None`` for inputs; for datatools outputs ``{"complete", "command", "units_done",
     "units_total", "state"}``),
 plus kind-specific keys (``files``, ``shards``, ``codecs``, ``ngff_version``, ``levels``...).
+Outputs of datatools that hold several arrays (patches, instances, writers), and unfinished
+outputs, have ``kind`` ``"datatools-output"``, ``None`` volume keys, and ``arrays``
+(``{name: {"shape", "dtype", "chunks"}}``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import h5py
+import zarr
+
 from datatools import target
-from datatools.sources import OpenOptions, SourceSpec, open_volume, spec_text
+from datatools.sources import OpenOptions, SourceSpec, open_volume
+
+VOLUME_KEYS = (
+    "kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation", "nbytes",
+    "chunks",
+)  # fmt: skip
 
 
 def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, Any]:
     """Describe ``spec`` without reading its voxels (headers and metadata only).
 
+    Unfinished outputs of datatools, and multi-array outputs (patches, instances, writers),
+    are described array by array under ``arrays`` with their ``status``.
+
     Raises:
         InputNotFoundError, InputError: as :func:`datatools.sources.open_volume`.
     """
-    status = _output_status(spec)
-    if status is not None and not status.complete:
-        out: dict[str, Any] = {
-            "kind": "datatools-output",
-            "spec": spec_text(spec),
-            "shape": None,
-            "dtype": None,
-            "axes": None,
-            "voxel_size": None,
-            "unit": None,
-            "translation": None,
-            "nbytes": None,
-            "chunks": None,
-            "status": status.to_dict(),
-        }
-        return out
+    if isinstance(spec, str | Path):
+        path = Path(spec)
+        status = target.status(path)
+        if status is not None and (not status.complete or status.record.command != "convert"):
+            return _describe_output(path, status.to_dict(), _zarr_arrays(path))
+        hdf5 = _hdf5_output(path)
+        if hdf5 is not None:
+            return hdf5
+    else:
+        status = None
     with open_volume(spec, options) as volume:
         out = volume.describe()
     out["status"] = None if status is None else status.to_dict()
     return out
 
 
-def _output_status(spec: SourceSpec) -> target.TargetStatus | None:
-    if not isinstance(spec, str | Path):
+def _describe_output(
+    path: Path, status: dict[str, Any], arrays: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys(VOLUME_KEYS)
+    out.update(kind="datatools-output", spec=str(path), status=status, arrays=arrays)
+    return out
+
+
+def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
+    group = zarr.open_group(path, mode="r")
+    return {
+        name: {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
+        for name, node in sorted(group.members(max_depth=None))
+        if isinstance(node, zarr.Array)
+    }
+
+
+def _hdf5_output(path: Path) -> dict[str, Any] | None:
+    """An HDF5 file written by datatools with several datasets (writers, patches, instances)."""
+    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
         return None
-    return target.status(Path(spec))
+    try:
+        with h5py.File(path, "r") as fh:
+            raw = fh.attrs.get("datatools")
+            if raw is None:
+                return None
+            record = json.loads(raw)
+            if record.get("command") == "convert":
+                return None
+            arrays: dict[str, dict[str, Any]] = {}
+
+            def visit(name: str, node: Any) -> None:
+                if isinstance(node, h5py.Dataset):
+                    arrays[name] = {
+                        "shape": list(node.shape),
+                        "dtype": str(node.dtype),
+                        "chunks": None if node.chunks is None else list(node.chunks),
+                    }
+
+            fh.visititems(visit)
+    except OSError:
+        return None
+    status = {
+        "complete": bool(record.get("complete", True)),
+        "command": record.get("command"),
+        "units_done": None,
+        "units_total": None,
+        "state": {"rows": record.get("rows")},
+    }
+    return _describe_output(path, status, arrays)
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -71,7 +126,11 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"{key:<12} {value}")
     if info.get("nbytes") is not None:
         lines.append(f"{'size':<12} {_human_bytes(int(info['nbytes']))} ({info['nbytes']} bytes)")
+    for name, arr in (info.get("arrays") or {}).items():
+        dims = " x ".join(str(v) for v in arr["shape"])
+        lines.append(f"array        {name}: {dims} {arr['dtype']} (chunks {arr['chunks']})")
     skip = {
+        "arrays",
         "kind",
         "spec",
         "shape",

@@ -1,18 +1,21 @@
 """Output directories that datatools owns: marker, run record, ledger, completion.
 
-Every directory output (a Zarr group) carries a hidden folder ``.datatools/``::
+Every directory output (a Zarr group) carries a hidden child group ``.datatools``, itself valid
+Zarr (in the output's Zarr format), so ``zarr.open_group(...).members()`` and validators see a
+clean hierarchy::
 
     target.zarr/
-        zarr.json | .zgroup      the Zarr group (loaders ignore .datatools/)
+        zarr.json | .zgroup      the Zarr group
         .datatools/
-            run.json             command, options and version of the run that created it
-            done/<unit>          one empty file per finished work unit (the ledger)
-            state.json           optional progress a writer records (e.g. rows flushed)
-            COMPLETE             written last, when every unit is done and metadata is final
+            zarr.json | .zgroup+.zattrs   attributes {"run": {command, params, version},
+                                          "state": {...}, "complete": bool}
+            done/                 the ledger: a uint8 array, one single-byte chunk per finished
+                                  work unit (concurrent tasks write different chunk files)
 
 The marker makes ``--overwrite`` safe (only our outputs are removed) and lets a rerun with the
 same options resume. A directory is created under a temporary name and renamed into place, so
-concurrent tasks starting at once agree on one run record.
+concurrent tasks starting at once agree on one run record. ``complete`` is set last, when every
+unit is done and the metadata is final.
 """
 
 from __future__ import annotations
@@ -30,11 +33,10 @@ from datatools import __version__
 from datatools.errors import ResumeMismatchError, TargetError, WriteError
 
 MARKER = ".datatools"
-RUN_FILE = "run.json"
-STATE_FILE = "state.json"
-COMPLETE_FILE = "COMPLETE"
 DONE_DIR = "done"
 PARTIAL_SUFFIX = ".datatools-partial"
+LEDGER_LENGTH = 2**40
+"""Nominal length of the ledger array (units are indices into it; chunks are sparse)."""
 
 
 @dataclass(frozen=True)
@@ -78,16 +80,83 @@ def marker_dir(path: Path) -> Path:
     return Path(path) / MARKER
 
 
+def _zarr_format(path: Path) -> int:
+    """2 when the output (or its marker) is Zarr v2, else 3."""
+    return (
+        2 if (Path(path) / ".zgroup").is_file() or (marker_dir(path) / ".zgroup").is_file() else 3
+    )
+
+
+def _attrs_file(path: Path) -> Path:
+    marker = marker_dir(path)
+    return marker / (".zattrs" if _zarr_format(path) == 2 else "zarr.json")
+
+
+def _read_attrs(path: Path) -> dict[str, Any]:
+    file = _attrs_file(path)
+    if not file.is_file():
+        return {}
+    data = json.loads(file.read_text())
+    return dict(data if file.name == ".zattrs" else data.get("attributes", {}))
+
+
+def _write_attrs(path: Path, attrs: dict[str, Any]) -> None:
+    file = _attrs_file(path)
+    if file.name == ".zattrs":
+        write_json_atomic(file, attrs)
+    else:
+        write_json_atomic(file, {"zarr_format": 3, "node_type": "group", "attributes": attrs})
+
+
+def _update_attrs(path: Path, **changes: Any) -> None:
+    attrs = _read_attrs(path)
+    attrs.update(changes)
+    _write_attrs(path, attrs)
+
+
+def _create_marker(path: Path, record: RunRecord, zarr_format: int) -> None:
+    marker = marker_dir(path)
+    done = marker / DONE_DIR
+    done.mkdir(parents=True)
+    if zarr_format == 2:
+        write_json_atomic(marker / ".zgroup", {"zarr_format": 2})
+        write_json_atomic(
+            done / ".zarray",
+            {
+                "zarr_format": 2, "shape": [LEDGER_LENGTH], "chunks": [1], "dtype": "|u1",
+                "compressor": None, "fill_value": 0, "filters": None, "order": "C",
+                "dimension_separator": "/",
+            },
+        )  # fmt: skip
+    else:
+        write_json_atomic(
+            done / "zarr.json",
+            {
+                "zarr_format": 3, "node_type": "array", "shape": [LEDGER_LENGTH],
+                "data_type": "uint8",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {},
+                "dimension_names": ["unit"],
+            },
+        )  # fmt: skip
+    _write_attrs(path, {"run": record.to_dict(), "state": {}, "complete": False})
+
+
 def is_ours(path: Path) -> bool:
     """Whether ``path`` is a directory datatools created (it carries the marker)."""
     path = Path(path)
-    return path.is_dir() and not path.is_symlink() and (marker_dir(path) / RUN_FILE).is_file()
+    if not path.is_dir() or path.is_symlink():
+        return False
+    try:
+        return "run" in _read_attrs(path)
+    except (OSError, ValueError):
+        return False
 
 
 def read_record(path: Path) -> RunRecord:
     """The run record of an output datatools created."""
-    data = json.loads((marker_dir(path) / RUN_FILE).read_text())
-    return RunRecord.from_dict(data)
+    return RunRecord.from_dict(_read_attrs(path)["run"])
 
 
 def check_target_location(path: Path) -> None:
@@ -157,8 +226,7 @@ def claim(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
     try:
         populate(tmp)
-        write_json_atomic(marker_dir(tmp) / RUN_FILE, record.to_dict())
-        (marker_dir(tmp) / DONE_DIR).mkdir()
+        _create_marker(tmp, record, 2 if (tmp / ".zgroup").is_file() else 3)
         try:
             os.rename(tmp, path)
         except OSError:
@@ -220,24 +288,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class Ledger:
-    """Which work units of an output are done: one empty file per unit, safe across processes.
+    """Which work units of an output are done, safe across processes.
 
-    A unit is recorded only after its data is written; a missing record means "not done",
-    whatever chunks exist.
+    Unit ``k`` is one chunk of the ``.datatools/done`` array: a one-byte file written after the
+    unit's data. A missing record means "not done", whatever chunks exist.
     """
 
     def __init__(self, path: Path) -> None:
-        self.dir = marker_dir(Path(path)) / DONE_DIR
+        done = marker_dir(Path(path)) / DONE_DIR
+        self.dir = done if _zarr_format(path) == 2 else done / "c"
 
     def done(self) -> set[int]:
         """Indices of the finished units."""
         if not self.dir.is_dir():
             return set()
-        return {int(p.name) for p in self.dir.iterdir() if p.name.isdigit()}
+        return {int(name) for name in os.listdir(self.dir) if name.isdigit()}
 
     def mark(self, unit: int) -> None:
         """Record unit ``unit`` as finished."""
-        (self.dir / str(unit)).touch()
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / str(unit)).write_bytes(b"\x01")
 
     def mark_many(self, units: Iterable[int]) -> None:
         for unit in units:
@@ -245,28 +315,28 @@ class Ledger:
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
-    """Record progress state (e.g. rows flushed) durably inside the marker folder."""
-    write_json_atomic(marker_dir(path) / STATE_FILE, state)
+    """Record progress state (e.g. rows flushed) durably in the marker's attributes."""
+    _update_attrs(path, state=state)
 
 
 def read_state(path: Path) -> dict[str, Any]:
     """The progress state recorded by :func:`write_state`, empty when none."""
-    p = marker_dir(path) / STATE_FILE
-    return dict(json.loads(p.read_text())) if p.is_file() else {}
+    return dict(_read_attrs(path).get("state") or {})
 
 
 def mark_complete(path: Path) -> None:
-    """Write the completion marker (last step of a run; idempotent)."""
-    write_json_atomic(marker_dir(path) / COMPLETE_FILE, {"version": __version__})
+    """Set the completion flag (last step of a run; idempotent)."""
+    _update_attrs(path, complete=True, completed_by=__version__)
 
 
 def is_complete(path: Path) -> bool:
-    return (marker_dir(path) / COMPLETE_FILE).is_file()
+    return bool(_read_attrs(path).get("complete", False))
 
 
 def clear_complete(path: Path) -> None:
-    """Remove the completion marker before an output is changed again (append)."""
-    (marker_dir(path) / COMPLETE_FILE).unlink(missing_ok=True)
+    """Clear the completion flag before an output is changed again (append)."""
+    if _attrs_file(path).is_file():
+        _update_attrs(path, complete=False)
 
 
 def status(path: Path) -> TargetStatus | None:

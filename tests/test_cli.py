@@ -15,6 +15,7 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
+from datatools import target
 from datatools.cli.main import cli
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
@@ -178,7 +179,7 @@ def test_convert_bad_options(
     assert err.startswith("Error: "), err
     assert message in err, err
     assert err.count("\n") == 1
-    assert not (out / ".datatools" / "COMPLETE").exists()
+    assert not target.is_complete(out)
 
 
 def test_convert_refuses_foreign_target(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
@@ -234,7 +235,7 @@ def test_four_task_processes_match_one(tmp_path: Path, stack: tuple[Path, np.nda
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
-    assert (shared / ".datatools" / "COMPLETE").is_file()
+    assert target.is_complete(shared)
     np.testing.assert_array_equal(zarr.open_array(shared / "0", mode="r")[:], data)
     files_single = sorted(p.relative_to(single) for p in (single / "0").rglob("*") if p.is_file())
     files_shared = sorted(p.relative_to(shared) for p in (shared / "0").rglob("*") if p.is_file())

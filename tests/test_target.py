@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from datatools import target
+from datatools.errors import ResumeMismatchError, TargetError
+
+
+def populate(folder: Path) -> None:
+    zarr.create_group(folder, zarr_format=3).create_array(
+        "a", shape=(4,), chunks=(2,), dtype="uint8"
+    )
+
+
+def test_claim_creates_a_clean_zarr_hierarchy(tmp_path: Path) -> None:
+    out = tmp_path / "o.zarr"
+    record = target.RunRecord("test", {"x": 1})
+    assert target.claim(out, record, overwrite=False, populate=populate) == "created"
+    assert target.is_ours(out)
+    assert target.read_record(out) == record
+    target.Ledger(out).mark_many([0, 5, 7])
+    assert target.Ledger(out).done() == {0, 5, 7}
+    target.write_state(out, {"rows": 12})
+    assert target.read_state(out) == {"rows": 12}
+    assert not target.is_complete(out)
+    target.mark_complete(out)
+    assert target.is_complete(out)
+    status = target.status(out)
+    assert status is not None
+    assert (status.units_done, status.complete) == (3, True)
+    group = zarr.open_group(out, mode="r")  # filterwarnings=error: no foreign objects listed
+    names = sorted(name for name, _ in group.members(max_depth=None))
+    assert names == [".datatools", ".datatools/done", "a"]
+    np.testing.assert_array_equal(group[".datatools/done"][:8], [1, 0, 0, 0, 0, 1, 0, 1])
+
+
+def test_claim_v2_marker(tmp_path: Path) -> None:
+    out = tmp_path / "v2.zarr"
+    target.claim(
+        out,
+        target.RunRecord("test", {}),
+        overwrite=False,
+        populate=lambda f: zarr.create_group(f, zarr_format=2).attrs.update({"k": 1}),
+    )
+    target.Ledger(out).mark(3)
+    assert target.Ledger(out).done() == {3}
+    group = zarr.open_group(out, mode="r")
+    assert sorted(name for name, _ in group.members(max_depth=None)) == [
+        ".datatools",
+        ".datatools/done",
+    ]
+    assert group[".datatools/done"][3] == 1
+
+
+def test_resume_and_mismatch(tmp_path: Path) -> None:
+    out = tmp_path / "o.zarr"
+    target.claim(out, target.RunRecord("test", {"x": 1}), overwrite=False, populate=populate)
+    again = target.claim(
+        out, target.RunRecord("test", {"x": 1}), overwrite=False, populate=populate
+    )
+    assert again == "resumed"
+    with pytest.raises(ResumeMismatchError, match="x was 1, now 2"):
+        target.claim(out, target.RunRecord("test", {"x": 2}), overwrite=False, populate=populate)
+    assert (
+        target.claim(out, target.RunRecord("test", {"x": 2}), overwrite=True, populate=populate)
+        == "created"
+    )
+
+
+def test_concurrent_claims_agree(tmp_path: Path) -> None:
+    out = tmp_path / "race.zarr"
+    record = target.RunRecord("test", {"x": 1})
+    results: list[str] = []
+
+    def claim() -> None:
+        results.append(target.claim(out, record, overwrite=False, populate=populate))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["created"] + ["resumed"] * 5
+    assert not [p for p in tmp_path.iterdir() if p.name != "race.zarr"]
+
+
+def test_remove_ours_refuses_foreign(tmp_path: Path) -> None:
+    foreign = tmp_path / "f"
+    foreign.mkdir()
+    with pytest.raises(TargetError, match="folder datatools did not create"):
+        target.remove_ours(foreign)
+    link = tmp_path / "link"
+    link.symlink_to(foreign)
+    with pytest.raises(TargetError, match="symbolic link"):
+        target.remove_ours(link)
+    assert foreign.is_dir()
