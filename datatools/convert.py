@@ -274,6 +274,7 @@ def convert(
             written, skipped, complete = _run_hdf5(job, dataset, overwrite, progress, on_unit_done)
         else:
             written, skipped, complete = _run_zarr(job, task, overwrite, progress, on_unit_done)
+        nbytes = sum(job.plan.unit(i).size for i in written) * job.out_dtype.itemsize
     finally:
         if not isinstance(source, Volume):
             volume.close()
@@ -282,7 +283,6 @@ def convert(
         if is_hdf5
         else ("OME-Zarr 0.5 (Zarr v3)" if zarr_format == 3 else "OME-Zarr 0.4 (Zarr v2)")
     )
-    unit_size = math.prod(job.plan.unit_shape) * job.out_dtype.itemsize
     return ConvertResult(
         target=target_path,
         shape=job.plan.shape,
@@ -290,18 +290,14 @@ def convert(
         chunks=job.plan.chunks,
         shards=job.plan.shards,
         units_total=job.plan.n_units,
-        units_written=written,
+        units_written=len(written),
         units_skipped=skipped,
-        nbytes=written * unit_size if written < job.plan.n_units else _nbytes(job),
+        nbytes=nbytes,
         seconds=time.perf_counter() - started,
         complete=complete,
         format=fmt,
         params=job.record.params,
     )
-
-
-def _nbytes(job: _Job) -> int:
-    return job.plan.roi.size * job.out_dtype.itemsize
 
 
 def _existing_unit_shape(path: Path, is_hdf5: bool, overwrite: bool) -> tuple[int, ...] | None:
@@ -639,7 +635,7 @@ def _run_zarr(
     overwrite: bool,
     progress: bool,
     on_unit_done: Callable[[int], None] | None,
-) -> tuple[int, int, bool]:
+) -> tuple[list[int], int, bool]:
     how = target.claim(job.path, job.record, overwrite=overwrite, populate=_create_zarr(job))
     if how == "resumed":
         target.clean_stray_files(job.path / LEVEL_PATH)
@@ -648,7 +644,7 @@ def _run_zarr(
     mine = range(job.plan.n_units) if task is None else task.select(job.plan.n_units)
     todo = [i for i in mine if i not in done]
     unit_bytes = math.prod(job.plan.unit_shape) * job.out_dtype.itemsize
-    written = 0
+    written: list[int] = []
     readers = min(2, job.workers)
     with (
         ThreadPoolExecutor(job.workers, thread_name_prefix="datatools-encode") as pool,
@@ -660,7 +656,7 @@ def _run_zarr(
         try:
             for index in run_units(writer.write_unit, todo, workers=readers):
                 ledger.mark(index)
-                written += 1
+                written.append(index)
                 bar.update(unit_bytes / 1e6)
                 if on_unit_done is not None:
                     on_unit_done(index)
@@ -717,7 +713,7 @@ def _run_hdf5(
     overwrite: bool,
     progress: bool,
     on_unit_done: Callable[[int], None] | None,
-) -> tuple[int, int, bool]:
+) -> tuple[list[int], int, bool]:
     path = job.path
     partial = _hdf5_partial(path)
     target.check_target_location(path)
@@ -739,13 +735,13 @@ def _run_hdf5(
                 "the same options to resume, or add --overwrite to replace it"
             )
         if candidate == path:
-            return 0, job.plan.n_units, True
+            return [], job.plan.n_units, True
     try:
         fh = h5py.File(partial, "a")
     except OSError as exc:
         raise WriteError(f"{partial}: cannot open for writing ({exc})") from exc
     unit_bytes = math.prod(job.plan.unit_shape) * job.out_dtype.itemsize
-    written = 0
+    written: list[int] = []
     with fh:
         if H5_RECORD_ATTR not in fh.attrs:
             fh.attrs[H5_RECORD_ATTR] = json.dumps(job.record.to_dict())
@@ -774,7 +770,7 @@ def _run_hdf5(
                     ds[box.slices()] = data
                     ledger[index] = 1
                     fh.flush()
-                    written += 1
+                    written.append(index)
                     bar.update(unit_bytes / 1e6)
                     if on_unit_done is not None:
                         on_unit_done(index)
