@@ -11,7 +11,7 @@ def arange_volume(shape: tuple[int, ...], dtype: str = "uint16") -> np.ndarray:
     n = int(np.prod(shape))
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
     values = np.arange(n, dtype=np.int64)
-    if info is not None:
+    if info is not None and np.dtype(dtype).itemsize < 8:
         values = values % (int(info.max) + 1)
     return values.astype(dtype).reshape(shape)
 
