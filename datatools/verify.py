@@ -2,9 +2,9 @@
 source?
 
 Checks, in order: completion (ledger and marker), OME-NGFF metadata structure (axes, datasets,
-transformations against the arrays), every chunk decodes, and with ``against`` every voxel equals
-the source ROI recorded in the output. Memory: one block of about ``block_bytes`` (64 MiB by
-default) from each side at a time.
+transformations against the arrays), every chunk of every level decodes, and with ``against``
+every level-0 voxel equals the source ROI recorded in the output. Memory: one block of about
+``block_bytes`` (64 MiB by default) from each side at a time.
 """
 
 from __future__ import annotations
@@ -77,10 +77,9 @@ def verify(
         raise InputNotFoundError(f"{path}: no such file or directory")
     problems: list[str] = []
     if path.is_file():
-        array, params = _open_hdf5(path)
+        arrays, params = _open_hdf5(path)
     else:
-        array, params = _open_zarr(path, problems)
-    blocks = _blocks(array.shape, array.chunks, array.dtype.itemsize, block_bytes)
+        arrays, params = _open_zarr(path, problems)
     source_box: Box | None = None
     volume = None
     if against is not None:
@@ -90,36 +89,46 @@ def verify(
         source_box = resolve_roi(
             None if roi is None else Box(*_bounds(roi)), volume.shape, volume.axes
         )
-        if source_box.shape != tuple(array.shape):
+        if source_box.shape != tuple(arrays[0].shape):
             problems.append(
-                f"shape {tuple(array.shape)} differs from the source ROI {source_box.to_text()} "
-                f"of {volume.spec}"
+                f"shape {tuple(arrays[0].shape)} differs from the source ROI "
+                f"{source_box.to_text()} of {volume.spec}"
             )
             volume.close()
             volume = None
     first_mismatch: Box | None = None
     compared = 0
+    plans = [
+        (level, array, _blocks(array.shape, array.chunks, array.dtype.itemsize, block_bytes))
+        for level, array in enumerate(arrays)
+    ]
     try:
-        with progress_bar(len(blocks), f"verify {path.name}", enabled=progress) as bar:
-            for block in blocks:
-                try:
-                    data = np.asarray(array[block.slices()])
-                except Exception as exc:  # any codec or I/O failure is a finding, not a crash
-                    problems.append(f"block {block.to_text()} is unreadable ({exc})")
-                    break
-                if volume is not None and source_box is not None and first_mismatch is None:
-                    expected = volume.read(block.shift(source_box.start))
-                    if not np.array_equal(data, expected.astype(data.dtype, copy=False)):
-                        first_mismatch = block
-                        where = tuple(int(i) for i in np.argwhere(data != expected)[0])
-                        voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
+        with progress_bar(
+            sum(len(blocks) for *_, blocks in plans), f"verify {path.name}", enabled=progress
+        ) as bar:
+            for level, array, blocks in plans:
+                for block in blocks:
+                    bar.update(1)
+                    try:
+                        data = np.asarray(array[block.slices()])
+                    except Exception as exc:  # a codec or I/O failure is a finding, not a crash
                         problems.append(
-                            f"differs from {volume.spec} in block {block.to_text()} (first at "
-                            f"voxel {voxel}: {data[where]!r} != {expected[where]!r})"
+                            f"level {level} block {block.to_text()} is unreadable ({exc})"
                         )
-                    else:
+                        break
+                    if level or volume is None or source_box is None or first_mismatch is not None:
+                        continue
+                    expected = volume.read(block.shift(source_box.start))
+                    if np.array_equal(data, expected.astype(data.dtype, copy=False)):
                         compared += block.size
-                bar.update(1)
+                        continue
+                    first_mismatch = block
+                    where = tuple(int(i) for i in np.argwhere(data != expected)[0])
+                    voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
+                    problems.append(
+                        f"differs from {volume.spec} in block {block.to_text()} (first at "
+                        f"voxel {voxel}: {data[where]!r} != {expected[where]!r})"
+                    )
     finally:
         if volume is not None:
             volume.close()
@@ -145,7 +154,7 @@ def _blocks(
     return list(tile_box(Box.from_shape(shape), tile))
 
 
-def _open_hdf5(path: Path) -> tuple[Any, dict[str, Any]]:
+def _open_hdf5(path: Path) -> tuple[list[Any], dict[str, Any]]:
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
@@ -157,10 +166,10 @@ def _open_hdf5(path: Path) -> tuple[Any, dict[str, Any]]:
     datasets = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
     if not datasets:
         raise InputError(f"{path}: holds no dataset")
-    return fh[datasets[0]], dict(record.get("params", {}))
+    return [fh[datasets[0]]], dict(record.get("params", {}))
 
 
-def _open_zarr(path: Path, problems: list[str]) -> tuple[Any, dict[str, Any]]:
+def _open_zarr(path: Path, problems: list[str]) -> tuple[list[Any], dict[str, Any]]:
     status = target.status(path)
     if status is None:
         raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
@@ -169,14 +178,15 @@ def _open_zarr(path: Path, problems: list[str]) -> tuple[Any, dict[str, Any]]:
             f"incomplete: {status.units_done}/{status.units_total} units done (rerun the "
             "convert command to finish it)"
         )
+    levels = status.record.params.get("levels") or [None]
     try:
         group = zarr.open_group(path, mode="r")
-        array = group["0"]
+        arrays = [group[str(k)] for k in range(len(levels))]
     except Exception as exc:
         raise InputError(f"{path}: not a readable OME-Zarr image ({exc})") from exc
     if status.complete:
         problems.extend(check_ngff(dict(group.attrs), group))
-    return array, status.record.params
+    return arrays, status.record.params
 
 
 def check_ngff(attrs: dict[str, Any], group: Any) -> list[str]:

@@ -12,7 +12,8 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 from datatools import target
-from datatools.convert import ConvertPlan, convert, plan_units
+from datatools.convert import convert
+from datatools.convert_plan import plan_units
 from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError, WriteError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec
@@ -278,17 +279,15 @@ def test_bad_options(tmp_path: Path, kwargs: dict, error: type, message: str) ->
 
 
 def test_plan_respects_source_strips() -> None:
-    roi = Box.from_shape((128, 2048, 2048))
-    plan = plan_units(
-        roi, (64, 64, 64), None, itemsize=2, unit_bytes=64 * 2**20, source_chunks=(1, 2048, 2048)
+    shape = (128, 2048, 2048)
+    whole = plan_units(
+        shape, (64, 64, 64), itemsize=2, unit_bytes=64 * 2**20, granule=(64, 2048, 2048)
     )
-    assert plan.unit_shape == (64, 2048, 2048)
-    plan = plan_units(
-        roi, (64, 64, 64), None, itemsize=2, unit_bytes=64 * 2**20, source_chunks=(1, 64, 2048)
+    assert whole == (64, 2048, 2048)
+    bands = plan_units(
+        shape, (64, 64, 64), itemsize=2, unit_bytes=64 * 2**20, granule=(64, 64, 2048)
     )
-    assert plan.unit_shape == (64, 256, 2048)
-    assert plan.n_units == 16
-    assert isinstance(plan, ConvertPlan)
+    assert bands == (64, 256, 2048)
 
 
 def test_verify_finds_mismatch(tmp_path: Path) -> None:
@@ -338,7 +337,7 @@ def _write_source(kind: str, folder: Path, data: np.ndarray) -> str:
         arr[:] = data
         return str(folder / f"{kind}.zarr")
     if kind == "ome-zarr":
-        convert(ArrayVolume(data), folder / "ome.zarr", chunks=5)
+        convert(ArrayVolume(data), folder / "ome.zarr", chunks=(4, 8, 8))
         return str(folder / "ome.zarr")
     image = sitk.GetImageFromArray(data)
     sitk.WriteImage(image, str(folder / "vol.mha"))
@@ -431,9 +430,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert status["complete"] is False
     assert status["units_done"] == 3
     data = arange_volume((16, 16, 16), "uint16")
-    result = convert(
-        ArrayVolume(data), out, chunks=4, workers=1, memory_limit=6 * 4 * 16 * 16 * 2
-    )
+    result = convert(ArrayVolume(data), out, chunks=4, workers=1, memory_limit=6 * 4 * 16 * 16 * 2)
     assert result.units_skipped == 3
     assert result.complete
     np.testing.assert_array_equal(read_level0(out), data)

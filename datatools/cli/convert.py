@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -21,6 +21,7 @@ from datatools.cli.options import (
     task_options,
 )
 from datatools.codecs import ZARR_CODECS
+from datatools.downsample import METHODS
 from datatools.errors import OptionError
 
 
@@ -65,6 +66,26 @@ from datatools.errors import OptionError
     help="Physical voxel size (overrides the source's).",
 )
 @click.option("--unit", default=None, help="Unit of --voxel-size, e.g. nanometer, micrometer, nm.")
+@click.option(
+    "--levels",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Resolution levels: N, or auto (until a level fits one chunk).",
+)
+@click.option(
+    "--downsample",
+    type=click.Choice(METHODS),
+    default="mean",
+    show_default=True,
+    help="How a level merges voxels (mode or nearest for labels).",
+)
+@click.option(
+    "--factors",
+    default=None,
+    metavar="Z,Y,X",
+    help="Merge factors per level [default: 2, only finer axes if anisotropic].",
+)
 @click.option("--name", default=None, help="Image name in the OME metadata.")
 @click.option(
     "--dataset", default="data", show_default=True, help="Dataset path in an HDF5 target."
@@ -74,7 +95,7 @@ from datatools.errors import OptionError
     "--memory-limit",
     default=None,
     metavar="BYTES",
-    help="Bound for data in flight, e.g. 2G or 512M; picks unit size and workers.",
+    help="Bound for data in flight, e.g. 2G or 512M; picks the unit size.",
 )
 @task_options
 @click.option(
@@ -94,6 +115,9 @@ def convert_command(
     allow_lossy_cast: bool,
     voxel_size: str | None,
     unit: str | None,
+    levels: str,
+    downsample: str,
+    factors: str | None,
     name: str | None,
     dataset: str,
     workers: int | None,
@@ -106,15 +130,16 @@ def convert_command(
     TARGET ending in .zarr is an OME-Zarr image (level array TARGET/0); ending in .h5/.hdf5 an
     HDF5 dataset. SOURCE '-' reads slice paths from stdin, one per line.
 
-    Memory: about workers x 2 x unit bytes (64 MiB units by default, at least one chunk row);
-    lower it with --memory-limit or --workers. Interrupted runs resume when rerun with the same
-    options; `datatools info TARGET` shows progress.
+    Memory: about 3 x 2 x unit bytes (64 MiB units by default, at least one chunk row), plus
+    one chunk per worker; lower it with --memory-limit. Interrupted runs resume when rerun with
+    the same options; `datatools info TARGET` shows progress.
 
     \b
     Examples:
       datatools convert tiffs/ out.zarr --z-start 100 --z-end 612 --chunks 64
       datatools convert 'scan/*.tif' out.zarr --roi 100:612,:,2048: --voxel-size 7.91 --unit um
       datatools convert volume.h5:/raw out.zarr --zarr-format 2 --codec blosc-lz4
+      datatools convert stack/ out.zarr --levels auto --voxel-size 40,8,8 --unit nm
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
     """
     result = convert.convert(
@@ -130,6 +155,9 @@ def convert_command(
         unit=unit,
         dtype=dtype,
         allow_lossy_cast=allow_lossy_cast,
+        levels=_levels(levels),
+        downsample=downsample,
+        factors=parse_ints(factors, "--factors"),
         name=name,
         dataset=dataset,
         open_options=open_options_from(kwargs),
@@ -140,6 +168,15 @@ def convert_command(
         progress=progress_wanted(),
     )
     click.echo(result.summary())
+
+
+def _levels(text: str) -> int | Literal["auto"]:
+    if text == "auto":
+        return "auto"
+    values = parse_ints(text, "--levels") or (1,)
+    if len(values) != 1:
+        raise OptionError(f"--levels {text}: give one number or auto")
+    return values[0]
 
 
 def _chunks(text: str, option: str = "--chunks") -> int | tuple[int, ...]:

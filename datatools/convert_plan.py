@@ -1,0 +1,473 @@
+"""What a conversion will do, decided before anything is written: options checked, output dtype,
+physical placement, pyramid levels, and the work units.
+
+Units are boxes of an output level aligned to its chunk grid (shard grid when sharded), so no two
+units write the same chunk or shard. Base units cover level 0 and, when there is a pyramid, the
+level-1 chunks made from them (a base unit spans whole level-1 chunks); each further level ``k``
+is built from level ``k - 1`` in its own units. Ledger indices: base units first, then each
+level's units in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from datatools import target
+from datatools.codecs import Codec
+from datatools.downsample import centred, pyramid_shapes
+from datatools.errors import OptionError
+from datatools.geometry import Box, RoiSpec, normalize_chunks, resolve_roi, spatial_axes
+from datatools.ome_zarr import Placement, normalize_unit
+from datatools.sources import Volume, spec_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 64
+DEFAULT_UNIT_BYTES = 64 * 2**20
+UNITS_IN_FLIGHT = 3
+"""Units whose data can be in memory at once: one read ahead, one encoding, one finishing."""
+
+Array = np.ndarray[Any, Any]
+
+
+def default_workers() -> int:
+    """The number of cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def nth_tile(shape: Sequence[int], tile: Sequence[int], index: int) -> Box:
+    """Tile ``index`` (C order) of ``shape`` cut into ``tile``-shaped boxes (edges clipped)."""
+    counts = [-(-s // t) for s, t in zip(shape, tile, strict=True)]
+    coords = np.unravel_index(index, counts)
+    start = tuple(int(c) * t for c, t in zip(coords, tile, strict=True))
+    stop = tuple(min(a + t, s) for a, t, s in zip(start, tile, shape, strict=True))
+    return Box(start, stop)
+
+
+def n_tiles(shape: Sequence[int], tile: Sequence[int]) -> int:
+    return math.prod(-(-s // t) for s, t in zip(shape, tile, strict=True))
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """Units that build pyramid level ``level`` (>= 2) from level ``level - 1``.
+
+    Attributes:
+        level: the level built.
+        shape: its array shape.
+        factors: per axis, how many voxels of level ``level - 1`` merge into one.
+        unit_shape: shape of one unit, in this level's voxels (whole blocks).
+        offset: ledger index of its first unit.
+    """
+
+    level: int
+    shape: tuple[int, ...]
+    factors: tuple[int, ...]
+    unit_shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def n_units(self) -> int:
+        return n_tiles(self.shape, self.unit_shape)
+
+    def unit(self, index: int) -> Box:
+        """Unit ``index`` (counted within this level) as a box of this level."""
+        return nth_tile(self.shape, self.unit_shape, index)
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """The units of a conversion.
+
+    Attributes:
+        roi: the source box being converted (all axes, source voxels).
+        chunks: chunk shape of level 0 (lower levels: the same, clipped to their shape).
+        shards: shard shape (a multiple of ``chunks``) or ``None``.
+        unit_shape: shape of one base unit, whole blocks of level 0 (and of level 1).
+        levels: per level, its shape and its factors relative to the level above (level 0:
+            the ROI shape, factors 1).
+        pyramid: the plans of levels 2 and below.
+    """
+
+    roi: Box
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    unit_shape: tuple[int, ...]
+    levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+    pyramid: tuple[LevelPlan, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Level 0 shape."""
+        return self.roi.shape
+
+    @property
+    def n_base_units(self) -> int:
+        return n_tiles(self.shape, self.unit_shape)
+
+    @property
+    def n_units(self) -> int:
+        """Units of every level: the ledger's length."""
+        return self.n_base_units + sum(level.n_units for level in self.pyramid)
+
+    def unit(self, index: int) -> Box:
+        """Base unit ``index`` as a box of level 0."""
+        return nth_tile(self.shape, self.unit_shape, index)
+
+    def level_chunks(self, level: int) -> tuple[int, ...]:
+        """Chunk shape of ``level``: the level-0 chunks clipped to the level's shape."""
+        shape = self.levels[level][0] if self.levels else self.shape
+        return tuple(min(c, s) for c, s in zip(self.chunks, shape, strict=True))
+
+    def level_shards(self, level: int) -> tuple[int, ...] | None:
+        if self.shards is None:
+            return None
+        shape = self.levels[level][0] if self.levels else self.shape
+        chunks = self.level_chunks(level)
+        return tuple(
+            min(s, -(-n // c) * c) for s, c, n in zip(self.shards, chunks, shape, strict=True)
+        )
+
+    def unit_shapes(self) -> list[list[int]]:
+        """Unit shape of the base units and of each further level (recorded for resume)."""
+        return [list(self.unit_shape)] + [list(level.unit_shape) for level in self.pyramid]
+
+
+def plan_units(
+    shape: Sequence[int],
+    block: Sequence[int],
+    *,
+    itemsize: int,
+    unit_bytes: int,
+    granule: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """Choose a unit shape for an array of ``shape`` written in ``block``-shaped pieces.
+
+    The unit grows from one block along the last axis, then the earlier ones, while it stays
+    within ``unit_bytes``. ``granule`` (a multiple of ``block`` per axis) is the smallest step a
+    unit may take along an axis where it is not whole: e.g. whole source strips, so each source
+    byte is decoded once, or whole chunks of the next pyramid level.
+    """
+    full = [-(-n // b) * b for n, b in zip(shape, block, strict=True)]
+    step = [min(g, f) for g, f in zip(granule or block, full, strict=True)]
+    unit = list(step)
+    for ax in reversed(range(len(shape))):
+        per = itemsize * math.prod(unit[:ax] + unit[ax + 1 :])
+        fit = unit_bytes // per
+        if fit >= full[ax]:
+            unit[ax] = full[ax]
+            continue
+        unit[ax] = min(full[ax], max(step[ax], (fit // step[ax]) * step[ax]))
+        break
+    return tuple(unit)
+
+
+def _granule(
+    block: Sequence[int], shape: Sequence[int], *multiples: Sequence[int] | None
+) -> tuple[int, ...]:
+    """Per axis, the least common multiple of ``block`` and each of ``multiples``, capped at
+    the axis rounded up to whole blocks."""
+    out = []
+    for ax, (b, n) in enumerate(zip(block, shape, strict=True)):
+        value = b
+        for m in multiples:
+            if m is not None:
+                value = math.lcm(value, int(m[ax]))
+        out.append(min(value, -(-n // b) * b))
+    return tuple(out)
+
+
+@dataclass
+class ConvertJob:
+    """A checked conversion: the source, the output's form, the plan and the run record.
+
+    Build it with :meth:`prepare`; :meth:`read_unit` gives a base unit's data.
+    """
+
+    volume: Volume
+    plan: ConvertPlan
+    codec: Codec
+    out_dtype: np.dtype[Any]
+    allow_lossy_cast: bool
+    zarr_format: int
+    placement: Placement
+    method: str
+    name: str
+    workers: int
+    record: target.RunRecord
+
+    @classmethod
+    def prepare(
+        cls,
+        volume: Volume,
+        *,
+        roi: RoiSpec | Box | None,
+        chunks: int | Sequence[int],
+        shards: int | Sequence[int] | None,
+        codec: Codec,
+        zarr_format: int,
+        voxel_size: Sequence[float] | None,
+        unit: str | None,
+        dtype: str | None,
+        allow_lossy_cast: bool,
+        levels: int | Literal["auto"],
+        downsample: str,
+        factors: Sequence[int] | None,
+        name: str,
+        workers: int,
+        memory_limit: int | None,
+        is_hdf5: bool,
+        existing_unit_shapes: list[list[int]] | None,
+    ) -> ConvertJob:
+        """Check every option against the source and plan the units.
+
+        Raises:
+            OptionError, RoiError: an option does not fit the source or the output format.
+        """
+        box = resolve_roi(roi, volume.shape, volume.axes)
+        chunk_shape = _chunk_shape(chunks, box.shape, volume.axes)
+        shard_shape = None
+        if shards is not None:
+            if is_hdf5 or zarr_format == 2:
+                raise OptionError("--shards: sharding needs a Zarr v3 target (--zarr-format 3)")
+            shard_shape = _shard_shape(shards, chunk_shape, box.shape, volume.axes)
+        if is_hdf5 and levels != 1:
+            raise OptionError("--levels: pyramids need an OME-Zarr target (.zarr)")
+        out_dtype = volume.dtype if dtype is None else _out_dtype(dtype)
+        base = _placement(volume, voxel_size, unit)
+        placement = base.shifted(
+            [s for s, a in zip(box.start, volume.axes, strict=True) if a in "zyx"]
+        )
+        centred(downsample)
+        spatial = [a in "zyx" for a in volume.axes]
+        level_shapes = pyramid_shapes(
+            box.shape, chunk_shape, placement.voxel_size, levels=levels, factors=factors,
+            spatial=spatial,
+        )  # fmt: skip
+        itemsize = max(volume.dtype.itemsize, out_dtype.itemsize)
+        unit_bytes = _unit_bytes(memory_limit, shard_shape or chunk_shape, itemsize)
+        plan = _plan(
+            box, chunk_shape, shard_shape, tuple(level_shapes), itemsize=itemsize,
+            unit_bytes=unit_bytes, source_chunks=volume.chunks, existing=existing_unit_shapes,
+        )  # fmt: skip
+        params: dict[str, Any] = {
+            "source": spec_text(volume.spec),
+            "roi": box.to_text(),
+            "chunks": list(chunk_shape),
+            "shards": None if shard_shape is None else list(shard_shape),
+            "codec": codec.to_dict(),
+            "format": "hdf5" if is_hdf5 else f"zarr{zarr_format}",
+            "dtype": str(out_dtype),
+            "voxel_size": list(placement.voxel_size),
+            "translation": list(placement.translation),
+            "unit": placement.unit,
+            "name": name,
+            "levels": [list(shape) for shape, _ in level_shapes],
+            "downsample": downsample if len(level_shapes) > 1 else None,
+            "unit_shapes": plan.unit_shapes(),
+            "units_total": plan.n_units,
+        }
+        return cls(
+            volume=volume,
+            plan=plan,
+            codec=codec,
+            out_dtype=out_dtype,
+            allow_lossy_cast=allow_lossy_cast,
+            zarr_format=zarr_format,
+            placement=placement,
+            method=downsample,
+            name=name,
+            workers=max(1, workers),
+            record=target.RunRecord("convert", params),
+        )
+
+    @property
+    def axes(self) -> str:
+        return self.volume.axes
+
+    def read_unit(self, index: int) -> tuple[int, Box, Array]:
+        """Read base unit ``index`` (its level-0 box) from the source, cast to the output dtype.
+
+        Raises:
+            OptionError: a value does not fit the output dtype (without ``allow_lossy_cast``).
+        """
+        box = self.plan.unit(index)
+        data = self.volume.read(box.shift(self.plan.roi.start))
+        return index, box, cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
+
+    def level_placements(self) -> list[Placement]:
+        """Placement of each level (scale and translation from the cumulative factors)."""
+        out = [self.placement]
+        cumulative = [1] * len(self.placement.voxel_size)
+        for _, factors in self.plan.levels[1:]:
+            spatial = [f for f, a in zip(factors, self.axes, strict=True) if a in "zyx"]
+            cumulative = [c * f for c, f in zip(cumulative, spatial, strict=True)]
+            out.append(self.placement.downsampled(cumulative, centred=centred(self.method)))
+        return out
+
+
+def _unit_bytes(memory_limit: int | None, block: Sequence[int], itemsize: int) -> int:
+    if memory_limit is None:
+        return DEFAULT_UNIT_BYTES
+    needed = 2 * UNITS_IN_FLIGHT * math.prod(block) * itemsize
+    if memory_limit < needed:
+        raise OptionError(
+            f"--memory-limit {memory_limit}: too small for the chunks in flight (needs >= "
+            f"{needed} bytes; use smaller --chunks)"
+        )
+    return memory_limit // (2 * UNITS_IN_FLIGHT)
+
+
+def _plan(
+    roi: Box,
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None,
+    levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+    *,
+    itemsize: int,
+    unit_bytes: int,
+    source_chunks: Sequence[int] | None,
+    existing: list[list[int]] | None,
+) -> ConvertPlan:
+    draft = ConvertPlan(roi, chunks, shards, chunks, levels)
+
+    def block(level: int) -> tuple[int, ...]:
+        return draft.level_shards(level) or draft.level_chunks(level)
+
+    below = None
+    if len(levels) > 1:
+        below = tuple(b * f for b, f in zip(block(1), levels[1][1], strict=True))
+    granule = _granule(block(0), roi.shape, source_chunks, below)
+    shapes = [tuple(s) for s in existing] if existing else []
+    if len(shapes) != max(1, len(levels) - 1) or any(len(s) != len(chunks) for s in shapes):
+        shapes = [
+            plan_units(roi.shape, block(0), itemsize=itemsize, unit_bytes=unit_bytes,
+                       granule=granule)
+        ]  # fmt: skip
+        for k in range(2, len(levels)):
+            shapes.append(
+                plan_units(levels[k][0], block(k), itemsize=itemsize, unit_bytes=unit_bytes)
+            )
+    base = ConvertPlan(roi, chunks, shards, shapes[0], levels)
+    pyramid: list[LevelPlan] = []
+    offset = base.n_base_units
+    for k in range(2, len(levels)):
+        level = LevelPlan(k, levels[k][0], levels[k][1], shapes[k - 1], offset)
+        pyramid.append(level)
+        offset += level.n_units
+    return ConvertPlan(roi, chunks, shards, shapes[0], levels, tuple(pyramid))
+
+
+def _chunk_shape(chunks: int | Sequence[int], shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    if isinstance(chunks, int):
+        if chunks <= 0:
+            raise OptionError(f"--chunks {chunks}: every value must be > 0")
+        per_axis = tuple(chunks if a in "zyx" else 1 for a in axes)
+        return normalize_chunks(per_axis, shape)
+    return normalize_chunks(chunks, shape)
+
+
+def _shard_shape(
+    shards: int | Sequence[int], chunks: tuple[int, ...], shape: Sequence[int], axes: str
+) -> tuple[int, ...]:
+    if isinstance(shards, int):
+        values = tuple(shards if a in "zyx" else c for a, c in zip(axes, chunks, strict=True))
+    else:
+        values = tuple(shards)
+        if len(values) != len(chunks):
+            raise OptionError(
+                f"--shards {','.join(map(str, values))}: give one value or {len(chunks)} values"
+            )
+    text = ",".join(map(str, values))
+    if any(v <= 0 for v in values):
+        raise OptionError(f"--shards {text}: every value must be > 0")
+    if any(s % c for s, c in zip(values, chunks, strict=True)):
+        raise OptionError(
+            f"--shards {text}: not a multiple of the chunks {','.join(map(str, chunks))}"
+        )
+    return tuple(min(s, -(-n // c) * c) for s, c, n in zip(values, chunks, shape, strict=True))
+
+
+def _out_dtype(dtype: str) -> np.dtype[Any]:
+    try:
+        out = np.dtype(dtype)
+    except TypeError as exc:
+        raise OptionError(
+            f"--dtype {dtype}: not a numpy dtype (e.g. uint8, uint16, float32)"
+        ) from exc
+    if out.kind not in "biuf":
+        raise OptionError(f"--dtype {dtype}: datatools writes bool, integer or float data")
+    return out
+
+
+def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) -> Array:
+    """``data`` in ``dtype``: exact casts always; others only when every value fits exactly,
+    or with ``lossy`` (values rounded and clipped to the dtype's range).
+
+    Raises:
+        OptionError: a value does not fit; names the first one and its output voxel.
+    """
+    if data.dtype == dtype:
+        return data
+    if np.can_cast(data.dtype, dtype, "safe"):
+        return data.astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if lossy:
+            values = np.rint(data) if data.dtype.kind == "f" else data
+            clipped: Array = np.clip(values, info.min, info.max)
+            return clipped.astype(dtype)
+        bad = (data < info.min) | (data > info.max)
+        if data.dtype.kind == "f":
+            bad |= np.isnan(data) | (data != np.rint(data))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            voxel = tuple(a + w for a, w in zip(box.start, where, strict=True))
+            raise OptionError(
+                f"--dtype {dtype}: {spec} holds {data[where]!r} at output voxel {voxel}, which "
+                f"{dtype} cannot hold exactly (add --allow-lossy-cast to round and clip)"
+            )
+        return data.astype(dtype)
+    converted = data.astype(dtype)
+    if not lossy and not np.array_equal(converted.astype(data.dtype), data):
+        raise OptionError(
+            f"--dtype {dtype}: casting {data.dtype} data from {spec} to {dtype} loses precision "
+            "(add --allow-lossy-cast)"
+        )
+    return converted
+
+
+def _placement(volume: Volume, voxel_size: Sequence[float] | None, unit: str | None) -> Placement:
+    n = len(spatial_axes(volume.axes))
+    if voxel_size is not None:
+        values = tuple(float(v) for v in voxel_size)
+        if len(values) == 1:
+            values = values * n
+        if len(values) != n or any(v <= 0 for v in values):
+            raise OptionError(
+                f"--voxel-size {','.join(map(str, voxel_size))}: give 1 or {n} positive values "
+                f"({','.join(spatial_axes(volume.axes))})"
+            )
+    elif volume.voxel_size is not None:
+        values = volume.voxel_size
+    else:
+        log.warning(
+            "%s: no voxel size in the source; writing scale 1 (give --voxel-size and --unit)",
+            volume.spec,
+        )
+        values = (1.0,) * n
+    unit_name = normalize_unit(unit) if unit is not None else normalize_unit(volume.unit)
+    translation = volume.translation if volume.translation is not None else (0.0,) * n
+    if voxel_size is not None and volume.voxel_size is not None:
+        translation = tuple(
+            t / old * new
+            for t, old, new in zip(translation, volume.voxel_size, values, strict=True)
+        )
+    return Placement(values, tuple(translation), unit_name)
