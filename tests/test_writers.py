@@ -1,0 +1,532 @@
+"""Buffered writers: lockstep appends, whole-chunk flushes, crash safety, append, positional fill.
+
+Rows are arange-encoded: row ``i`` of ``patches`` holds ``20 i .. 20 i + 19`` and row ``i`` of
+``origins`` holds ``3 i .. 3 i + 2``, so a lost, doubled or misplaced row shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from zarr.abc.store import ByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import LocalStore, WrapperStore
+
+from datatools import target
+from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
+from datatools.writers import ArraySpec, ArrayWriter, open_writer
+
+ARRAYS: dict[str, Any] = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
+FORMATS = [("zarr", 3), ("zarr", 2), ("hdf5", 3)]
+IDS = ["zarr3", "zarr2", "hdf5"]
+
+
+def patches(start: int, n: int) -> np.ndarray:
+    return np.arange(start * 20, (start + n) * 20, dtype=np.uint16).reshape(n, 4, 5)
+
+
+def origins(start: int, n: int) -> np.ndarray:
+    return np.arange(start * 3, (start + n) * 3, dtype=np.int64).reshape(n, 3)
+
+
+def out_path(tmp_path: Path, kind: str) -> Path:
+    return tmp_path / ("out.h5" if kind == "hdf5" else "out.zarr")
+
+
+def read_back(path: Path, name: str) -> np.ndarray:
+    """The whole array ``name`` as plain zarr / h5py loaders read it."""
+    if path.suffix == ".h5" or path.name.endswith(target.PARTIAL_SUFFIX):
+        with h5py.File(path, "r") as file:
+            return np.asarray(file[name][:])
+    return np.asarray(zarr.open_array(str(path / name), mode="r")[:])
+
+
+def hdf5_meta(path: Path) -> dict[str, Any]:
+    with h5py.File(path, "r") as file:
+        meta: dict[str, Any] = json.loads(file.attrs["datatools"])
+    return meta
+
+
+def assert_rows(path: Path, n: int) -> None:
+    np.testing.assert_array_equal(read_back(path, "patches"), patches(0, n))
+    np.testing.assert_array_equal(read_back(path, "origins"), origins(0, n))
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_random_batches_equal_the_concatenation(
+    tmp_path: Path, rng: np.random.Generator, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    sizes = [int(n) for n in rng.integers(0, 20, size=12)] + [0, 8, 1, 17]
+    total = sum(sizes)
+    with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format) as writer:
+        done = 0
+        for n in sizes:
+            writer.append(patches=patches(done, n), origins=origins(done, n))
+            done += n
+            assert writer.rows == done
+            assert writer.flushed_rows == done - done % 8
+    assert total % 8 != 0
+    assert writer.rows == writer.flushed_rows == total
+    assert_rows(path, total)
+    if kind == "hdf5":
+        assert not Path(f"{path}{target.PARTIAL_SUFFIX}").exists()
+        with h5py.File(path, "r") as file:
+            assert file["patches"].chunks == (8, 4, 5)
+            assert file["patches"].maxshape == (None, 4, 5)
+            assert file["origins"].chunks == (8, 3)
+            assert file["patches"].compression == "gzip"
+        meta = hdf5_meta(path)
+        assert (meta["rows"], meta["complete"], meta["command"]) == (total, True, "write")
+    else:
+        group = zarr.open_group(str(path), mode="r")
+        assert sorted(group.array_keys()) == ["origins", "patches"]
+        assert group["patches"].chunks == (8, 4, 5)
+        assert group["origins"].chunks == (8, 3)
+        assert group.attrs["datatools"] == {"rows": total, "chunk_rows": 8, "complete": True}
+        assert target.is_complete(path)
+        assert target.read_state(path) == {"rows": total}
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+@pytest.mark.parametrize("total", [0, 16])
+def test_empty_and_chunk_multiple_row_counts(
+    tmp_path: Path, kind: str, zarr_format: int, total: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format) as writer:
+        writer.append(patches=patches(0, total), origins=origins(0, total))
+    assert read_back(path, "patches").shape == (total, 4, 5)
+    assert read_back(path, "origins").shape == (total, 3)
+    assert_rows(path, total)
+
+
+def test_zarr_chunk_files_are_what_zarr_writes(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr"
+    with open_writer(path, ARRAYS, chunk_rows=8, codec="blosc-zstd") as writer:
+        writer.append(patches=patches(0, 19), origins=origins(0, 19))
+    reference = zarr.open_array(str(path / "patches"), mode="r")
+    copy = zarr.create_array(
+        str(tmp_path / "copy"),
+        shape=reference.shape,
+        chunks=reference.chunks,
+        dtype=reference.dtype,
+        compressors=reference.compressors,
+        fill_value=0,
+    )
+    copy[:] = patches(0, 19)
+    for key in ("c/0/0/0", "c/2/0/0"):
+        assert (path / "patches" / key).read_bytes() == (tmp_path / "copy" / key).read_bytes()
+
+
+def test_single_array_form_takes_a_positional_batch(tmp_path: Path) -> None:
+    path = tmp_path / "ids.zarr"
+    with open_writer(path, ((), "int32"), chunk_rows=4) as writer:
+        writer.append(np.arange(3, dtype=np.int32))
+        writer.append(np.arange(3, 10, dtype=np.int16))
+    assert writer.names == ("data",)
+    np.testing.assert_array_equal(read_back(path, "data"), np.arange(10))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_item_chunks_and_dims(tmp_path: Path, zarr_format: int) -> None:
+    path = tmp_path / "out.zarr"
+    spec = ArraySpec((4, 5), "uint16", item_chunks=(3, 3), dims=("i", "y", "x"))
+    with open_writer(path, {"patches": spec}, chunk_rows=8, zarr_format=zarr_format) as writer:
+        writer.append(patches=patches(0, 11))
+    array = zarr.open_array(str(path / "patches"), mode="r")
+    assert array.chunks == (8, 3, 3)
+    np.testing.assert_array_equal(array[:], patches(0, 11))
+    if zarr_format == 3:
+        assert array.metadata.dimension_names == ("i", "y", "x")
+    else:
+        assert array.attrs["_ARRAY_DIMENSIONS"] == ["i", "y", "x"]
+
+
+class KeyRecorder(WrapperStore[LocalStore]):
+    """A store that records every key read, to count the chunks a loader touches."""
+
+    def __init__(self, store: LocalStore) -> None:
+        super().__init__(store)
+        self.keys: list[str] = []
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        self.keys.append(key)
+        return await super().get(key, prototype, byte_range)
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "expected"),
+    [(3, ["origins/c/2/0", "patches/c/2/0/0"]), (2, ["origins/2.0", "patches/2.0.0"])],
+)
+def test_a_loader_batch_reads_one_chunk_per_array(
+    tmp_path: Path, zarr_format: int, expected: list[str]
+) -> None:
+    path = tmp_path / "out.zarr"
+    with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format) as writer:
+        writer.append(patches=patches(0, 30), origins=origins(0, 30))
+    store = KeyRecorder(LocalStore(str(path), read_only=True))
+    group = zarr.open_group(store, mode="r", zarr_format=zarr_format)
+    arrays = {name: group[name] for name in ("patches", "origins")}
+    store.keys.clear()
+    batch = {name: np.asarray(array[16:24]) for name, array in arrays.items()}
+    assert sorted(store.keys) == expected
+    np.testing.assert_array_equal(batch["patches"], patches(16, 8))
+    np.testing.assert_array_equal(batch["origins"], origins(16, 8))
+
+
+@pytest.mark.parametrize(
+    ("batches", "problem"),
+    [
+        (
+            {"patches": patches(0, 3), "origins": origins(0, 2)},
+            "append got 3 rows for patches, 2 rows for origins (arrays grow in lockstep; give "
+            "every array the same number of rows)",
+        ),
+        (
+            {"patches": patches(0, 3)},
+            "append got no rows for origins (arrays grow in lockstep; give rows to patches, "
+            "origins)",
+        ),
+        (
+            {"patches": patches(0, 1), "origins": origins(0, 1), "labels": patches(0, 1)},
+            "append got unknown array labels (the writer holds patches, origins)",
+        ),
+        (
+            {"patches": patches(0, 1)[0], "origins": origins(0, 1)},
+            "append got patches rows of shape (4, 5), expected (n, 4, 5) (a single row is "
+            "rows[None])",
+        ),
+        (
+            {"patches": patches(0, 2).astype(np.int32), "origins": origins(0, 2)},
+            "append got patches rows of dtype int32, the array holds uint16 (cast with "
+            ".astype('uint16') if the values fit)",
+        ),
+    ],
+    ids=["lockstep", "missing", "unknown", "item-shape", "dtype"],
+)
+def test_bad_batches_are_refused(tmp_path: Path, batches: dict[str, Any], problem: str) -> None:
+    path = tmp_path / "out.zarr"
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=patches(0, 5), origins=origins(0, 5))
+        with pytest.raises(InputError) as info:
+            writer.append(**batches)
+        assert str(info.value) == f"{path}: {problem}"
+        with pytest.raises(InputError, match="got an unnamed batch but the writer holds arrays"):
+            writer.append(patches(5, 1))
+        writer.append(patches=patches(5, 4), origins=origins(5, 4))
+    assert_rows(path, 9)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "options", "problem"),
+    [
+        ({"a b": ((2,), "uint8")}, {}, "arrays: name 'a b' is not usable"),
+        ({".x": ((2,), "uint8")}, {}, "arrays: name '.x' is not usable"),
+        ({"a": ((2, 0), "uint8")}, {}, "arrays: a item_shape (2, 0) must have positive sizes"),
+        ({"a": ((2,), "U4")}, {}, "arrays: a dtype <U4 is not supported (bool, int or float)"),
+        ({"a": ((2,), "uint8")}, {"chunk_rows": 0}, "chunk_rows 0: must be a positive number"),
+        ({}, {}, "arrays: give at least one array"),
+        ({"a": ((2,), "uint8")}, {"codec": "lzf"}, "--codec lzf: unknown for Zarr outputs"),
+        ({"a": ((2,), "uint8")}, {"zarr_format": 4}, "zarr_format 4: choose 2 or 3"),
+        (
+            {"a": ArraySpec((2,), "uint8", dims=("y",))},
+            {},
+            "arrays: a dims ('y',) must name the row axis and each item axis (2 names)",
+        ),
+        (
+            {"a": ArraySpec((2, 3), "uint8", item_chunks=(2,))},
+            {},
+            "arrays: a item_chunks (2,) must have one size per item axis (2, 3)",
+        ),
+    ],
+)
+def test_bad_options_are_refused(
+    tmp_path: Path, arrays: dict[str, Any], options: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(OptionError) as info:
+        open_writer(tmp_path / "out.zarr", arrays, **options)
+    assert str(info.value).startswith(problem)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_append_after_close_continues_the_tail_chunk(
+    tmp_path: Path, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    options: dict[str, Any] = {"chunk_rows": 8, "zarr_format": zarr_format}
+    with open_writer(path, ARRAYS, **options) as writer:
+        writer.append(patches=patches(0, 13), origins=origins(0, 13))
+    with open_writer(path, ARRAYS, append=True, **options) as writer:
+        assert (writer.rows, writer.flushed_rows) == (13, 13)
+        writer.append(patches=patches(13, 2), origins=origins(13, 2))
+        writer.append(patches=patches(15, 20), origins=origins(15, 20))
+    assert writer.rows == 35
+    assert_rows(path, 35)
+    with open_writer(path, ARRAYS, append=True, **options) as writer:
+        assert writer.rows == 35
+    assert_rows(path, 35)
+
+
+def interrupted(path: Path, rows: int, **options: Any) -> ArrayWriter:
+    """A writer left by Ctrl-C after ``rows`` rows were appended."""
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_writer(path, ARRAYS, chunk_rows=8, **options) as writer,
+    ):
+        writer.append(patches=patches(0, rows), origins=origins(0, rows))
+        raise KeyboardInterrupt
+    return writer
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_an_exception_keeps_the_flushed_rows(tmp_path: Path, kind: str, zarr_format: int) -> None:
+    path = out_path(tmp_path, kind)
+    writer = interrupted(path, 21, zarr_format=zarr_format)
+    assert writer.rows == writer.flushed_rows == 16
+    if kind == "hdf5":
+        partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+        assert not path.exists()
+        assert_rows(partial, 16)
+        assert (hdf5_meta(partial)["rows"], hdf5_meta(partial)["complete"]) == (16, False)
+    else:
+        assert_rows(path, 16)
+        assert not target.is_complete(path)
+        assert zarr.open_group(str(path), mode="r").attrs["datatools"]["complete"] is False
+    with pytest.raises(WriteError, match="the writer is closed"):
+        writer.append(patches=patches(16, 1), origins=origins(16, 1))
+    with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format, append=True) as writer:
+        writer.append(patches=patches(16, 9), origins=origins(16, 9))
+    assert_rows(path, 25)
+
+
+CHILD = """
+import sys
+import numpy as np
+from datatools.writers import open_writer
+
+path, rows = sys.argv[1], int(sys.argv[2])
+arrays = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
+writer = open_writer(path, arrays, chunk_rows=8, append=True)
+start = writer.rows
+p = np.arange(start * 20, (start + rows) * 20, dtype=np.uint16).reshape(rows, 4, 5)
+o = np.arange(start * 3, (start + rows) * 3, dtype=np.int64).reshape(rows, 3)
+for first in range(0, rows, 5):
+    writer.append(patches=p[first : first + 5], origins=o[first : first + 5])
+print(writer.flushed_rows, flush=True)
+sys.stdin.readline()
+"""
+
+
+def run_and_kill(path: Path, rows: int) -> int:
+    """Append ``rows`` rows in a child process, kill -9 it once they are given; its flushed rows."""
+    command = [sys.executable, "-c", CHILD, str(path), str(rows)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        line = child.stdout.readline()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert line, child.stderr.read()
+    assert child.returncode == -signal.SIGKILL
+    return int(line)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "hdf5"])
+def test_a_killed_run_keeps_its_flushed_rows_and_append_continues(
+    tmp_path: Path, kind: str
+) -> None:
+    path = out_path(tmp_path, kind)
+    assert run_and_kill(path, 19) == 16
+    if kind == "hdf5":
+        partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+        assert not path.exists()
+        assert_rows(partial, 16)
+        assert (hdf5_meta(partial)["rows"], hdf5_meta(partial)["complete"]) == (16, False)
+    else:
+        assert_rows(path, 16)
+        status = target.status(path)
+        assert status is not None
+        assert (status.complete, status.state) == (False, {"rows": 16})
+    assert run_and_kill(path, 13) == 24
+    assert_rows(Path(f"{path}{target.PARTIAL_SUFFIX}") if kind == "hdf5" else path, 24)
+    with open_writer(path, ARRAYS, chunk_rows=8, append=True) as writer:
+        assert writer.rows == 24
+        writer.append(patches=patches(24, 3), origins=origins(24, 3))
+    assert_rows(path, 27)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "hdf5"])
+def test_an_existing_target_is_refused_without_append(tmp_path: Path, kind: str) -> None:
+    path = out_path(tmp_path, kind)
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+    with pytest.raises(TargetError) as info:
+        open_writer(path, ARRAYS, chunk_rows=8)
+    assert str(info.value) == (
+        f"{path}: exists (use append=True to continue it or overwrite=True to replace it)"
+    )
+    with pytest.raises(OptionError, match="append=True and overwrite=True exclude each other"):
+        open_writer(path, ARRAYS, chunk_rows=8, append=True, overwrite=True)
+    assert_rows(path, 3)
+    with open_writer(path, ARRAYS, chunk_rows=4, overwrite=True) as writer:
+        writer.append(patches=patches(0, 2), origins=origins(0, 2))
+    assert_rows(path, 2)
+
+
+def test_an_unfinished_hdf5_file_is_refused_without_append(tmp_path: Path) -> None:
+    path = tmp_path / "out.h5"
+    interrupted(path, 0)
+    with pytest.raises(TargetError) as info:
+        open_writer(path, ARRAYS, chunk_rows=8)
+    assert str(info.value) == (
+        f"{path}: exists as the unfinished out.h5{target.PARTIAL_SUFFIX} (use append=True to "
+        "continue it or overwrite=True to replace it)"
+    )
+
+
+def test_an_unreadable_partial_hdf5_file_is_replaced_only_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "out.h5"
+    partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+    partial.write_bytes(b"\x89HDF\r\n\x1a\n truncated by kill -9")
+    with pytest.raises(TargetError) as info:
+        open_writer(path, ARRAYS, append=True)
+    assert str(info.value) == (
+        f"{partial}: unfinished file that HDF5 cannot read, left by a run killed while "
+        "flushing (overwrite=True replaces it)"
+    )
+    with open_writer(path, ARRAYS, overwrite=True) as writer:
+        writer.append(patches=patches(0, 2), origins=origins(0, 2))
+    assert_rows(path, 2)
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize("name", ["out.zarr", "out.h5"])
+def test_foreign_targets_are_never_replaced(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name.endswith(".h5"):
+        with h5py.File(path, "w") as file:
+            file["x"] = np.arange(3)
+    else:
+        path.mkdir()
+        (path / "notes.txt").write_text("mine")
+    for options in ({}, {"append": True}, {"overwrite": True}):
+        with pytest.raises(TargetError, match=r"not a datatools output|datatools did not create"):
+            open_writer(path, ARRAYS, **options)
+    if name.endswith(".h5"):
+        with h5py.File(path, "r") as file:
+            np.testing.assert_array_equal(file["x"][:], np.arange(3))
+    else:
+        assert (path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["zarr", "hdf5"])
+@pytest.mark.parametrize(
+    ("arrays", "options", "difference"),
+    [
+        ({**ARRAYS, "patches": ((4, 5), "uint8")}, {}, 'patches dtype was "uint16", now "uint8"'),
+        ({**ARRAYS, "origins": ((2,), "int64")}, {}, "origins item_shape was [3], now [2]"),
+        (ARRAYS, {"chunk_rows": 4}, "chunk_rows was 8, now 4"),
+        (ARRAYS, {"codec": "none"}, "codec was"),
+        ({"patches": ARRAYS["patches"]}, {}, 'arrays were ["origins", "patches"], now ["patches"]'),
+    ],
+    ids=["dtype", "item-shape", "chunk-rows", "codec", "arrays"],
+)
+def test_append_with_another_layout_names_the_difference(
+    tmp_path: Path, kind: str, arrays: dict[str, Any], options: dict[str, Any], difference: str
+) -> None:
+    path = out_path(tmp_path, kind)
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+    with pytest.raises(ResumeMismatchError) as info:
+        open_writer(path, arrays, **{"chunk_rows": 8, **options}, append=True)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot append, {difference}")
+    assert message.endswith(
+        "(append with the same arrays, chunk_rows and codec, or overwrite=True to replace it)"
+    )
+    assert_rows(path, 3)
+
+
+def test_append_refuses_an_output_of_another_command(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr"
+    target.claim(path, target.RunRecord("convert", {}), overwrite=False, populate=lambda p: None)
+    with pytest.raises(TargetError) as info:
+        open_writer(path, ARRAYS, append=True)
+    assert str(info.value) == (
+        f"{path}: was made by datatools convert, not by a writer (choose another target)"
+    )
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_positional_fill_in_any_order(tmp_path: Path, kind: str, zarr_format: int) -> None:
+    path = out_path(tmp_path, kind)
+    options: dict[str, Any] = {"chunk_rows": 8, "total_rows": 21, "zarr_format": zarr_format}
+    writer = open_writer(path, ARRAYS, **options)
+    writer.write_rows(16, patches=patches(16, 5), origins=origins(16, 5))
+    writer.write_rows(0, patches=patches(0, 8), origins=origins(0, 8))
+    assert (writer.done, writer.flushed_rows) == (frozenset({0, 2}), 13)
+    if kind == "zarr":
+        other = open_writer(path, ARRAYS, append=True, **options)
+        writer.close()
+        assert not target.is_complete(path)
+        other.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
+        other.close()
+        assert target.is_complete(path)
+        assert target.status(path).units_done == target.status(path).units_total == 3
+    else:
+        writer.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
+        writer.close()
+        assert hdf5_meta(path)["complete"] is True
+    assert_rows(path, 21)
+
+
+def test_positional_fill_resumes_and_completes_later(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr"
+    options: dict[str, Any] = {"chunk_rows": 8, "total_rows": 16}
+    with open_writer(path, ARRAYS, **options) as writer:
+        writer.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
+    assert not target.is_complete(path)
+    np.testing.assert_array_equal(read_back(path, "patches")[:8], 0)
+    with open_writer(path, ARRAYS, append=True, **options) as writer:
+        assert writer.done == frozenset({1})
+        writer.write_rows(0, patches=patches(0, 8), origins=origins(0, 8))
+    assert target.is_complete(path)
+    assert_rows(path, 16)
+
+
+@pytest.mark.parametrize(
+    ("start", "rows"), [(4, 8), (0, 5), (16, 8), (-8, 8)], ids=["start", "end", "past", "neg"]
+)
+def test_positional_fill_refuses_partial_chunk_rows(tmp_path: Path, start: int, rows: int) -> None:
+    path = tmp_path / "out.zarr"
+    with open_writer(path, ARRAYS, chunk_rows=8, total_rows=21) as writer:
+        with pytest.raises(InputError) as info:
+            writer.write_rows(start, patches=patches(0, rows), origins=origins(0, rows))
+        assert str(info.value) == (
+            f"{path}: write_rows of rows [{start}, {start + rows}) does not cover whole chunk "
+            "rows (start and end must be multiples of 8, the end may be total_rows 21)"
+        )
+        with pytest.raises(OptionError, match="append needs a growing writer"):
+            writer.append(patches=patches(0, 1), origins=origins(0, 1))
+    with (
+        open_writer(tmp_path / "grow.zarr", ARRAYS) as writer,
+        pytest.raises(OptionError, match="write_rows needs total_rows"),
+    ):
+        writer.write_rows(0, patches=patches(0, 1), origins=origins(0, 1))
