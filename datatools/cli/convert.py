@@ -10,6 +10,7 @@ from datatools import convert
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     open_options_from,
+    parse_bytes,
     parse_floats,
     parse_ints,
     resolve_source,
@@ -182,20 +183,3 @@ def _levels(text: str) -> int | Literal["auto"]:
 def _chunks(text: str, option: str = "--chunks") -> int | tuple[int, ...]:
     values = parse_ints(text, option) or ()
     return values[0] if len(values) == 1 else values
-
-
-def parse_bytes(text: str | None) -> int | None:
-    """``2G``, ``512M``, ``1000000`` -> bytes (binary multiples)."""
-    if text is None:
-        return None
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    body = text.strip().upper().removesuffix("IB").removesuffix("B")
-    factor = units.get(body[-1:], 1)
-    number = body[:-1] if body[-1:] in units else body
-    try:
-        value = int(float(number) * factor)
-    except ValueError as exc:
-        raise OptionError(f"--memory-limit {text}: expected bytes such as 2G or 512M") from exc
-    if value <= 0:
-        raise OptionError(f"--memory-limit {text}: must be > 0")
-    return value

@@ -61,10 +61,14 @@ def progress_wanted() -> bool:
 def _register() -> None:
     from datatools.cli.convert import convert_command
     from datatools.cli.info import info_command
+    from datatools.cli.instances import instances_command
+    from datatools.cli.patches import patches_command
     from datatools.cli.verify import verify_command
 
     cli.add_command(convert_command)
     cli.add_command(info_command)
+    cli.add_command(instances_command)
+    cli.add_command(patches_command)
     cli.add_command(verify_command)
 
 

@@ -163,3 +163,20 @@ def task_from_options(kwargs: dict[str, Any]) -> TaskSlice | None:
     if index is None or count is None:
         raise OptionError("--task-index/--task-count: give both or neither")
     return TaskSlice(index, count)
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """``2G``, ``512M``, ``1000000`` -> bytes (binary multiples)."""
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    body = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(body[-1:], 1)
+    number = body[:-1] if body[-1:] in units else body
+    try:
+        value = int(float(number) * factor)
+    except ValueError as exc:
+        raise OptionError(f"--memory-limit {text}: expected bytes such as 2G or 512M") from exc
+    if value <= 0:
+        raise OptionError(f"--memory-limit {text}: must be > 0")
+    return value
