@@ -23,6 +23,7 @@ through atomic renames, so the result is the same.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ from datatools.convert_plan import (
 )
 from datatools.downsample import downsample as merge
 from datatools.errors import OptionError, WriteError
-from datatools.executor import TaskSlice, run_units
+from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, RoiSpec, tile_box
 from datatools.ome_zarr import image_attributes
 from datatools.progress import progress_bar
@@ -129,6 +130,7 @@ def convert(
     memory_limit: int | None = None,
     task: TaskSlice | None = None,
     overwrite: bool = False,
+    executor: Executor | None = None,
     progress: bool = False,
     on_unit_done: Callable[[int], None] | None = None,
 ) -> ConvertResult:
@@ -157,6 +159,9 @@ def convert(
         workers: threads encoding chunks (default: cores). ``memory_limit``: bytes for data in
             flight; picks the unit size (module docstring).
         task: run only this slice of the base units (job arrays); see the module docstring.
+        executor: runs the units; default: this process, with ``workers`` encoding threads.
+            A distributed one (:class:`datatools.executor.DaskExecutor`) runs one task per
+            unit in worker processes, which open the source themselves.
         overwrite: replace an existing output of datatools (never a foreign file or folder).
         progress: show a progress bar on stderr.
         on_unit_done: called with each unit's ledger index after it is recorded.
@@ -181,26 +186,32 @@ def convert(
         raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
     if isinstance(codec, str):
         codec = parse_codec("gzip" if is_hdf5 and codec == "zstd" else codec, level, hdf5=is_hdf5)
+    distributed = executor is not None and executor.distributed
+    if distributed and (is_hdf5 or isinstance(source, Volume)):
+        raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
     volume = source if isinstance(source, Volume) else open_volume(source, open_options)
     try:
+        prepare: dict[str, Any] = {
+            "roi": roi,
+            "chunks": chunks if isinstance(chunks, int) else tuple(chunks),
+            "shards": shards if shards is None or isinstance(shards, int) else tuple(shards),
+            "codec": codec,
+            "zarr_format": zarr_format,
+            "voxel_size": None if voxel_size is None else tuple(voxel_size),
+            "unit": unit,
+            "dtype": dtype,
+            "allow_lossy_cast": allow_lossy_cast,
+            "levels": levels,
+            "downsample": downsample,
+            "factors": None if factors is None else tuple(factors),
+            "name": name or path.name.split(".")[0],
+            "workers": workers or default_workers(),
+            "memory_limit": memory_limit,
+            "is_hdf5": is_hdf5,
+        }
         job = ConvertJob.prepare(
             volume,
-            roi=roi,
-            chunks=chunks,
-            shards=shards,
-            codec=codec,
-            zarr_format=zarr_format,
-            voxel_size=voxel_size,
-            unit=unit,
-            dtype=dtype,
-            allow_lossy_cast=allow_lossy_cast,
-            levels=levels,
-            downsample=downsample,
-            factors=factors,
-            name=name or path.name.split(".")[0],
-            workers=workers or default_workers(),
-            memory_limit=memory_limit,
-            is_hdf5=is_hdf5,
+            **prepare,
             existing_unit_shapes=None if overwrite else _recorded_unit_shapes(path, is_hdf5),
         )
         if is_hdf5:
@@ -209,8 +220,21 @@ def convert(
                 on_unit_done=on_unit_done,
             )  # fmt: skip
         else:
-            written, skipped, complete = _run_zarr(job, path, task, overwrite, progress,
-                                                   on_unit_done)  # fmt: skip
+            remote = None
+            if distributed:
+                prepare["existing_unit_shapes"] = tuple(
+                    tuple(s) for s in job.record.params["unit_shapes"]
+                )
+                assert not isinstance(source, Volume)
+                remote = RemoteUnits(
+                    _remote_source(source),
+                    open_options or OpenOptions(),
+                    str(path.absolute()),
+                    tuple(sorted(prepare.items())),
+                )
+            written, skipped, complete = _run_zarr(
+                job, path, task, overwrite, progress, on_unit_done, remote, executor
+            )
     finally:
         if not isinstance(source, Volume):
             volume.close()
@@ -231,6 +255,10 @@ def convert(
         format="HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})",
         params=job.record.params,
     )
+
+
+def _remote_source(source: SourceSpec) -> str | tuple[str, ...]:
+    return str(source) if isinstance(source, str | Path) else tuple(str(p) for p in source)
 
 
 def _ngff(zarr_format: int) -> str:
@@ -306,13 +334,23 @@ class _LevelWriter:
 
 
 class _ZarrRun:
-    """Executes a job's units into an OME-Zarr folder."""
+    """Executes a job's units, by ledger index, into an OME-Zarr folder."""
 
     def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
         self.job = job
         self.levels = [_LevelWriter(job, path / str(k), pool) for k in range(len(job.plan.levels))]
 
-    def base_unit(self, index: int) -> int:
+    def unit(self, index: int) -> int:
+        """Run the unit with ledger index ``index``; returns it."""
+        plan = self.job.plan
+        if index < plan.n_base_units:
+            self._base_unit(index)
+        else:
+            level = next(lv for lv in reversed(plan.pyramid) if lv.offset <= index)
+            self._level_unit(level, index - level.offset)
+        return index
+
+    def _base_unit(self, index: int) -> None:
         """Level 0 from the source, and level 1 from that data when there is a pyramid."""
         _, box, data = self.job.read_unit(index)
         self.levels[0].write(box, data)
@@ -323,11 +361,9 @@ class _ZarrRun:
             self.levels[1].write(
                 Box(start, tuple(a + s for a, s in zip(start, small.shape, strict=True))), small
             )
-        return index
 
-    def level_unit(self, item: tuple[LevelPlan, int]) -> int:
+    def _level_unit(self, level: LevelPlan, index: int) -> None:
         """One unit of level ``k`` >= 2, from level ``k - 1``."""
-        level, index = item
         box = level.unit(index)
         above = self.levels[level.level - 1]
         source = Box(
@@ -339,7 +375,37 @@ class _ZarrRun:
         )
         self.levels[level.level].write(box, merge(above.read(source), level.factors,
                                                    self.job.method))  # fmt: skip
-        return level.offset + index
+
+
+@dataclass(frozen=True)
+class RemoteUnits:
+    """A picklable unit function for distributed executors: each worker process opens the
+    source and the output once (cached) and runs units by ledger index.
+
+    Attributes:
+        source: the source spec (a path, or a tuple of slice paths).
+        open_options: how to open it.
+        path: the output folder (already created by the driver).
+        prepare: keyword arguments of :meth:`ConvertJob.prepare`, as sorted pairs.
+    """
+
+    source: str | tuple[str, ...]
+    open_options: OpenOptions
+    path: str
+    prepare: tuple[tuple[str, Any], ...]
+
+    def __call__(self, index: int) -> int:
+        return _worker_run(self).unit(index)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_run(units: RemoteUnits) -> _ZarrRun:
+    """The open source, job and writers of ``units`` in this worker process (kept for reuse;
+    one encoding thread, the worker's own parallelism is its process count)."""
+    source = units.source if isinstance(units.source, str) else list(units.source)
+    volume = open_volume(source, units.open_options)
+    job = ConvertJob.prepare(volume, **dict(units.prepare))
+    return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
 
 
 def _run_zarr(
@@ -349,6 +415,8 @@ def _run_zarr(
     overwrite: bool,
     progress: bool,
     on_unit_done: Callable[[int], None] | None,
+    remote: RemoteUnits | None,
+    executor: Executor | None,
 ) -> tuple[list[int], int, bool]:
     how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
     if how == "resumed":
@@ -362,33 +430,37 @@ def _run_zarr(
     skipped = len(mine) - len(todo)
     unit_bytes = math.prod(plan.unit_shape) * job.out_dtype.itemsize
     written: list[int] = []
-
-    def record(index: int) -> None:
-        ledger.mark(index)
-        written.append(index)
-        if on_unit_done is not None:
-            on_unit_done(index)
-
     with (
         ThreadPoolExecutor(job.workers, thread_name_prefix="datatools-encode") as pool,
         progress_bar(
             len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
         ) as bar,
     ):
-        run = _ZarrRun(job, path, pool)
+        runner: Executor
+        if executor is not None and executor.distributed and remote is not None:
+            func: Callable[[int], int] = remote
+            runner = executor
+        else:
+            func = _ZarrRun(job, path, pool).unit
+            runner = ThreadExecutor(min(2, job.workers))
+        phases = [todo] if not plan.pyramid else [todo, *([] for _ in plan.pyramid)]
         try:
-            for index in run_units(run.base_unit, todo, workers=min(2, job.workers)):
-                record(index)
-                bar.update(unit_bytes / 1e6)
-            done = ledger.done()
-            if plan.pyramid and all(i in done for i in range(n_base)):
-                for level in plan.pyramid:
-                    items = [
-                        (level, i) for i in range(level.n_units) if level.offset + i not in done
-                    ]
-                    skipped += level.n_units - len(items)
-                    for index in run_units(run.level_unit, items, workers=min(2, job.workers)):
-                        record(index)
+            for phase, units in enumerate(phases):
+                if phase:
+                    done = ledger.done()
+                    if not all(i in done for i in range(n_base)):
+                        break
+                    level = plan.pyramid[phase - 1]
+                    units = [level.offset + i for i in range(level.n_units)]
+                    units = [i for i in units if i not in done]
+                    skipped += level.n_units - len(units)
+                for index in runner.map(func, units):
+                    ledger.mark(index)
+                    written.append(index)
+                    if on_unit_done is not None:
+                        on_unit_done(index)
+                    if not phase:
+                        bar.update(unit_bytes / 1e6)
         except OSError as exc:
             raise WriteError(
                 f"{path}: write failed ({exc.strerror or exc}); rerun the same command to resume"

@@ -1,5 +1,6 @@
-"""Running a plan's independent work units: serially, on a local thread pool, or one slice of
-the plan per process (shell job arrays: ``--task-index I --task-count N``).
+"""Running a plan's independent work units: serially, on a local thread pool, one slice of the
+plan per process (shell job arrays: ``--task-index I --task-count N``), or one Dask task per
+unit on a distributed cluster (``--dask-scheduler``, ``--dask-local N``).
 
 Threads suit datatools' units: TIFF decoding, HDF5 reads and the compression codecs release the
 GIL, so ``workers`` threads keep that many cores busy while memory stays at ``workers`` units.
@@ -7,10 +8,12 @@ GIL, so ``workers`` threads keep that many cores busy while memory stays at ``wo
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from datatools.errors import OptionError
 
@@ -79,3 +82,112 @@ def run_units(
 def _results(done: Sequence[Future[R]] | set[Future[R]]) -> Iterator[R]:
     for future in done:
         yield future.result()
+
+
+class Executor(Protocol):
+    """Runs a plan's independent units; library functions take one, the CLI picks which.
+
+    ``distributed`` executors run units in other processes, so the function they are given must
+    be picklable and open its own files.
+    """
+
+    @property
+    def distributed(self) -> bool:
+        """Whether units run in other processes."""
+        ...
+
+    def map(self, func: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """Apply ``func`` to every item; yield results as units finish (any order)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ThreadExecutor:
+    """Units on ``workers`` threads of this process (``workers=1``: serially)."""
+
+    workers: int = 1
+    distributed: bool = False
+
+    def map(self, func: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        return run_units(func, items, workers=self.workers)
+
+
+class DaskExecutor:
+    """One Dask task per unit on a ``distributed`` cluster, with a bounded number in flight.
+
+    Never builds an array graph: units are submitted as plain tasks, at most ``in_flight``
+    (default: twice the cluster's worker threads) at a time, so memory on the driver and the
+    workers stays at a few units. Results come back to the caller, which records them.
+
+    Args:
+        client: a ``distributed.Client`` connected to the cluster.
+        in_flight: futures submitted and not yet collected.
+    """
+
+    distributed = True
+
+    def __init__(self, client: Any, in_flight: int | None = None) -> None:
+        self.client = client
+        threads = sum(client.nthreads().values()) or 1
+        self.in_flight = in_flight or 2 * threads
+
+    def map(self, func: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        from distributed import as_completed
+
+        source = iter(items)
+        pending = as_completed()
+        for item in itertools.islice(source, self.in_flight):
+            pending.add(self.client.submit(func, item, pure=False))
+        try:
+            for future in pending:
+                result: R = future.result()
+                for item in itertools.islice(source, 1):
+                    pending.add(self.client.submit(func, item, pure=False))
+                yield result
+        except BaseException:
+            for future in list(pending.futures):
+                future.cancel()
+            raise
+
+
+@contextmanager
+def dask_executor(
+    scheduler: str | None = None, local_workers: int | None = None
+) -> Iterator[DaskExecutor]:
+    """Connect to a running Dask scheduler, or start a local cluster of worker processes.
+
+    Args:
+        scheduler: address such as ``tcp://host:8786``.
+        local_workers: start a ``LocalCluster`` with this many single-threaded processes on
+            the loopback interface instead.
+
+    Raises:
+        OptionError: neither or both given, or the ``cluster`` extra is not installed.
+    """
+    if (scheduler is None) == (local_workers is None):
+        raise OptionError("--dask-scheduler/--dask-local: give exactly one")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise OptionError(
+            "--dask-scheduler/--dask-local: needs the cluster extra "
+            "(pip install 'datatools[cluster]')"
+        ) from exc
+    if local_workers is not None:
+        if local_workers < 1:
+            raise OptionError(f"--dask-local {local_workers}: must be >= 1")
+        with (
+            LocalCluster(
+                n_workers=local_workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):  # fmt: skip
+            yield DaskExecutor(client)
+        return
+    try:
+        client = Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise OptionError(f"--dask-scheduler {scheduler}: cannot connect ({exc})") from exc
+    with client:
+        yield DaskExecutor(client)

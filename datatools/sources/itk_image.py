@@ -1,4 +1,3 @@
-# mypy: disallow-untyped-calls=False
 """ITK images (MetaImage, NRRD, NIfTI, Analyze...) as lazy volumes, via SimpleITK.
 
 The header gives shape, pixel type, spacing and origin without reading voxels. ITK orders

@@ -1,0 +1,113 @@
+"""One plan, four ways to run it: serial, threads, task processes, Dask; identical outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import arange_volume
+
+from datatools import target
+from datatools.convert import convert
+from datatools.errors import OptionError
+from datatools.executor import DaskExecutor, TaskSlice, ThreadExecutor, dask_executor
+
+SMALL = 6 * 2 * 8 * 8 * 8 * 2
+
+
+@pytest.fixture(scope="module")
+def dask() -> Iterator[DaskExecutor]:
+    with dask_executor(local_workers=2) as executor:
+        yield executor
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[str, np.ndarray]:
+    data = arange_volume((20, 30, 28), "uint16")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(folder / f"z{z:03d}.tif", plane)
+    return str(folder), data
+
+
+def files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and ".datatools" not in p.parts
+    }
+
+
+def test_thread_executor_keeps_order_free_results() -> None:
+    assert sorted(ThreadExecutor(3).map(lambda x: x * 2, list(range(10)))) == list(range(0, 20, 2))
+
+
+def test_every_executor_gives_identical_output(
+    tmp_path: Path, stack: tuple[str, np.ndarray], dask: DaskExecutor
+) -> None:
+    source, data = stack
+    kwargs = {"chunks": 8, "levels": "auto", "memory_limit": SMALL, "name": "img"}
+    serial = tmp_path / "serial.zarr"
+    convert(source, serial, workers=1, **kwargs)
+    threads = tmp_path / "threads.zarr"
+    convert(source, threads, workers=2, **kwargs)
+    tasks = tmp_path / "tasks.zarr"
+    for i in range(4):
+        convert(source, tasks, task=TaskSlice(i, 4), **kwargs)
+    distributed = tmp_path / "dask.zarr"
+    result = convert(source, distributed, executor=dask, **kwargs)
+    assert result.complete
+    np.testing.assert_array_equal(zarr.open_array(distributed / "0", mode="r")[:], data)
+    reference = files(serial)
+    for other in (threads, tasks, distributed):
+        assert files(other) == reference
+
+
+def test_interrupted_dask_run_resumes_locally(
+    tmp_path: Path, stack: tuple[str, np.ndarray], dask: DaskExecutor
+) -> None:
+    source, data = stack
+    kwargs = {"chunks": 4, "levels": 2, "memory_limit": SMALL, "name": "img"}
+    out = tmp_path / "o.zarr"
+    seen: list[int] = []
+
+    def stop(index: int) -> None:
+        seen.append(index)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(source, out, executor=dask, on_unit_done=stop, **kwargs)
+    assert not target.is_complete(out)
+    result = convert(source, out, **kwargs)
+    assert result.complete
+    assert result.units_skipped >= 3
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
+    fresh = tmp_path / "fresh.zarr"
+    convert(source, fresh, **kwargs)
+    assert files(out) == files(fresh)
+
+
+def test_dask_needs_paths_and_zarr(tmp_path: Path, dask: DaskExecutor) -> None:
+    from datatools.sources import ArrayVolume
+
+    with pytest.raises(OptionError, match="Dask runs need a Zarr target and a source given"):
+        convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "a.zarr", executor=dask)
+
+
+def test_dask_options_are_checked() -> None:
+    with (
+        pytest.raises(OptionError, match="--dask-scheduler/--dask-local: give exactly one"),
+        dask_executor(),
+    ):
+        pass
+    with (
+        pytest.raises(OptionError, match="--dask-local 0: must be >= 1"),
+        dask_executor(local_workers=0),
+    ):
+        pass
