@@ -1,0 +1,740 @@
+"""TIFF sources: slice folders, globs and lists (``tiff-stack``) and single TIFF files
+(``tiff-file``): every layout read over random boxes, natural order, metadata, bad inputs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+from conftest import arange_volume
+
+from datatools.errors import InputError, InputNotFoundError, RoiError
+from datatools.geometry import Box
+from datatools.sources import OpenOptions, open_volume
+from datatools.sources.tiff_file import TiffFileVolume
+from datatools.sources.tiff_stack import TiffStack, natural_key
+
+SHAPE = (3, 37, 45)  # 37 rows: the last 7-row strip and the 16-row tiles are partial
+OPEN = OpenOptions()
+
+
+def random_boxes(shape: tuple[int, ...], rng: np.random.Generator, n: int = 12) -> list[Box]:
+    """``n`` random non-empty boxes inside ``shape``, plus the whole volume and a corner voxel."""
+    boxes = [Box.from_shape(shape), Box(tuple(s - 1 for s in shape), shape)]
+    for _ in range(n):
+        a = [int(rng.integers(0, s)) for s in shape]
+        b = [int(rng.integers(lo + 1, s + 1)) for lo, s in zip(a, shape, strict=True)]
+        boxes.append(Box(tuple(a), tuple(b)))
+    return boxes
+
+
+def write_stack(folder: Path, slices: np.ndarray, **kw: Any) -> Path:
+    """Write ``slices`` (first axis z) as ``slice_0000.tif``, ...; return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for z, plane in enumerate(slices):
+        tifffile.imwrite(folder / f"slice_{z:04d}.tif", plane, **kw)
+    return folder
+
+
+def message(text: str) -> str:
+    """A regex matching ``text`` exactly, for ``pytest.raises(match=...)``."""
+    return "^" + re.escape(text) + "$"
+
+
+def fill_order_2(path: Path) -> None:
+    """Turn a placeholder private tag (65000 = 2) into FillOrder = 2 (tifffile cannot write it)."""
+    raw = path.read_bytes()
+    entry = (65000).to_bytes(2, "little") + b"\x03\x00\x01\x00\x00\x00\x02\x00"
+    assert raw.count(entry) == 1
+    path.write_bytes(raw.replace(entry, (266).to_bytes(2, "little") + entry[2:]))
+
+
+# ---------------------------------------------------------------- tiff-stack: layouts
+
+GRAY_LAYOUTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "raw-uint8": ("uint8", {}),
+    "raw-uint16-bigendian": ("uint16", {"byteorder": ">"}),
+    "raw-float32": ("float32", {}),
+    "raw-uint16-rps7": ("uint16", {"rowsperstrip": 7}),
+    "zlib-uint16-rps7": ("uint16", {"compression": "zlib", "rowsperstrip": 7}),
+    "zlib-uint16-rps7-predictor": (
+        "uint16",
+        {"compression": "zlib", "rowsperstrip": 7, "predictor": True},
+    ),
+    "zlib-uint16-rps7-predictor-bigendian": (
+        "uint16",
+        {"compression": "zlib", "rowsperstrip": 7, "predictor": True, "byteorder": ">"},
+    ),
+    "lzw-uint8-rps7": ("uint8", {"compression": "lzw", "rowsperstrip": 7}),
+    "lzw-uint16-rps7-predictor": (
+        "uint16",
+        {"compression": "lzw", "rowsperstrip": 7, "predictor": True},
+    ),
+    "zlib-float32-rps7-float-predictor": (
+        "float32",
+        {"compression": "zlib", "rowsperstrip": 7, "predictor": True},
+    ),
+    "raw-uint16-tile16": ("uint16", {"tile": (16, 16)}),
+    "zlib-float32-tile16": ("float32", {"compression": "zlib", "tile": (16, 16)}),
+    "zstd-uint16-tile16-predictor": (
+        "uint16",
+        {"compression": "zstd", "tile": (16, 16), "predictor": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", GRAY_LAYOUTS)
+def test_stack_reads_random_boxes_exactly(
+    tmp_path: Path, rng: np.random.Generator, layout: str
+) -> None:
+    dtype, kw = GRAY_LAYOUTS[layout]
+    data = arange_volume(SHAPE, dtype)
+    folder = write_stack(tmp_path / "stack", data, photometric="minisblack", **kw)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert (volume.shape, volume.dtype, volume.axes) == (SHAPE, np.dtype(dtype), "zyx")
+        for box in random_boxes(SHAPE, rng):
+            got = volume.read(box)
+            assert got.dtype == np.dtype(dtype)
+            assert got.flags.c_contiguous
+            np.testing.assert_array_equal(got, data[box.slices()], err_msg=str(box))
+
+
+RGB_LAYOUTS: dict[str, dict[str, Any]] = {
+    "contig-raw": {"planarconfig": "contig"},
+    "contig-zlib-rps7": {"planarconfig": "contig", "compression": "zlib", "rowsperstrip": 7},
+    "contig-lzw-tile16-predictor": {
+        "planarconfig": "contig",
+        "compression": "lzw",
+        "tile": (16, 16),
+        "predictor": True,
+    },
+    "separate-raw": {"planarconfig": "separate"},
+    "separate-zlib-rps7": {"planarconfig": "separate", "compression": "zlib", "rowsperstrip": 7},
+    "separate-raw-tile16": {"planarconfig": "separate", "tile": (16, 16)},
+}
+
+
+@pytest.mark.parametrize("layout", RGB_LAYOUTS)
+def test_stack_rgb_slices_are_channel_first(
+    tmp_path: Path, rng: np.random.Generator, layout: str
+) -> None:
+    kw = RGB_LAYOUTS[layout]
+    data = arange_volume((*SHAPE, 3), "uint16")  # (z, y, x, s) as written
+    planes = data if kw["planarconfig"] == "contig" else np.moveaxis(data, -1, 1)
+    folder = write_stack(tmp_path / "rgb", planes, photometric="rgb", **kw)
+    expected = np.moveaxis(data, -1, 0)  # (c, z, y, x)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert (volume.shape, volume.axes) == (expected.shape, "czyx")
+        assert volume.chunks == (3, 1, *volume.layout.chunk_shape)
+        for box in random_boxes(expected.shape, rng):
+            np.testing.assert_array_equal(volume.read(box), expected[box.slices()], str(box))
+
+
+def test_stack_fill_order_2_is_reversed_like_tifffile(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    data = arange_volume(SHAPE, "uint8")
+    folder = write_stack(tmp_path / "fill", data, extratags=[(65000, "H", 1, 2, True)])
+    for path in folder.iterdir():
+        fill_order_2(path)
+    expected = imagecodecs.bitorder_decode(data.copy())  # what the bits mean under FillOrder 2
+    assert not np.array_equal(expected, data)
+    np.testing.assert_array_equal(tifffile.imread(folder / "slice_0001.tif"), expected[1])
+    with TiffStack.open(str(folder), OPEN) as volume:
+        for box in random_boxes(SHAPE, rng):
+            np.testing.assert_array_equal(volume.read(box), expected[box.slices()], str(box))
+
+
+def test_stack_bilevel_and_jpeg_match_tifffile(tmp_path: Path, rng: np.random.Generator) -> None:
+    bits = arange_volume(SHAPE, "uint16") % 3 == 0
+    folder = write_stack(tmp_path / "bits", bits)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert volume.dtype == np.dtype(bool)
+        for box in random_boxes(SHAPE, rng):
+            np.testing.assert_array_equal(volume.read(box), bits[box.slices()], str(box))
+    rgb = arange_volume((*SHAPE, 3), "uint8")
+    folder = write_stack(
+        tmp_path / "jpeg", rgb, photometric="rgb", compression="jpeg", tile=(16, 16)
+    )
+    reference = np.moveaxis(np.stack([tifffile.imread(p) for p in sorted(folder.iterdir())]), -1, 0)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        for box in random_boxes(reference.shape, rng, n=6):
+            np.testing.assert_array_equal(volume.read(box), reference[box.slices()], str(box))
+
+
+@pytest.mark.parametrize(
+    ("kw", "corrupt_index", "readable", "unreadable"),
+    [
+        # strips of 7 rows: corrupt strip 1 (rows 7-13)
+        (
+            {"compression": "zlib", "rowsperstrip": 7},
+            1,
+            Box((0, 14, 0), (3, 37, 45)),
+            Box((1, 10, 0), (2, 12, 5)),
+        ),
+        # 16x16 tiles, 3 across: corrupt tile 4 (rows 16-31, columns 16-31)
+        (
+            {"compression": "zlib", "tile": (16, 16)},
+            4,
+            Box((0, 0, 0), (3, 37, 16)),
+            Box((1, 20, 20), (2, 21, 21)),
+        ),
+    ],
+    ids=["strips", "tiles"],
+)
+def test_stack_decodes_only_segments_that_meet_the_box(
+    tmp_path: Path, kw: dict[str, Any], corrupt_index: int, readable: Box, unreadable: Box
+) -> None:
+    data = arange_volume(SHAPE, "uint16")
+    folder = write_stack(tmp_path / "stack", data, photometric="minisblack", **kw)
+    bad = folder / "slice_0001.tif"
+    with tifffile.TiffFile(bad) as tif:
+        page = tif.pages.first
+        offset, count = page.dataoffsets[corrupt_index], page.databytecounts[corrupt_index]
+    raw = bytearray(bad.read_bytes())
+    raw[offset : offset + count] = b"\xff" * count
+    bad.write_bytes(bytes(raw))
+    with TiffStack.open(str(folder), OPEN) as volume:
+        np.testing.assert_array_equal(volume.read(readable), data[readable.slices()])
+        with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: not a readable TIFF \\("):
+            volume.read(unreadable)
+
+
+@pytest.mark.parametrize("columns", [(0, 45), (10, 20)], ids=["full-width", "partial-width"])
+def test_stack_uncompressed_reads_only_the_box_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: tuple[int, int]
+) -> None:
+    data = arange_volume(SHAPE, "uint16")
+    folder = write_stack(tmp_path / "stack", data)
+    counts: list[int] = []
+    original = tifffile.FileHandle.read_array
+
+    def spy(self: tifffile.FileHandle, dtype: Any, count: int = -1, **kw: Any) -> np.ndarray:
+        counts.append(count)
+        return original(self, dtype, count, **kw)
+
+    monkeypatch.setattr(tifffile.FileHandle, "read_array", spy)
+    box = Box((1, 12, columns[0]), (3, 20, columns[1]))
+    with TiffStack.open(str(folder), OPEN) as volume:
+        np.testing.assert_array_equal(volume.read(box), data[box.slices()])
+    assert counts == [8 * 45, 8 * 45]  # two slices, rows 12-19, whole rows only
+
+
+def test_stack_single_file_folder_describe_and_bad_box(tmp_path: Path) -> None:
+    data = arange_volume((1, 20, 30), "uint16")
+    folder = write_stack(tmp_path / "one", data, compression="zlib", rowsperstrip=8)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert (volume.shape, volume.axes, volume.chunks) == ((1, 20, 30), "zyx", (1, 8, 30))
+        info = volume.describe()
+        assert info["kind"] == "tiff-stack"
+        assert info["files"] == 1
+        assert info["first_file"] == info["last_file"] == str(folder / "slice_0000.tif")
+        assert info["compression"] == "adobe_deflate"
+        assert info["rows_per_strip"] == 8
+        assert info["voxel_size"] is None
+        with pytest.raises(RoiError, match="outside the volume"):
+            volume.read(Box((0, 0, 0), (1, 21, 30)))
+    folder = write_stack(tmp_path / "tiled", data, tile=(16, 16))
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert volume.describe()["tile_shape"] == [16, 16]
+
+
+def test_stack_voxel_size_from_imagej_spacing(tmp_path: Path) -> None:
+    data = arange_volume((2, 20, 30), "uint16")
+    meta = {"spacing": 3.0, "unit": "micron"}
+    folder = write_stack(tmp_path / "ij", data, imagej=True, resolution=(2.0, 4.0), metadata=meta)
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert volume.voxel_size == (3.0, 0.25, 0.5)
+        assert volume.unit == "micrometer"
+
+
+# ---------------------------------------------------------------- tiff-stack: order and specs
+
+
+def test_natural_key_orders_numbers_by_value() -> None:
+    names = ["s10.tif", "s2.tif", "S3.tif", "s1.tif", "s001.tif", "s2a.tif", "a.tif"]
+    assert sorted(names, key=natural_key) == [
+        "a.tif",
+        "s001.tif",
+        "s1.tif",
+        "s2.tif",
+        "s2a.tif",
+        "S3.tif",
+        "s10.tif",
+    ]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["s8.tif", "s9.tif", "s10.tif", "s11.tif"],
+        ["img_08.tif", "img_9.tif", "img_010.tif", "img_11.TIFF"],
+    ],
+    ids=["unpadded", "mixed-padding"],
+)
+def test_stack_slices_in_natural_order(tmp_path: Path, names: list[str]) -> None:
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for name in reversed(names):
+        number = int(re.findall(r"\d+", name)[-1])
+        tifffile.imwrite(folder / name, np.full((4, 5), number, np.uint8))
+    with TiffStack.open(str(folder), OPEN) as volume:
+        assert volume.read_all()[:, 0, 0].tolist() == [8, 9, 10, 11]
+
+
+def test_stack_ignores_hidden_and_other_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = arange_volume((2, 6, 7), "uint8")
+    folder = write_stack(tmp_path / "stack", data)
+    (folder / "notes.txt").write_text("x")
+    (folder / ".slice_0002.tif").write_bytes(b"junk")
+    (folder / "sub").mkdir()
+    with caplog.at_level(logging.INFO, logger="datatools.sources.tiff_stack"):
+        volume = TiffStack.open(str(folder), OPEN)
+    assert volume.shape == (2, 6, 7)
+    assert volume.details()["ignored_files"] == 2
+    assert f"{folder}: ignored 2 hidden or non-.tif/.tiff files" in caplog.messages
+
+
+def test_dispatcher_opens_folder_glob_list_and_file(tmp_path: Path) -> None:
+    data = arange_volume((3, 6, 7), "uint16")
+    folder = write_stack(tmp_path / "stack", data)
+    (folder / "other.png").write_bytes(b"png")
+    paths = [folder / f"slice_{z:04d}.tif" for z in (2, 0, 1)]
+    for spec in (str(folder), f"{folder}/slice_*", paths):
+        with open_volume(spec) as volume:
+            assert isinstance(volume, TiffStack)
+            np.testing.assert_array_equal(volume.read_all(), data)
+    with open_volume([paths[2], paths[1]]) as volume:
+        assert volume.spec == f"{paths[2]},{paths[1]}"
+        np.testing.assert_array_equal(volume.read_all(), data[:2])
+    with open_volume(str(paths[0])) as volume:
+        assert isinstance(volume, TiffFileVolume)
+        np.testing.assert_array_equal(volume.read_all(), data[2])
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "store.zarr" / "zarr.json").write_text("{}")
+    assert not TiffStack.can_open(str(tmp_path / "store.zarr"))
+    bracket = tmp_path / "scan[1].tif"
+    tifffile.imwrite(bracket, data[0])
+    assert not TiffStack.can_open(str(bracket))
+    assert TiffFileVolume.can_open(str(bracket))
+
+
+def test_tiff_file_recognised_by_magic(tmp_path: Path) -> None:
+    path = tmp_path / "volume.raw"
+    tifffile.imwrite(path, np.zeros((4, 5), np.uint8))
+    assert TiffFileVolume.can_open(str(path))
+    (tmp_path / "text.raw").write_text("hello")
+    assert not TiffFileVolume.can_open(str(tmp_path / "text.raw"))
+    assert not TiffFileVolume.can_open(str(tmp_path))
+
+
+# ---------------------------------------------------------------- tiff-stack: bad inputs
+
+
+def test_stack_numbering_gap_refused_unless_allowed(tmp_path: Path) -> None:
+    data = arange_volume((10, 4, 5), "uint8")
+    folder = write_stack(tmp_path / "stack", data)
+    (folder / "slice_0007.tif").unlink()
+    spec = f"{folder}/"
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{spec}: slice numbering has a gap: 7 missing between slice_0006.tif and "
+            "slice_0008.tif (use --allow-gaps to accept)"
+        ),
+    ):
+        TiffStack.open(spec, OPEN)
+    for z in (2, 3, 4):
+        (folder / f"slice_{z:04d}.tif").unlink()
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{spec}: slice numbering has a gap: 2-4 missing between slice_0001.tif and "
+            "slice_0005.tif; 1 more gaps (use --allow-gaps to accept)"
+        ),
+    ):
+        TiffStack.open(spec, OPEN)
+    with TiffStack.open(spec, OpenOptions(allow_gaps=True)) as volume:
+        np.testing.assert_array_equal(volume.read_all(), data[[0, 1, 5, 6, 8, 9]])
+
+
+def test_stack_missing_empty_and_non_tiff_inputs(tmp_path: Path) -> None:
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, np.zeros((4, 5), np.uint8))
+    missing = tmp_path / "nope.tif"
+    with pytest.raises(InputNotFoundError, match=message(f"{missing}: no such file or directory")):
+        TiffStack.open([good, missing], OPEN)
+    with pytest.raises(
+        InputError, match=message(f"{tmp_path}: not a file (list 2D TIFF slice files)")
+    ):
+        TiffStack.open([good, tmp_path], OPEN)
+    with pytest.raises(InputError, match="no slice files given"):
+        TiffStack.open([], OPEN)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        InputError, match=message(f"{empty}: empty folder (expected 2D .tif/.tiff slices)")
+    ):
+        TiffStack.open(str(empty), OPEN)
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "a.png").write_bytes(b"x")
+    (others / ".hidden.tif").write_bytes(b"x")
+    with pytest.raises(
+        InputError, match=message(f"{others}: no .tif/.tiff files (2 other files ignored)")
+    ):
+        TiffStack.open(str(others), OPEN)
+    pattern = f"{tmp_path}/missing_*.tif"
+    with pytest.raises(
+        InputError,
+        match=message(f"{pattern}: no files match this pattern (check the folder and pattern)"),
+    ):
+        open_volume(pattern)
+    with pytest.raises(
+        InputError, match=message(f"{others}/*: no .tif/.tiff files (1 other files ignored)")
+    ):
+        open_volume(f"{others}/*")
+
+
+def test_stack_unreadable_truncated_and_empty_tiffs(tmp_path: Path) -> None:
+    data = arange_volume((3, 20, 30), "uint16")
+
+    def fresh(name: str) -> tuple[Path, Path]:
+        folder = write_stack(tmp_path / name, data)
+        return folder, folder / "slice_0001.tif"
+
+    folder, bad = fresh("garbage")
+    bad.write_bytes(b"this is not a TIFF file at all")
+    with pytest.raises(
+        InputError, match=message(f"{bad}: not a readable TIFF (not a TIFF file: header=b'this')")
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+    folder, bad = fresh("truncated")
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{bad}: truncated TIFF (pixel data ends at byte {len(raw)}, the file has "
+            f"{len(raw) - 100} bytes)"
+        ),
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+    folder, bad = fresh("cut-after-open")
+    with TiffStack.open(str(folder), OPEN) as volume:
+        bad.write_bytes(bad.read_bytes()[:-100])
+        np.testing.assert_array_equal(volume.read(Box((0, 0, 0), (1, 20, 30))), data[:1])
+        with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: truncated TIFF"):
+            volume.read(Box((1, 0, 0), (2, 2, 2)))
+
+    folder, bad = fresh("header-only")
+    bad.write_bytes(b"II*\x00\x00\x00\x00\x00")
+    with pytest.raises(
+        InputError, match=message(f"{bad}: TIFF holds no pixel data (no image in the file)")
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+    folder, bad = fresh("zero-size")
+    with pytest.warns(UserWarning, match="zero-size"):
+        tifffile.imwrite(bad, np.zeros((0, 0), np.uint16))
+    with pytest.raises(
+        InputError,
+        match=message(f"{bad}: TIFF holds no pixel data (header only or zero-size image)"),
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+    folder, bad = fresh("volumetric")
+    tifffile.imwrite(bad, data, volumetric=True, tile=(3, 16, 16), photometric="minisblack")
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{bad}: volumetric TIFF page (depth 3) is not a 2D slice (open the file on its "
+            "own, not as part of a slice folder)"
+        ),
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+    folder, bad = fresh("multipage")
+    tifffile.imwrite(bad, data[:2], photometric="minisblack")
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{bad}: has 2 pages, a slice must be one 2D image (open a multi-page TIFF by its "
+            "file name, not in a slice folder)"
+        ),
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+
+@pytest.mark.parametrize(
+    ("plane", "problem"),
+    [
+        (
+            np.zeros((20, 31), np.uint16),
+            "slice shape 20 x 31 differs from 20 x 30 of {first} "
+            "(all slices must have the same shape)",
+        ),
+        (
+            np.zeros((20, 30), np.uint8),
+            "dtype uint8 differs from uint16 of {first} (all slices must have the same dtype)",
+        ),
+        (
+            np.zeros((20, 30, 3), np.uint16),
+            "3 samples per pixel differs from 1 of {first} "
+            "(all slices must have the same samples per pixel)",
+        ),
+    ],
+    ids=["shape", "dtype", "samples"],
+)
+def test_stack_mismatched_slices_name_the_file(
+    tmp_path: Path, plane: np.ndarray, problem: str
+) -> None:
+    folder = write_stack(tmp_path / "stack", arange_volume((3, 20, 30), "uint16"))
+    bad = folder / "slice_0002.tif"
+    tifffile.imwrite(bad, plane)
+    first = folder / "slice_0000.tif"
+    with pytest.raises(InputError, match=message(f"{bad}: " + problem.format(first=first))):
+        TiffStack.open(str(folder), OPEN)
+
+
+def test_stack_unsupported_dtype(tmp_path: Path) -> None:
+    folder = write_stack(tmp_path / "stack", np.zeros((2, 4, 5), np.complex64))
+    first = folder / "slice_0000.tif"
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{first}: unsupported dtype complex64 (datatools handles bool, integer and float data)"
+        ),
+    ):
+        TiffStack.open(str(folder), OPEN)
+
+
+# ---------------------------------------------------------------- tiff-file
+
+
+@pytest.mark.parametrize(
+    ("kw", "series_axes", "mapped"),
+    [
+        ({}, "QYX", True),
+        ({"byteorder": ">"}, "QYX", True),
+        ({"compression": "zlib", "rowsperstrip": 7, "predictor": True}, "QYX", False),
+        ({"compression": "lzw", "tile": (16, 16)}, "QYX", False),
+        ({"volumetric": True, "tile": (2, 16, 16), "compression": "zlib"}, "ZYX", False),
+    ],
+    ids=["raw", "raw-bigendian", "zlib-strips", "lzw-tiles", "volumetric-tiles"],
+)
+def test_multipage_file_reads_random_boxes(
+    tmp_path: Path, rng: np.random.Generator, kw: dict[str, Any], series_axes: str, mapped: bool
+) -> None:
+    data = arange_volume((5, 37, 45), "uint16")
+    path = tmp_path / "multi.tif"
+    tifffile.imwrite(path, data, photometric="minisblack", **kw)
+    with open_volume(str(path)) as volume:
+        assert isinstance(volume, TiffFileVolume)
+        assert (volume.shape, volume.axes, volume.dtype) == (data.shape, "zyx", data.dtype)
+        info = volume.describe()
+        assert (info["series_axes"], info["memory_mapped"], info["levels"]) == (
+            series_axes,
+            mapped,
+            1,
+        )
+        for box in random_boxes(data.shape, rng):
+            got = volume.read(box)
+            assert got.dtype.isnative
+            assert got.flags.writeable  # a copy, never a view of the memory map
+            np.testing.assert_array_equal(got, data[box.slices()], str(box))
+
+
+def test_ome_tiff_channels_first_and_physical_size(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    data = arange_volume((4, 2, 20, 30), "uint16")  # (z, c, y, x) as written
+    path = tmp_path / "cells.ome.tif"
+    meta = {
+        "axes": "ZCYX",
+        "PhysicalSizeZ": 500.0,
+        "PhysicalSizeZUnit": "nm",
+        "PhysicalSizeY": 0.25,
+        "PhysicalSizeX": 0.5,
+    }
+    tifffile.imwrite(path, data, ome=True, metadata=meta, compression="zlib")
+    expected = np.moveaxis(data, 1, 0)
+    with open_volume(str(path)) as volume:
+        assert (volume.shape, volume.axes) == (expected.shape, "czyx")
+        assert volume.voxel_size == pytest.approx((0.5, 0.25, 0.5))
+        assert volume.unit == "micrometer"
+        assert volume.describe()["is_ome"] is True
+        for box in random_boxes(expected.shape, rng):
+            np.testing.assert_array_equal(volume.read(box), expected[box.slices()], str(box))
+
+
+def test_imagej_hyperstack_spacing_and_resolution(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = arange_volume((3, 2, 20, 30), "float32")
+    path = tmp_path / "hyper.tif"
+    meta = {"axes": "ZCYX", "spacing": 2.5, "unit": "micron"}
+    tifffile.imwrite(path, data, imagej=True, resolution=(2.0, 4.0), metadata=meta)
+    expected = np.moveaxis(data, 1, 0)
+    with open_volume(str(path)) as volume:
+        assert (volume.shape, volume.axes) == (expected.shape, "czyx")
+        assert volume.voxel_size == (2.5, 0.25, 0.5)
+        assert volume.unit == "micrometer"
+        assert volume.describe()["is_imagej"] is True
+        for box in random_boxes(expected.shape, rng):
+            np.testing.assert_array_equal(volume.read(box), expected[box.slices()], str(box))
+
+
+def test_time_series_becomes_z_only_without_z(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = arange_volume((3, 10, 12), "uint8")
+    path = tmp_path / "time.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TYX"})
+    with caplog.at_level(logging.INFO, logger="datatools.sources.tiff_file"):
+        volume = TiffFileVolume.open(str(path), OPEN)
+    with volume:
+        assert (volume.shape, volume.axes, volume.voxel_size) == ((3, 10, 12), "zyx", None)
+        np.testing.assert_array_equal(volume.read_all(), data)
+    assert f"{path}: series 0 has no Z axis; reading T as z" in caplog.messages
+    tifffile.imwrite(
+        path, data.reshape(3, 1, 10, 12).repeat(2, 1), imagej=True, metadata={"axes": "TZYX"}
+    )
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{path}: series 0 has axes TZYX: T=3 cannot be read as part of one [c]zyx volume "
+            "(save each time point or position as its own file)"
+        ),
+    ):
+        TiffFileVolume.open(str(path), OPEN)
+
+
+def test_two_channel_axes_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cs.ome.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((2, 8, 16, 3), np.uint8),
+        ome=True,
+        photometric="rgb",
+        metadata={"axes": "CYXS"},
+    )
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{path}: series 0 has axes CYXS with both C and S > 1 (datatools reads one channel "
+            "axis; split channels or samples first)"
+        ),
+    ):
+        TiffFileVolume.open(str(path), OPEN)
+
+
+def test_2d_files(tmp_path: Path) -> None:
+    gray = arange_volume((20, 30), "uint16")
+    tifffile.imwrite(tmp_path / "gray.tif", gray)
+    with open_volume(str(tmp_path / "gray.tif")) as volume:
+        assert (volume.shape, volume.axes) == ((20, 30), "yx")
+        np.testing.assert_array_equal(volume.read(Box((3, 4), (9, 30))), gray[3:9, 4:30])
+    rgb = arange_volume((20, 30, 3), "uint8")
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb", compression="zlib")
+    with open_volume(str(tmp_path / "rgb.tif")) as volume:
+        assert (volume.shape, volume.axes) == ((3, 20, 30), "cyx")
+        np.testing.assert_array_equal(
+            volume.read(Box((1, 3, 4), (3, 9, 30))), np.moveaxis(rgb, -1, 0)[1:, 3:9, 4:]
+        )
+
+
+def test_series_and_level_selection(tmp_path: Path) -> None:
+    first = arange_volume((4, 32, 48), "uint16")
+    second = arange_volume((10, 12), "uint8")
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(first, photometric="minisblack")
+        writer.write(second, photometric="minisblack")
+    with TiffFileVolume.open(str(path), OpenOptions(series=1)) as volume:
+        assert volume.describe()["series_count"] == 2
+        np.testing.assert_array_equal(volume.read_all(), second)
+    with pytest.raises(ValueError, match="volume is closed"):
+        volume.read_all()
+    with pytest.raises(TypeError, match="opens one path, not a list"):
+        TiffFileVolume.open([path], OPEN)
+    with pytest.raises(
+        InputError, match=message(f"{path}: series 2 does not exist (the file has 2 series: 0-1)")
+    ):
+        TiffFileVolume.open(str(path), OpenOptions(series=2))
+
+    pyramid = tmp_path / "pyramid.ome.tif"
+    meta = {"axes": "ZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+    with tifffile.TiffWriter(pyramid, ome=True) as writer:
+        writer.write(first, subifds=1, metadata=meta, photometric="minisblack", compression="zlib")
+        writer.write(
+            first[:, ::2, ::2], subfiletype=1, photometric="minisblack", compression="zlib"
+        )
+    with TiffFileVolume.open(str(pyramid), OpenOptions(level=1)) as volume:
+        assert volume.shape == (4, 16, 24)
+        assert volume.voxel_size == (2.0, 1.0, 1.0)
+        assert (volume.describe()["level"], volume.describe()["levels"]) == (1, 2)
+        np.testing.assert_array_equal(volume.read_all(), first[:, ::2, ::2])
+    with pytest.raises(
+        InputError,
+        match=message(f"{pyramid}: level 2 does not exist in series 0 (it has 2 levels: 0-1)"),
+    ):
+        TiffFileVolume.open(str(pyramid), OpenOptions(level=2))
+
+
+def test_tiff_file_bad_inputs(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"GIF89a, not a TIFF")
+    with pytest.raises(
+        InputError,
+        match=message(f"{garbage}: not a readable TIFF (not a TIFF file: header=b'GIF8')"),
+    ):
+        open_volume(str(garbage))
+    header = tmp_path / "header.tif"
+    header.write_bytes(b"II*\x00\x00\x00\x00\x00")
+    with pytest.raises(
+        InputError, match=message(f"{header}: TIFF holds no pixel data (no image in the file)")
+    ):
+        open_volume(str(header))
+    plane = tmp_path / "plane.tif"  # one page: header, then pixel data
+    tifffile.imwrite(plane, arange_volume((20, 30), "uint16"), compression="zlib")
+    raw = plane.read_bytes()
+    plane.write_bytes(raw[:-50])
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{plane}: truncated TIFF (pixel data ends at byte {len(raw)}, the file has "
+            f"{len(raw) - 50} bytes)"
+        ),
+    ):
+        open_volume(str(plane))
+    pages = tmp_path / "pages.tif"  # later pages: pixel data, then their header
+    tifffile.imwrite(pages, arange_volume((3, 20, 30), "uint16"), photometric="minisblack")
+    raw = pages.read_bytes()
+    pages.write_bytes(raw[:-50])
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{pages}: truncated TIFF (the chain of pages breaks off after page 3; the file "
+            f"has {len(raw) - 50} bytes)"
+        ),
+    ):
+        open_volume(str(pages))
+    complex_file = tmp_path / "complex.tif"
+    tifffile.imwrite(complex_file, np.zeros((2, 4, 5), np.complex64), photometric="minisblack")
+    with pytest.raises(
+        InputError,
+        match=message(
+            f"{complex_file}: unsupported dtype complex64 "
+            "(datatools handles bool, integer and float data)"
+        ),
+    ):
+        open_volume(str(complex_file))
