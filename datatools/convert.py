@@ -419,7 +419,9 @@ def _run_zarr(
     executor: Executor | None,
 ) -> tuple[list[int], int, bool]:
     how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
-    if how == "resumed":
+    if how == "resumed" and task is None:
+        # temporaries of a killed run; with task slices other tasks may be writing right now,
+        # so those are cleaned by whichever task finalizes
         target.clean_stray_files(path)
     ledger = target.Ledger(path)
     done = ledger.done()
@@ -473,6 +475,7 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
         return False
     if target.is_complete(path):
         return True
+    target.clean_stray_files(path)
     group = zarr.open_group(path, mode="r+")
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
     attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)

@@ -179,7 +179,7 @@ def dask_executor(
         with (
             LocalCluster(
                 n_workers=local_workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None,
+                host="127.0.0.1", dashboard_address=":0",
             ) as cluster,
             Client(cluster) as client,
         ):  # fmt: skip

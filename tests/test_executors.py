@@ -111,3 +111,37 @@ def test_dask_options_are_checked() -> None:
         dask_executor(local_workers=0),
     ):
         pass
+
+
+def test_cli_dask_local(tmp_path: Path, stack: tuple[str, np.ndarray]) -> None:
+    from click.testing import CliRunner
+
+    from datatools.cli.main import cli
+
+    source, data = stack
+    out = tmp_path / "cli.zarr"
+    result = CliRunner().invoke(
+        cli, ["-q", "convert", source, str(out), "--chunks", "8", "--dask-local", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
+
+
+def test_rerunning_only_the_killed_task_completes(
+    tmp_path: Path, stack: tuple[str, np.ndarray]
+) -> None:
+    source, data = stack
+    kwargs = {"chunks": 4, "memory_limit": SMALL, "name": "img"}
+    out = tmp_path / "t.zarr"
+
+    def die(index: int) -> None:
+        raise KeyboardInterrupt
+
+    for i in (0, 1, 3):
+        convert(source, out, task=TaskSlice(i, 4), **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        convert(source, out, task=TaskSlice(2, 4), on_unit_done=die, **kwargs)
+    assert not target.is_complete(out)
+    result = convert(source, out, task=TaskSlice(2, 4), **kwargs)
+    assert result.complete
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)

@@ -9,6 +9,8 @@ import click
 from datatools import convert
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
+    executor_from_options,
+    executor_options,
     open_options_from,
     parse_bytes,
     parse_floats,
@@ -99,6 +101,7 @@ from datatools.errors import OptionError
     help="Bound for data in flight, e.g. 2G or 512M; picks the unit size.",
 )
 @task_options
+@executor_options
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -142,32 +145,34 @@ def convert_command(
       datatools convert volume.h5:/raw out.zarr --zarr-format 2 --codec blosc-lz4
       datatools convert stack/ out.zarr --levels auto --voxel-size 40,8,8 --unit nm
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
+      datatools convert /data/scan/ out.zarr --levels auto --dask-scheduler tcp://head:8786
     """
-    result = convert.convert(
-        resolve_source(source),
-        target,
-        roi=roi_from_options(kwargs),
-        chunks=_chunks(chunks),
-        shards=None if shards is None else _chunks(shards, "--shards"),
-        codec=codec or ("gzip" if target.lower().endswith((".h5", ".hdf5")) else "zstd"),
-        level=codec_level,
-        zarr_format=int(zarr_format),
-        voxel_size=parse_floats(voxel_size, "--voxel-size"),
-        unit=unit,
-        dtype=dtype,
-        allow_lossy_cast=allow_lossy_cast,
-        levels=_levels(levels),
-        downsample=downsample,
-        factors=parse_ints(factors, "--factors"),
-        name=name,
-        dataset=dataset,
-        open_options=open_options_from(kwargs),
-        workers=workers,
-        memory_limit=parse_bytes(memory_limit),
-        task=task_from_options(kwargs),
-        overwrite=overwrite,
-        progress=progress_wanted(),
-    )
+    options: dict[str, Any] = {
+        "roi": roi_from_options(kwargs),
+        "chunks": _chunks(chunks),
+        "shards": None if shards is None else _chunks(shards, "--shards"),
+        "codec": codec or ("gzip" if target.lower().endswith((".h5", ".hdf5")) else "zstd"),
+        "level": codec_level,
+        "zarr_format": int(zarr_format),
+        "voxel_size": parse_floats(voxel_size, "--voxel-size"),
+        "unit": unit,
+        "dtype": dtype,
+        "allow_lossy_cast": allow_lossy_cast,
+        "levels": _levels(levels),
+        "downsample": downsample,
+        "factors": parse_ints(factors, "--factors"),
+        "name": name,
+        "dataset": dataset,
+        "open_options": open_options_from(kwargs),
+        "workers": workers,
+        "memory_limit": parse_bytes(memory_limit),
+        "task": task_from_options(kwargs),
+        "overwrite": overwrite,
+        "progress": progress_wanted(),
+    }
+    source_spec = resolve_source(source)
+    with executor_from_options(kwargs) as executor:
+        result = convert.convert(source_spec, target, executor=executor, **options)
     click.echo(result.summary())
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 import click
 
 from datatools.errors import OptionError
-from datatools.executor import TaskSlice
+from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
 from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
 
@@ -149,6 +150,36 @@ task_options = _compose(
     ),
 )
 """``--task-index/--task-count`` for job arrays; read them with :func:`task_from_options`."""
+
+
+executor_options = _compose(
+    click.option(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Run units as tasks on a running Dask cluster, e.g. tcp://host:8786.",
+    ),
+    click.option(
+        "--dask-local",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Start a local Dask cluster of N worker processes for this run.",
+    ),
+)
+"""``--dask-scheduler/--dask-local``; read them with :func:`executor_from_options`."""
+
+
+def executor_from_options(kwargs: dict[str, Any]) -> AbstractContextManager[Executor | None]:
+    """Pop the Dask options; a context giving the executor (``None``: run in this process).
+
+    Raises:
+        OptionError: both are given, or the cluster extra is missing.
+    """
+    scheduler, local = kwargs.pop("dask_scheduler", None), kwargs.pop("dask_local", None)
+    if scheduler is None and local is None:
+        return nullcontext()
+    return dask_executor(scheduler, local)
 
 
 def task_from_options(kwargs: dict[str, Any]) -> TaskSlice | None:
