@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from datatools.errors import InputError, InputNotFoundError, UnsupportedInputError
-from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume
+from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
 from datatools.sources.hdf5 import Hdf5Volume
 from datatools.sources.itk_image import ItkVolume
 from datatools.sources.tiff_file import TiffFileVolume
@@ -31,16 +31,6 @@ __all__ = [
     "paths_from_lines",
     "spec_text",
 ]
-
-
-def spec_text(spec: SourceSpec) -> str:
-    """A one-line name for ``spec`` in messages and provenance."""
-    if isinstance(spec, str | Path):
-        return str(spec)
-    paths = [str(p) for p in spec]
-    if len(paths) <= 2:
-        return ",".join(paths)
-    return f"{paths[0]} ... {paths[-1]} ({len(paths)} files)"
 
 
 def paths_from_lines(lines: Iterable[str]) -> list[Path]:

@@ -202,3 +202,13 @@ def check_dtype(dtype: np.dtype[Any], path: str) -> None:
         raise InputError(
             f"{path}: unsupported dtype {dtype} (datatools handles bool, integer and float data)"
         )
+
+
+def spec_text(spec: SourceSpec) -> str:
+    """A one-line name for ``spec`` in messages and provenance."""
+    if isinstance(spec, str | Path):
+        return str(spec)
+    paths = [str(p) for p in spec]
+    if len(paths) <= 2:
+        return ",".join(paths)
+    return f"{paths[0]} ... {paths[-1]} ({len(paths)} files)"

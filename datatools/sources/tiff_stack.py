@@ -31,7 +31,7 @@ from datatools.sources._tiff_layout import (
     imagej_voxel_size,
     read_page_region,
 )
-from datatools.sources.base import OpenOptions, SourceSpec, Volume, check_dtype
+from datatools.sources.base import OpenOptions, SourceSpec, Volume, check_dtype, spec_text
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _collect(spec: SourceSpec) -> tuple[str, list[Path], int]:
                 raise InputNotFoundError(f"{path}: no such file or directory")
             if not path.is_file():
                 raise InputError(f"{path}: not a file (list 2D TIFF slice files)")
-        return _list_label(paths), paths, 0
+        return spec_text(paths), paths, 0
     label = str(spec)
     path = Path(spec)
     if path.is_file():
@@ -216,12 +216,6 @@ def _last_number(name: str) -> int | None:
 
 def _is_slice(path: Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in TIFF_SUFFIXES
-
-
-def _list_label(paths: Sequence[Path]) -> str:
-    if len(paths) <= 2:
-        return ",".join(str(p) for p in paths)
-    return f"{paths[0]} ... {paths[-1]} ({len(paths)} files)"
 
 
 def _check_gaps(label: str, paths: Sequence[Path]) -> None:
