@@ -145,3 +145,34 @@ def test_rerunning_only_the_killed_task_completes(
     result = convert(source, out, task=TaskSlice(2, 4), **kwargs)
     assert result.complete
     np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
+
+
+def test_slurm_array_script_runs_as_a_job_array(
+    tmp_path: Path, stack: tuple[str, np.ndarray]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    source, data = stack
+    script = Path(__file__).resolve().parent.parent / "scripts" / "cluster" / "convert_array.sbatch"
+    out = tmp_path / "array.zarr"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        SLURM_ARRAY_TASK_COUNT="3",
+        SLURM_CPUS_PER_TASK="1",
+    )
+    procs = [
+        subprocess.run(
+            ["bash", str(script), source, str(out)],
+            env=dict(env, SLURM_ARRAY_TASK_ID=str(i)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for i in range(3)
+    ]
+    assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
+    assert target.is_complete(out)
+    np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
