@@ -10,10 +10,11 @@ RSS is its own:
   bound    max(read, encode): a perfectly overlapped pipeline cannot beat it
   zarr     reference: zarr-python streaming of 64-slice slabs (arr[z0:z1] = slab)
   convert  datatools convert, default options
+  levels   datatools convert --levels auto (full volume only)
 and the same for an ROI of 80 x 1024 x 1536 from the middle. It prints MB/s of input bytes,
-peak RSS and the ratios convert/bound and convert/zarr. Goals: convert/bound >= 0.85,
-convert/zarr >= 2.2 (or 0.85 x bound/zarr where the bound caps the gain), ROI convert MB/s
->= 2x the reference's ROI MB/s.
+peak RSS and the ratios convert/bound, convert/zarr and levels/convert time. Goals:
+convert/bound >= 0.85, convert/zarr >= 2.2 (or 0.85 x bound/zarr where the bound caps the
+gain), ROI convert MB/s >= 2x the reference's ROI MB/s, levels/convert time <= 1.25.
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ def phase_convert(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
     return roi_bytes(folder, roi), time.perf_counter() - start
 
 
+def phase_levels(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+    """convert with --levels auto (full volume only)."""
+    from datatools.convert import convert
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    convert(str(folder), out, levels="auto")
+    return roi_bytes(folder, roi), time.perf_counter() - start
+
+
 def roi_bytes(folder: Path, roi: bool) -> int:
     shape = read_shape(folder)
     box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
@@ -168,6 +179,7 @@ def child(args: argparse.Namespace) -> None:
         "encode": lambda: phase_encode(folder, args.roi),
         "zarr": lambda: phase_zarr(folder, out, args.roi),
         "convert": lambda: phase_convert(folder, out, args.roi),
+        "levels": lambda: phase_levels(folder, out, args.roi),
     }
     nbytes, seconds = phases[args.phase]()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -197,13 +209,11 @@ def main() -> None:
     )
     for roi in (False, True):
         label = "ROI " + "x".join(str(s.stop - s.start) for s in roi_box(shape)) if roi else "full"
-        r = {
-            name: run_phase(name, folder, out, roi)
-            for name in ("read", "encode", "zarr", "convert")
-        }
+        names = ["read", "encode", "zarr", "convert"] + ([] if roi else ["levels"])
+        r = {name: run_phase(name, folder, out, roi) for name in names}
         mbps = {k: v["bytes"] / 1e6 / v["seconds"] for k, v in r.items()}
         bound = min(mbps["read"], mbps["encode"])
-        for name in ("read", "encode", "zarr", "convert"):
+        for name in names:
             print(
                 f"  {label:<22} {name:<8} {mbps[name]:8.0f} MB/s  peak RSS "
                 f"{r[name]['rss_mib']:7.0f} MiB"
@@ -214,6 +224,16 @@ def main() -> None:
             f"(goal >= 0.85), convert/zarr {mbps['convert'] / mbps['zarr']:.2f} "
             f"(goal >= 2.2 or {0.85 * bound / mbps['zarr']:.2f} where the bound caps it)"
         )
+        if roi:
+            print(
+                f"  {label:<22} ratios   ROI convert MB/s / reference ROI MB/s "
+                f"{mbps['convert'] / mbps['zarr']:.2f} (goal >= 2)"
+            )
+        else:
+            print(
+                f"  {label:<22} ratios   time(--levels auto) / time(convert) "
+                f"{r['levels']['seconds'] / r['convert']['seconds']:.2f} (goal <= 1.25)"
+            )
     shutil.rmtree(out, ignore_errors=True)
 
 
