@@ -62,22 +62,32 @@ class ChunkFiles:
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.encoder = encoder
         self._encode_key = array.metadata.encode_chunk_key
+        self._buffers = threading.local()
 
     def write(self, chunk: Box, data: np.ndarray[Any, Any]) -> None:
         """Store ``data`` as the chunk whose box (array voxels) is ``chunk``.
 
         ``chunk`` must start on the chunk grid; an edge chunk may be smaller and is padded with
         zeros (the fill value). An all-zero chunk is not stored (and a stale file is removed),
-        as zarr-python does.
+        as zarr-python does. Each thread copies into one reused chunk buffer, so writing many
+        chunks allocates no new memory per chunk.
         """
         coords = tuple(a // c for a, c in zip(chunk.start, self.chunks, strict=True))
         path = self.path / self._encode_key(coords)
-        if not data.any():
+        raw = self._buffer()
+        if data.shape == self.chunks:
+            np.copyto(raw, data, casting="unsafe")
+        else:
+            raw[...] = 0
+            raw[tuple(slice(0, s) for s in data.shape)] = data
+        if not raw.any():
             path.unlink(missing_ok=True)
             return
-        if data.shape != self.chunks:
-            padded = np.zeros(self.chunks, dtype=self.dtype)
-            padded[tuple(slice(0, s) for s in data.shape)] = data
-            data = padded
-        raw = np.ascontiguousarray(data, dtype=self.dtype)
         write_file_atomic(path, raw if self.encoder is None else self.encoder.encode(raw))
+
+    def _buffer(self) -> np.ndarray[Any, Any]:
+        buffer: np.ndarray[Any, Any] | None = getattr(self._buffers, "chunk", None)
+        if buffer is None:
+            buffer = np.empty(self.chunks, dtype=self.dtype)
+            self._buffers.chunk = buffer
+        return buffer

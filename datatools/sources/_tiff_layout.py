@@ -90,6 +90,8 @@ class PageLayout:
         compression: tifffile's compression name in lower case (``"none"``, ``"adobe_deflate"``).
         rows_per_strip: rows per strip for stripped pages, else ``None``.
         tile_shape: ``(rows, columns)`` of a tile for tiled pages, else ``None``.
+        final: the pixels are stored as they are read (uncompressed, no predictor), so any
+            row can be read on its own.
     """
 
     shape: tuple[int, int]
@@ -98,12 +100,16 @@ class PageLayout:
     compression: str
     rows_per_strip: int | None
     tile_shape: tuple[int, int] | None
+    final: bool = False
 
     @property
     def chunk_shape(self) -> tuple[int, int]:
-        """``(rows, columns)`` of the page's storage unit (strip or tile)."""
+        """``(rows, columns)`` of the smallest piece that reads without decoding more: a tile,
+        a strip, or a single row of uncompressed data."""
         if self.tile_shape is not None:
             return self.tile_shape
+        if self.final:
+            return (1, self.shape[1])
         return (self.rows_per_strip or self.shape[0], self.shape[1])
 
 
@@ -136,6 +142,7 @@ def check_page(page: tifffile.TiffPage, path: str) -> PageLayout:
         compression=compression_name(page.compression),
         rows_per_strip=None if page.is_tiled else int(page.rowsperstrip),
         tile_shape=tile_shape,
+        final=bool(page.is_final),
     )
 
 
