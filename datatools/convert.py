@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from datatools import __version__, hdf5_image, target
+from datatools import __version__, hdf5_image, label_image, target
 from datatools.chunk_files import ChunkFiles
 from datatools.codecs import Codec, parse_codec
 from datatools.convert_plan import (
@@ -120,9 +120,10 @@ def convert(
     unit: str | None = None,
     dtype: str | None = None,
     allow_lossy_cast: bool = False,
-    levels: int | Literal["auto"] = 1,
-    downsample: str = "mean",
+    levels: int | Literal["auto"] | None = None,
+    downsample: str | None = None,
     factors: Sequence[int] | None = None,
+    as_labels: str | None = None,
     name: str | None = None,
     dataset: str = "data",
     open_options: OpenOptions | None = None,
@@ -150,9 +151,13 @@ def convert(
             else 1 with no unit. ``unit``: its OME-NGFF length unit (``nm``, ``um`` accepted).
         dtype: output dtype; only lossless casts unless ``allow_lossy_cast`` (then values are
             rounded and clipped to the dtype's range).
-        levels: resolution levels (1 = no pyramid), or ``"auto"`` (until a level fits one
-            chunk). ``downsample``: mean, median, mode, nearest or max. ``factors``: per
-            spatial axis (default 2, or only the finer axes for anisotropic voxels).
+        levels: resolution levels (default 1: no pyramid), or ``"auto"`` (until a level fits
+            one chunk). ``downsample``: mean (default), median, mode, nearest or max.
+            ``factors``: per spatial axis (default 2, or only the finer axes for anisotropic
+            voxels).
+        as_labels: write the source as the label image ``<target>/labels/<as_labels>`` of the
+            OME-Zarr image ``target`` (integer data; downsample mode (default) or nearest; the
+            image's voxel size, translation, Zarr format and level count unless given).
         name: image name in the metadata (default: the target's stem).
         dataset: HDF5 dataset path.
         open_options: level / series / gap choices for opening ``source``.
@@ -175,6 +180,19 @@ def convert(
     started = time.perf_counter()
     path = Path(target_path)
     is_hdf5 = path.suffix.lower() in HDF5_SUFFIXES
+    label = None
+    translation = None
+    if as_labels is not None:
+        label = label_image.open_image(path, as_labels)
+        path, zarr_format, translation = label.path, label.zarr_format, label.translation
+        voxel_size = label.voxel_size if voxel_size is None else voxel_size
+        unit = label.unit if unit is None else unit
+        levels = len(label.level_shapes) if levels is None else levels
+        downsample = downsample or "mode"
+        label_image.check_method(downsample)
+        label.prepare_group()
+    levels = 1 if levels is None else levels
+    downsample = downsample or "mean"
     if task is not None and task.count > 1 and overwrite:
         raise OptionError(
             "--overwrite: cannot be combined with --task-count > 1 (a task would remove the "
@@ -208,6 +226,8 @@ def convert(
             "workers": workers or default_workers(),
             "memory_limit": memory_limit,
             "is_hdf5": is_hdf5,
+            "translation": translation,
+            "as_labels": as_labels,
         }
         job = ConvertJob.prepare(
             volume,
@@ -232,9 +252,13 @@ def convert(
                     str(path.absolute()),
                     tuple(sorted(prepare.items())),
                 )
+            if label is not None:
+                _check_registration(job, label)
             written, skipped, complete = _run_zarr(
                 job, path, task, overwrite, progress, on_unit_done, remote, executor
             )
+            if complete and label is not None:
+                label.register()
     finally:
         if not isinstance(source, Volume):
             volume.close()
@@ -255,6 +279,20 @@ def convert(
         format="HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})",
         params=job.record.params,
     )
+
+
+def _check_registration(job: ConvertJob, label: label_image.LabelTarget) -> None:
+    """A label image must cover its image voxel for voxel, level for level.
+
+    Raises:
+        OptionError: its level shapes differ from the image's.
+    """
+    shapes = tuple(label_image.spatial_shape(shape, job.axes) for shape, _ in job.plan.levels)
+    if shapes != label.level_shapes:
+        raise OptionError(
+            f"--as-labels {label.name}: level shapes {list(shapes)} differ from the image's "
+            f"{list(label.level_shapes)} (give the image's ROI, --levels and --factors)"
+        )
 
 
 def _remote_source(source: SourceSpec) -> str | tuple[str, ...]:
@@ -479,6 +517,12 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
     group = zarr.open_group(path, mode="r+")
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
     attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)
+    if job.image_label:
+        image_label = {"source": {"image": "../../"}}
+        if job.zarr_format == 3:
+            attrs["ome"]["image-label"] = image_label
+        else:
+            attrs["image-label"] = {"version": "0.4", **image_label}
     attrs["datatools"] = _provenance(job, complete=True)
     group.attrs.update(attrs)
     target.mark_complete(path)

@@ -202,6 +202,7 @@ class ConvertJob:
     name: str
     workers: int
     record: target.RunRecord
+    image_label: bool = False
 
     @classmethod
     def prepare(
@@ -224,9 +225,15 @@ class ConvertJob:
         workers: int,
         memory_limit: int | None,
         is_hdf5: bool,
-        existing_unit_shapes: list[list[int]] | None,
+        existing_unit_shapes: Sequence[Sequence[int]] | None,
+        translation: Sequence[float] | None = None,
+        as_labels: str | None = None,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
+
+        ``translation`` (per spatial axis) replaces the computed placement's translation, for
+        label images that must sit exactly on their image. ``as_labels`` names the label image
+        being written (integer data only).
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format.
@@ -245,6 +252,13 @@ class ConvertJob:
         placement = base.shifted(
             [s for s, a in zip(box.start, volume.axes, strict=True) if a in "zyx"]
         )
+        if translation is not None:
+            placement = Placement(placement.voxel_size, tuple(translation), placement.unit)
+        if as_labels is not None and out_dtype.kind not in "biu":
+            raise OptionError(
+                f"--as-labels {as_labels}: {volume.spec} holds {out_dtype} data; label images "
+                "need integers (give --dtype with an integer type if the values are whole)"
+            )
         centred(downsample)
         spatial = [a in "zyx" for a in volume.axes]
         level_shapes = pyramid_shapes(
@@ -271,6 +285,7 @@ class ConvertJob:
             "name": name,
             "levels": [list(shape) for shape, _ in level_shapes],
             "downsample": downsample if len(level_shapes) > 1 else None,
+            "as_labels": as_labels,
             "unit_shapes": plan.unit_shapes(),
             "units_total": plan.n_units,
         }
@@ -286,6 +301,7 @@ class ConvertJob:
             name=name,
             workers=max(1, workers),
             record=target.RunRecord("convert", params),
+            image_label=as_labels is not None,
         )
 
     @property
@@ -334,7 +350,7 @@ def _plan(
     itemsize: int,
     unit_bytes: int,
     source_chunks: Sequence[int] | None,
-    existing: list[list[int]] | None,
+    existing: Sequence[Sequence[int]] | None,
 ) -> ConvertPlan:
     draft = ConvertPlan(roi, chunks, shards, chunks, levels)
 

@@ -242,3 +242,32 @@ def test_four_task_processes_match_one(tmp_path: Path, stack: tuple[Path, np.nda
     assert files_single == files_shared
     for rel in files_single:
         assert (single / rel).read_bytes() == (shared / rel).read_bytes()
+
+
+def test_convert_levels_and_labels(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
+    folder, _ = stack
+    out = tmp_path / "img.zarr"
+    code, text, err = run(
+        "convert",
+        str(folder),
+        str(out),
+        "--levels",
+        "auto",
+        "--chunks",
+        "8",
+        "--voxel-size",
+        "4,2,2",
+        "--unit",
+        "nm",
+    )
+    assert code == 0, text + err
+    labels = tmp_path / "labels.tif"
+    tifffile.imwrite(labels, (arange_volume((12, 20, 24), "uint16") // 50).astype("uint16"))
+    code, text, err = run("convert", str(labels), str(out), "--as-labels", "cells", "--chunks", "8")
+    assert code == 0, text + err
+    assert target.is_complete(out / "labels" / "cells")
+    code, _, err = run(
+        "convert", str(labels), str(out), "--as-labels", "more", "--downsample", "mean"
+    )
+    assert code == 2
+    assert err == "Error: --downsample mean: label images take mode or nearest\n"

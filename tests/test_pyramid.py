@@ -177,3 +177,60 @@ def test_verify_reads_every_level(tmp_path: Path) -> None:
     result = verify(out)
     assert not result.ok
     assert result.problems[0].startswith("level 2 block")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_label_image_is_registered_with_its_image(tmp_path: Path, zarr_format: int) -> None:
+    from ome_zarr_models.v04.image_label import ImageLabel as ImageLabel04
+    from ome_zarr_models.v05.image_label import ImageLabel as ImageLabel05
+
+    image = arange_volume((12, 40, 40), "uint16")
+    labels = (arange_volume((12, 40, 40), "uint32") // 97 + 100_000).astype("uint32")
+    out = tmp_path / "img.zarr"
+    convert(
+        ArrayVolume(image, voxel_size=(40, 8, 8), unit="nm", translation=(5, 6, 7)),
+        out,
+        roi=None,
+        chunks=8,
+        levels="auto",
+        zarr_format=zarr_format,
+    )
+    result = convert(ArrayVolume(labels), out, as_labels="cells", chunks=8, memory_limit=SMALL)
+    assert result.complete
+    label_path = out / "labels" / "cells"
+    group = zarr.open_group(label_path, mode="r")
+    attrs = dict(group.attrs)
+    ome = attrs["ome"] if zarr_format == 3 else attrs
+    assert ome["image-label"]["source"]["image"] == "../../"
+    image_ms = zarr.open_group(out, mode="r").attrs
+    image_ms = (image_ms["ome"] if zarr_format == 3 else image_ms)["multiscales"][0]
+    label_ms = ome["multiscales"][0]
+    assert [d["coordinateTransformations"] for d in label_ms["datasets"]] == [
+        d["coordinateTransformations"] for d in image_ms["datasets"]
+    ]
+    parent = zarr.open_group(out / "labels", mode="r").attrs
+    assert (parent["ome"]["labels"] if zarr_format == 3 else parent["labels"]) == ["cells"]
+    got = levels_of(label_path)
+    assert got[0].dtype == np.uint32
+    want = expected_levels(labels, [(1, 2, 2), (1, 2, 2), (2, 2, 2)][: len(got) - 1], "mode")
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    (ImageLabel05 if zarr_format == 3 else ImageLabel04).from_zarr(group)
+
+
+def test_label_image_errors(tmp_path: Path) -> None:
+    from datatools.errors import OptionError, TargetError
+
+    labels = ArrayVolume(np.ones((4, 8, 8), "uint8"))
+    with pytest.raises(TargetError, match="no OME-Zarr image here to attach labels to"):
+        convert(labels, tmp_path / "missing.zarr", as_labels="cells")
+    out = tmp_path / "img.zarr"
+    convert(ArrayVolume(arange_volume((4, 8, 8))), out, chunks=4)
+    with pytest.raises(OptionError, match="--downsample mean: label images take mode or nearest"):
+        convert(labels, out, as_labels="cells", downsample="mean")
+    with pytest.raises(OptionError, match="holds float32 data; label images need integers"):
+        convert(ArrayVolume(np.ones((4, 8, 8), "float32")), out, as_labels="cells")
+    with pytest.raises(OptionError, match=r"level shapes \[\(4, 8, 6\)\] differ"):
+        convert(ArrayVolume(np.ones((4, 8, 6), "uint8")), out, as_labels="cells")
+    with pytest.raises(OptionError, match="--as-labels a/b: use letters"):
+        convert(labels, out, as_labels="a/b")

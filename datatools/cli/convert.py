@@ -71,17 +71,22 @@ from datatools.errors import OptionError
 @click.option("--unit", default=None, help="Unit of --voxel-size, e.g. nanometer, micrometer, nm.")
 @click.option(
     "--levels",
-    default="1",
-    show_default=True,
+    default=None,
     metavar="N|auto",
-    help="Resolution levels: N, or auto (until a level fits one chunk).",
+    help="Resolution levels: N, or auto (until a level fits one chunk) [default: 1; labels: "
+    "the image's].",
 )
 @click.option(
     "--downsample",
     type=click.Choice(METHODS),
-    default="mean",
-    show_default=True,
-    help="How a level merges voxels (mode or nearest for labels).",
+    default=None,
+    help="How a level merges voxels [default: mean; labels: mode].",
+)
+@click.option(
+    "--as-labels",
+    default=None,
+    metavar="NAME",
+    help="Write SOURCE as the label image TARGET/labels/NAME of the OME-Zarr image TARGET.",
 )
 @click.option(
     "--factors",
@@ -119,8 +124,9 @@ def convert_command(
     allow_lossy_cast: bool,
     voxel_size: str | None,
     unit: str | None,
-    levels: str,
-    downsample: str,
+    levels: str | None,
+    downsample: str | None,
+    as_labels: str | None,
     factors: str | None,
     name: str | None,
     dataset: str,
@@ -144,6 +150,7 @@ def convert_command(
       datatools convert 'scan/*.tif' out.zarr --roi 100:612,:,2048: --voxel-size 7.91 --unit um
       datatools convert volume.h5:/raw out.zarr --zarr-format 2 --codec blosc-lz4
       datatools convert stack/ out.zarr --levels auto --voxel-size 40,8,8 --unit nm
+      datatools convert labels.tif out.zarr --as-labels cells
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
       datatools convert /data/scan/ out.zarr --levels auto --dask-scheduler tcp://head:8786
     """
@@ -158,8 +165,9 @@ def convert_command(
         "unit": unit,
         "dtype": dtype,
         "allow_lossy_cast": allow_lossy_cast,
-        "levels": _levels(levels),
+        "levels": None if levels is None else _levels(levels),
         "downsample": downsample,
+        "as_labels": as_labels,
         "factors": parse_ints(factors, "--factors"),
         "name": name,
         "dataset": dataset,
