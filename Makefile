@@ -18,7 +18,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --basetemp=.pytest_tmp
 
 lint: $(STAMP)
 	$(BIN)/ruff check datatools tests scripts
@@ -32,4 +32,4 @@ sample-data: $(STAMP)
 	$(BIN)/python scripts/make_sample_data.py sample_data
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo_out bench_out .pytest_cache .pytest_tmp .mypy_cache .ruff_cache
