@@ -25,7 +25,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from datatools import target
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
-from datatools.writers import ArraySpec, ArrayWriter, open_writer
+from datatools.writers import ArraySpec, ArrayWriter, StoredRun, open_writer, read_run
 
 ARRAYS: dict[str, Any] = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
 FORMATS = [("zarr", 3), ("zarr", 2), ("hdf5", 3)]
@@ -530,3 +530,235 @@ def test_positional_fill_refuses_partial_chunk_rows(tmp_path: Path, start: int, 
         pytest.raises(OptionError, match="write_rows needs total_rows"),
     ):
         writer.write_rows(0, patches=patches(0, 1), origins=origins(0, 1))
+
+
+# --- command, params, attributes, groups, per-array chunk rows ---------------------------------
+
+
+def group_attrs(path: Path, group: str = "") -> dict[str, Any]:
+    """Attributes of a group as loaders see them (HDF5 values as h5py returns them)."""
+    if path.suffix == ".h5" or path.name.endswith(target.PARTIAL_SUFFIX):
+        with h5py.File(path, "r") as file:
+            return dict(file[group or "/"].attrs)
+    return dict(zarr.open_group(str(path / group), mode="r").attrs.asdict())
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_command_params_and_attributes_are_recorded_from_the_start(
+    tmp_path: Path, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    options: dict[str, Any] = {
+        "chunk_rows": 8,
+        "zarr_format": zarr_format,
+        "command": "patches",
+        "params": {"size": (4, 5), "seed": None},
+    }
+    attributes = {"edge": "symmetric", "size": [4, 5], "counts": {"a": 1}, "seed": None}
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_writer(path, ARRAYS, attributes=attributes, **options) as writer,
+    ):
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+        raise KeyboardInterrupt
+    assert read_run(path) == StoredRun("patches", {"size": [4, 5], "seed": None}, False)
+    stored = group_attrs(Path(f"{path}{target.PARTIAL_SUFFIX}") if kind == "hdf5" else path)
+    if kind == "hdf5":
+        assert hdf5_meta(Path(f"{path}{target.PARTIAL_SUFFIX}"))["command"] == "patches"
+        assert stored["edge"] == "symmetric"
+        np.testing.assert_array_equal(stored["size"], [4, 5])
+        assert json.loads(stored["counts"]) == {"a": 1}
+        assert json.loads(stored["seed"]) is None
+    else:
+        assert target.status(path).record.command == "patches"
+        assert stored == {
+            **attributes,
+            "datatools": {"rows": 0, "chunk_rows": 8, "complete": False},
+        }
+    with open_writer(path, ARRAYS, append=True, attributes={"edge": "other"}, **options) as writer:
+        writer.append(patches=patches(0, 9), origins=origins(0, 9))
+    assert read_run(path) == StoredRun("patches", {"size": [4, 5], "seed": None}, True)
+    assert group_attrs(path)["edge"] == "symmetric"  # an append keeps the stored attributes
+    assert_rows(path, 9)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "hdf5"])
+def test_append_checks_command_and_params(tmp_path: Path, kind: str) -> None:
+    path = out_path(tmp_path, kind)
+    with open_writer(path, ARRAYS, command="patches", params={"size": [64, 64]}) as writer:
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+    with pytest.raises(ResumeMismatchError) as info:
+        open_writer(path, ARRAYS, command="patches", params={"size": [32, 32]}, append=True)
+    assert str(info.value) == (
+        f"{path}: cannot append, size was [64, 64], now [32, 32] (append with the same "
+        "options, or overwrite=True to replace it)"
+    )
+    with pytest.raises(TargetError) as info:
+        open_writer(path, ARRAYS, command="instances", params={"size": [64, 64]}, append=True)
+    assert str(info.value) == (
+        f"{path}: was made by datatools patches, not by datatools instances (choose another target)"
+    )
+    assert_rows(path, 3)
+
+
+def test_read_run_of_missing_and_foreign_targets(tmp_path: Path) -> None:
+    assert read_run(tmp_path / "none.zarr") is None
+    assert read_run(tmp_path / "none.h5") is None
+    (tmp_path / "mine.zarr").mkdir()
+    assert read_run(tmp_path / "mine.zarr") is None
+    with h5py.File(tmp_path / "mine.h5", "w") as file:
+        file["x"] = np.arange(3)
+    assert read_run(tmp_path / "mine.h5") is None
+    target.claim(
+        tmp_path / "c.zarr",
+        target.RunRecord("convert", {}),
+        overwrite=False,
+        populate=lambda p: None,
+    )
+    assert read_run(tmp_path / "c.zarr") == StoredRun("convert", {}, False)
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_groups_grow_on_their_own_in_one_output(
+    tmp_path: Path, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    groups = {"class_1": {"class_value": 1}, "class_7": {"class_value": 7}}
+    options: dict[str, Any] = {"chunk_rows": 4, "zarr_format": zarr_format, "groups": groups}
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_writer(path, ARRAYS, attributes={"counts": [6, 11]}, **options) as writer,
+    ):
+        assert writer.groups == ("class_1", "class_7")
+        writer.group("class_7").append(patches=patches(0, 9), origins=origins(0, 9))
+        writer.group("class_1").append(patches=patches(100, 6), origins=origins(100, 6))
+        with pytest.raises(OptionError, match="the arrays are in groups class_1, class_7"):
+            writer.append(patches=patches(0, 1), origins=origins(0, 1))
+        with pytest.raises(OptionError, match="no group 'class_2'"):
+            writer.group("class_2")
+        raise KeyboardInterrupt
+    assert (writer.rows, writer.flushed_rows) == (12, 12)
+    with open_writer(path, ARRAYS, append=True, **options) as writer:
+        one, seven = writer.group("class_1"), writer.group("class_7")
+        assert (one.rows, seven.rows) == (4, 8)
+        one.append(patches=patches(104, 2), origins=origins(104, 2))
+        seven.append(patches=patches(8, 3), origins=origins(8, 3))
+    np.testing.assert_array_equal(read_back(path, "class_1/patches"), patches(100, 6))
+    np.testing.assert_array_equal(read_back(path, "class_1/origins"), origins(100, 6))
+    np.testing.assert_array_equal(read_back(path, "class_7/patches"), patches(0, 11))
+    if kind == "hdf5":
+        assert group_attrs(path, "class_7")["class_value"] == 7
+        meta = hdf5_meta(path)
+        assert (meta["rows"], meta["group_rows"]) == (17, {"class_1": 6, "class_7": 11})
+    else:
+        assert group_attrs(path, "class_7") == {"class_value": 7}
+        assert target.read_state(path) == {"rows": 17, "group_rows": {"class_1": 6, "class_7": 11}}
+        names = [name for name, _ in zarr.open_group(str(path), mode="r").members(max_depth=None)]
+        assert ".datatools" in names
+        assert not [name for name in names if name.endswith("/.datatools")]  # one marker
+    np.testing.assert_array_equal(group_attrs(path)["counts"], [6, 11])
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_arrays_with_their_own_chunk_rows_flush_on_their_own(
+    tmp_path: Path, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    arrays = {"patches": ARRAYS["patches"], "origins": ArraySpec((3,), "int64", chunk_rows=16)}
+    options: dict[str, Any] = {"chunk_rows": 4, "zarr_format": zarr_format}
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_writer(path, arrays, **options) as writer,
+    ):
+        for first in range(0, 15, 5):
+            writer.append(patches=patches(first, 5), origins=origins(first, 5))
+            assert writer.flushed_rows == 0  # origins has no whole chunk row yet
+        writer.append(patches=patches(15, 6), origins=origins(15, 6))
+        assert writer.flushed_rows == 16  # patches holds 20 rows, origins 16
+        raise KeyboardInterrupt
+    with open_writer(path, arrays, append=True, **options) as writer:
+        assert writer.rows == 16
+        writer.append(patches=patches(16, 21), origins=origins(16, 21))
+    assert_rows(path, 37)
+    if kind == "hdf5":
+        with h5py.File(path, "r") as file:
+            assert (file["patches"].chunks, file["origins"].chunks) == ((4, 4, 5), (16, 3))
+    else:
+        group = zarr.open_group(str(path), mode="r")
+        assert (group["patches"].chunks, group["origins"].chunks) == ((4, 4, 5), (16, 3))
+    with pytest.raises(ResumeMismatchError, match="origins chunk_rows was 16, now 4"):
+        open_writer(path, ARRAYS, append=True, **options)
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_positional_fill_writes_a_table_of_larger_chunks_on_its_own(
+    tmp_path: Path, kind: str, zarr_format: int
+) -> None:
+    path = out_path(tmp_path, kind)
+    table = ArraySpec((3,), "int64", chunk_rows=32)
+    arrays = {**ARRAYS, "labels": ARRAYS["patches"], "origins": table}
+    options: dict[str, Any] = {"chunk_rows": 8, "total_rows": 21, "zarr_format": zarr_format}
+    with open_writer(path, arrays, **options) as writer:
+        writer.write_rows(8, patches=patches(8, 8), labels=patches(8, 8))
+        assert writer.done == frozenset()  # its origins are not written yet
+        with pytest.raises(InputError) as info:
+            writer.write_rows(0, origins=origins(0, 16))
+        assert str(info.value) == (
+            f"{path}: write_rows of rows [0, 16) does not cover whole chunk rows (start and end "
+            "must be multiples of 32, the end may be total_rows 21)"
+        )
+        with pytest.raises(InputError) as info:
+            writer.write_rows(0, patches=patches(0, 8))
+        assert str(info.value) == (
+            f"{path}: write_rows got no rows for labels (arrays with the same chunk rows are "
+            "written together; give rows to patches, labels)"
+        )
+        writer.write_rows(0, origins=origins(0, 21))
+        assert (writer.done, writer.flushed_rows) == (frozenset({1}), 8)
+        writer.write_rows(0, patches=patches(0, 8), labels=patches(0, 8))
+    assert read_run(path) == StoredRun("write", {}, False)
+    with open_writer(path, arrays, append=True, **options) as writer:
+        assert writer.done == frozenset({0, 1})
+        writer.write_rows(16, patches=patches(16, 5), labels=patches(16, 5))
+    assert_rows(path, 21)
+    np.testing.assert_array_equal(read_back(path, "labels"), patches(0, 21))
+    if kind == "zarr":
+        assert target.status(path).units_done == target.status(path).units_total == 4
+
+
+def test_all_zero_chunks_are_not_stored(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr"
+    zeros = np.zeros((8, 4, 5), np.uint16)
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=zeros, origins=origins(0, 8))
+        writer.append(patches=patches(8, 3), origins=origins(8, 3))
+    assert not (path / "patches" / "c" / "0" / "0" / "0").exists()
+    assert (path / "patches" / "c" / "1" / "0" / "0").is_file()
+    got = read_back(path, "patches")
+    np.testing.assert_array_equal(got[:8], 0)
+    np.testing.assert_array_equal(got[8:], patches(8, 3))
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"attributes": {"datatools": 1}}, "attributes: the key 'datatools' is the writer's"),
+        ({"attributes": {"x": object()}}, "attributes: not storable as JSON"),
+        ({"params": {"x": {1, 2}}}, "params: not storable as JSON"),
+        ({"command": ""}, "command '': must be a non-empty name"),
+        ({"groups": ["a/b"]}, "groups: name 'a/b' is not usable"),
+        ({"groups": ["a", "a"]}, "groups: ['a', 'a'] must name at least one group, each once"),
+        ({"groups": "a"}, "groups: give a list of names, not the text 'a'"),
+        ({"groups": ["a"], "total_rows": 4}, "groups: positional fill (total_rows) writes"),
+        (
+            {"arrays": {"a": ArraySpec((2,), "uint8", chunk_rows=0)}},
+            "a chunk_rows 0: must be a positive number of rows",
+        ),
+    ],
+)
+def test_bad_new_options_are_refused(tmp_path: Path, options: dict[str, Any], problem: str) -> None:
+    arrays = options.pop("arrays", ARRAYS)
+    with pytest.raises(OptionError) as info:
+        open_writer(tmp_path / "out.zarr", arrays, **options)
+    assert str(info.value).startswith(problem)
+    assert not (tmp_path / "out.zarr").exists()

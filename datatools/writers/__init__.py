@@ -1,0 +1,262 @@
+"""Buffered array writers: arrays that grow along axis 0 (rows), written as whole chunk rows.
+
+A writer holds one or more arrays that grow in lockstep, e.g. ``patches (n, 64, 64)`` with
+``origins (n, 3)``: every call gives all of them the same number of rows. Rows are buffered
+until a whole chunk row of an array is ready; only whole chunk rows are written, the tails at
+:meth:`ArrayWriter.close`, so no chunk is ever read back and rewritten. Arrays may have their
+own rows per chunk (:attr:`ArraySpec.chunk_rows`); arrays with the same chunk rows form a
+*stream*, flushed together. With ``groups``, the arrays are stored in each of several
+subgroups (one per class, say), and each subgroup grows on its own (:meth:`ArrayWriter.group`).
+
+Targets (same interface):
+
+- Zarr group (v3 default, v2 on request), a folder owned through :mod:`datatools.target`::
+
+      train.zarr/
+          zarr.json (v3) | .zgroup + .zattrs (v2)
+              the caller's ``attributes``, and {"datatools": {"rows": n, "chunk_rows": c,
+              "complete": bool}} set when a writer opens and closes
+          patches/, origins/, ...   arrays (n, *item_shape), chunks (chunk_rows, *item_chunks);
+                                    the shapes follow the recorded rows
+          class_1/, class_2/, ...   with ``groups``: subgroups (their own attributes) holding
+                                    the arrays instead of the root
+          .datatools/               the marker group: run record (the caller's ``command``,
+                                    default "write"; params = the layout plus the caller's
+                                    ``params`` under "options"), state {"rows": n} (and
+                                    "group_rows") rewritten after every flush of a growing
+                                    writer, complete flag set by a normal close; its ledger
+                                    lists the chunk rows :meth:`ArrayWriter.write_rows` wrote
+
+  The group, its attributes and its empty arrays are built in a temporary folder that is
+  renamed into place, so an output of ours never lacks its attributes.
+
+- HDF5 file (``.h5`` / ``.hdf5``): one resizable dataset per array at the root or in each
+  subgroup (``maxshape=(None, ...)``, chunks ``(chunk_rows, *item_chunks)``), attributes set
+  at creation (numbers, strings, numeric lists; anything else as JSON text), written as
+  ``<name>.datatools-partial`` and renamed at a normal close. The root attribute ``datatools``
+  is JSON ``{"command", "params", "version", "rows", "complete"}`` (plus ``"group_rows"``, and
+  ``"done"`` for positional fill), rewritten and flushed after every flush.
+
+Crash safety: chunk data are written first, then the array shapes, then the row count, so a
+killed process (kill -9, out-of-memory kill, job time limit) leaves an output whose recorded
+row count covers only rows every array holds, and ``append=True`` continues from there. Chunk
+files a killed run wrote past the recorded rows are invisible to readers and are overwritten
+before the arrays grow over them. With streams of different chunk rows, the recorded count
+follows the stream that flushed least (a kill loses at most the largest chunk row). The
+guarantee is against killed processes: chunk data are not fsynced, so after a power loss the
+last rows may need rewriting.
+
+Zarr chunks are encoded with the numcodecs codec of :mod:`datatools.codecs` (the bytes Zarr
+stores) and written straight to the chunk files by :class:`datatools.chunk_files.ChunkFiles`;
+this avoids zarr-python's per-chunk overhead (``scripts/bench_writers.py`` measures it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from datatools import target as owned
+from datatools.codecs import parse_codec
+from datatools.errors import OptionError
+from datatools.writers._hdf5 import open_hdf5, read_hdf5_record
+from datatools.writers._layout import (
+    COMMAND,
+    ArraySpec,
+    Setup,
+    SpecLike,
+    check_name,
+    check_rows,
+    check_spec,
+    json_ready,
+    make_streams,
+)
+from datatools.writers._writer import ArrayWriter, GroupWriter
+from datatools.writers._zarr import open_zarr, read_zarr_record
+
+__all__ = [
+    "COMMAND",
+    "DEFAULT_NAME",
+    "HDF5_SUFFIXES",
+    "ArraySpec",
+    "ArrayWriter",
+    "GroupWriter",
+    "StoredRun",
+    "open_writer",
+    "read_run",
+]
+
+DEFAULT_NAME = "data"
+"""Name of the array of a single-array writer."""
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def open_writer(
+    target: str | Path,
+    arrays: Mapping[str, SpecLike] | SpecLike,
+    *,
+    chunk_rows: int = 256,
+    codec: str | None = None,
+    level: int | None = None,
+    zarr_format: Literal[2, 3] = 3,
+    total_rows: int | None = None,
+    groups: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    command: str = COMMAND,
+    params: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    append: bool = False,
+    overwrite: bool = False,
+) -> ArrayWriter:
+    """Open a buffered writer on a Zarr group or an HDF5 file (``.h5`` / ``.hdf5``).
+
+    Example::
+
+        with open_writer("train.zarr", {"patches": ((64, 64), "uint8"),
+                                        "origins": ((3,), "int64")}, chunk_rows=256) as w:
+            w.append(patches=p_batch, origins=o_batch)
+
+    Args:
+        target: the Zarr group folder or the HDF5 file to write.
+        arrays: name -> :class:`ArraySpec` or ``(item_shape, dtype)``; a single spec writes one
+            array named ``"data"`` that :meth:`ArrayWriter.append` takes positionally.
+        chunk_rows: rows per chunk along axis 0 (a loader reads that many rows as one chunk),
+            for every array whose spec gives none.
+        codec: ``zstd`` (Zarr default), ``blosc-zstd``, ``blosc-lz4``, ``gzip`` (HDF5 default),
+            ``lzf`` (HDF5 only) or ``none``.
+        level: compression level, ``None`` for the codec's default.
+        zarr_format: 3 (default) or 2; ignored for HDF5.
+        total_rows: for positional fill with :meth:`ArrayWriter.write_rows`: the final row
+            count, fixed from the start; ``None`` for a writer that grows with ``append``.
+        groups: store the arrays in these subgroups instead of the root, each growing on its
+            own (growing writers only); a mapping gives each subgroup's attributes.
+        command: the command recorded as the output's maker (``datatools info`` shows it).
+        params: JSON-ready options of the caller, recorded with the layout; ``append`` checks
+            them like the layout.
+        attributes: JSON-ready attributes of the root group, written when it is created
+            (an ``append`` keeps the stored ones); the key ``datatools`` is the writer's.
+        append: continue an existing output of a writer with the same command, layout and
+            params (or create it); several processes filling one Zarr target by
+            ``write_rows`` all pass ``True``.
+        overwrite: replace an existing output of datatools (a foreign one is still refused;
+            an unreadable ``<name>.datatools-partial`` HDF5 file counts as ours by its name).
+
+    Raises:
+        OptionError: an invalid array spec, chunk size, codec, format, group, attribute or
+            option combination.
+        TargetError: the target exists (without ``append`` / ``overwrite``), is not ours, was
+            made by another command, or its parent folder is missing.
+        ResumeMismatchError: ``append`` to an output with another layout or params; names
+            the difference.
+        WriteError: the output cannot be created.
+    """
+    path = Path(target)
+    if append and overwrite:
+        raise OptionError(f"{path}: append=True and overwrite=True exclude each other (pick one)")
+    check_rows(chunk_rows, "chunk_rows")
+    if total_rows is not None and total_rows < 0:
+        raise OptionError(f"total_rows {total_rows}: must be 0 or more")
+    if zarr_format not in (2, 3):
+        raise OptionError(f"zarr_format {zarr_format}: choose 2 or 3")
+    if not isinstance(command, str) or not command:
+        raise OptionError(f"command {command!r}: must be a non-empty name")
+    hdf5 = path.suffix.lower() in HDF5_SUFFIXES
+    chosen = parse_codec(codec or ("gzip" if hdf5 else "zstd"), level, hdf5=hdf5)
+    specs = arrays if isinstance(arrays, Mapping) else {DEFAULT_NAME: arrays}
+    if not specs:
+        raise OptionError("arrays: give at least one array")
+    layouts = tuple(check_spec(name, spec, chunk_rows) for name, spec in specs.items())
+    names, group_attributes = _check_groups(groups, total_rows)
+    root_attributes = dict(json_ready(dict(attributes or {}), "attributes"))
+    if "datatools" in root_attributes:
+        raise OptionError("attributes: the key 'datatools' is the writer's (choose another)")
+    streams = make_streams(layouts, total_rows)
+    record_params: dict[str, Any] = {
+        "format": "hdf5" if hdf5 else f"zarr{zarr_format}",
+        "chunk_rows": chunk_rows,
+        "codec": chosen.name,
+        "level": chosen.effective_level,
+        "total_rows": total_rows,
+        "groups": None if names == ("",) else list(names),
+        "arrays": {lay.name: lay.to_dict() for lay in layouts},
+        "options": json_ready(dict(params or {}), "params"),
+    }
+    if total_rows is not None:
+        record_params["units_total"] = sum(s.units for s in streams)
+    setup = Setup(
+        path,
+        owned.RunRecord(command, record_params),
+        layouts,
+        names,
+        chunk_rows,
+        total_rows,
+        chosen,
+        append,
+        root_attributes,
+        group_attributes,
+    )
+    backend = (
+        open_hdf5(setup, overwrite=overwrite)
+        if hdf5
+        else open_zarr(setup, zarr_format, overwrite=overwrite)
+    )
+    return ArrayWriter(setup, streams, backend)
+
+
+def _check_groups(
+    groups: Sequence[str] | Mapping[str, Mapping[str, Any]] | None, total_rows: int | None
+) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
+    """Group names (``("",)`` for the root) and their attributes.
+
+    Raises:
+        OptionError: no group, a bad or repeated name, attributes that are not JSON, or
+            groups with ``total_rows``.
+    """
+    if groups is None:
+        return ("",), {}
+    if isinstance(groups, str):
+        raise OptionError(f"groups: give a list of names, not the text {groups!r}")
+    names = tuple(check_name(name, "groups") for name in groups)
+    if not names or len(set(names)) != len(names):
+        raise OptionError(f"groups: {list(names)} must name at least one group, each once")
+    if total_rows is not None:
+        raise OptionError(
+            "groups: positional fill (total_rows) writes arrays at the root only (open one "
+            "writer without groups)"
+        )
+    given = groups if isinstance(groups, Mapping) else {}
+    attributes = {
+        name: dict(json_ready(dict(given.get(name) or {}), f"groups: {name} attributes"))
+        for name in names
+    }
+    return names, attributes
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What an existing output of datatools records about the run that made it.
+
+    Attributes:
+        command: the command that made it (``"write"`` for plain writers).
+        params: the ``params`` its writer was given (empty for outputs made otherwise).
+        complete: it was finished.
+    """
+
+    command: str
+    params: dict[str, Any]
+    complete: bool
+
+
+def read_run(target: str | Path) -> StoredRun | None:
+    """The record of the output at ``target`` (a Zarr group of ours, or an HDF5 file or its
+    unfinished ``.datatools-partial`` file); ``None`` when there is none (nothing there, or
+    something datatools did not make), so a caller can check its options before writing."""
+    path = Path(target)
+    found = (
+        read_hdf5_record(path) if path.suffix.lower() in HDF5_SUFFIXES else read_zarr_record(path)
+    )
+    if found is None:
+        return None
+    record, complete = found
+    return StoredRun(record.command, dict(record.params.get("options") or {}), complete)
