@@ -93,6 +93,7 @@ def read_box(
     *,
     fill: float = 0,
     bounds: Box | None = None,
+    out: np.ndarray[Any, Any] | None = None,
 ) -> np.ndarray[Any, Any]:
     """Read ``box`` of ``source``, padding where it crosses ``bounds`` as ``np.pad`` would.
 
@@ -108,15 +109,19 @@ def read_box(
         edge: ``symmetric``, ``reflect`` or ``constant``.
         fill: value outside ``bounds`` for ``constant``.
         bounds: the region treated as the volume (e.g. a ROI); the whole source by default.
+        out: an array of ``box.shape`` (and a dtype the source's casts to) to fill instead of
+            a new one, e.g. a row of a batch buffer: saves a copy.
 
     Returns:
-        An array of ``box.shape`` in the source dtype. Peak memory: the result plus the
-        in-bounds part read (at most the result's size), plus one more copy while mirroring.
+        An array of ``box.shape`` in the source dtype (``out`` when given). Peak memory: the
+        result plus the in-bounds part read (at most the result's size), plus one more copy
+        while mirroring.
 
     Raises:
         ValueError: ``box`` or ``bounds`` has the wrong number of axes, ``bounds`` leaves the
-            source, or ``edge`` is ``shift``/``drop`` for a box crossing the border (internal
-            misuse: those modes are applied to the plan with :func:`place_box`).
+            source, ``out`` has another shape, or ``edge`` is ``shift``/``drop`` for a box
+            crossing the border (internal misuse: those modes are applied to the plan with
+            :func:`place_box`).
     """
     shape = tuple(source.shape)
     region = Box.from_shape(shape) if bounds is None else bounds
@@ -124,14 +129,17 @@ def read_box(
         raise ValueError(f"read_box: box {box} or bounds {region} does not fit shape {shape}")
     if not Box.from_shape(shape).contains(region) or region.is_empty:
         raise ValueError(f"read_box: bounds {region} is empty or outside shape {shape}")
+    if out is not None and out.shape != box.shape:
+        raise ValueError(f"read_box: out of shape {out.shape} for a box of shape {box.shape}")
     if region.contains(box):
-        return _read(source, box)
+        return _fill_out(_read(source, box), out)
     if edge == "constant":
-        out = np.full(box.shape, fill, dtype=source.dtype)
+        result = np.empty(box.shape, dtype=source.dtype) if out is None else out
+        result[...] = fill
         inner = box.intersect(region)
         if inner is not None:
-            out[inner.relative_to(box.start).slices()] = _read(source, inner)
-        return out
+            result[inner.relative_to(box.start).slices()] = _read(source, inner)
+        return result
     if edge not in ("symmetric", "reflect"):
         raise ValueError(f"read_box: edge {edge!r} cannot read outside the volume")
     maps = [
@@ -140,10 +148,24 @@ def read_box(
     ]
     need = Box(tuple(int(m.min()) for m in maps), tuple(int(m.max()) + 1 for m in maps))
     data = _read(source, need)
-    for axis, (m, lo) in enumerate(zip(maps, need.start, strict=True)):
-        if m.size != data.shape[axis] or np.any(m != np.arange(lo, lo + m.size)):
-            data = np.take(data, m - lo, axis=axis)
-    return data
+    takes = [
+        (axis, m - lo)
+        for axis, (m, lo) in enumerate(zip(maps, need.start, strict=True))
+        if m.size != data.shape[axis] or np.any(m != np.arange(lo, lo + m.size))
+    ]
+    for i, (axis, index) in enumerate(takes):
+        if i == len(takes) - 1 and out is not None:
+            return np.take(data, index, axis=axis, out=out, mode="clip")
+        data = np.take(data, index, axis=axis)
+    return _fill_out(data, out)
+
+
+def _fill_out(data: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
+    """``data`` itself, or copied into ``out``."""
+    if out is None:
+        return data
+    out[...] = data
+    return out
 
 
 def _read(source: Volume | np.ndarray[Any, Any], box: Box) -> np.ndarray[Any, Any]:

@@ -102,6 +102,23 @@ def test_read_box_channel_axis_kept_whole() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("mode", ["symmetric", "reflect", "constant"])
+@pytest.mark.parametrize(
+    "box",
+    [Box((1, 1, 1), (4, 5, 6)), Box((-3, 2, 4), (2, 5, 9)), Box((-2, -9, -1), (7, 8, 9))],
+    ids=["inside", "two-axes", "every-axis"],
+)
+def test_read_box_fills_out_in_place(mode: str, box: Box) -> None:
+    data = arange_volume((5, 6, 7))
+    buffer = np.full((3, *box.shape), 9999, dtype=data.dtype)
+    row = buffer[1]
+    assert read_box(ArrayVolume(data), box, mode, fill=7, out=row) is row
+    np.testing.assert_array_equal(row, padded_window(data, box, mode, 7))
+    np.testing.assert_array_equal(buffer[[0, 2]], 9999)  # nothing else touched
+    with pytest.raises(ValueError, match=r"read_box: out of shape \(2, 2\) for a box of shape"):
+        read_box(data, box, mode, out=np.empty((2, 2), data.dtype))
+
+
 def test_read_box_refuses_plan_modes_outside() -> None:
     with pytest.raises(ValueError, match="cannot read outside"):
         read_box(arange_volume((4, 4)), Box((-1, 0), (2, 2)), "shift")

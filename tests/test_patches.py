@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
+from datatools import target
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box
 from datatools.patches import extract_patches, iter_patches
 from datatools.sampling import SamplingWarning
 from datatools.sources import ArrayVolume
+from datatools.writers import read_run
 
 PAD = 16
 
@@ -401,33 +404,67 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
         )
 
 
-def test_rerun_completes_interrupted_per_class_and_hdf5_outputs(tmp_path: Path) -> None:
+def read_groups(path: Path, groups: Any) -> dict[str, dict[str, np.ndarray]]:
+    """Every array of every group, as plain zarr / h5py loaders read them."""
+    keys = ("patches", "labels", "origins")
+    if path.suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            return {g: {k: f[g or "/"][k][:] for k in keys if k in f[g or "/"]} for g in groups}
+    root = zarr.open_group(str(path), mode="r")
+    return {g: {k: v[:] for k, v in (root[g] if g else root).arrays() if k in keys} for g in groups}
+
+
+@pytest.mark.parametrize(("name", "per_class"), [("c.zarr", True), ("c.h5", True), ("p.h5", False)])
+def test_rerun_completes_interrupted_per_class_and_hdf5_outputs(
+    tmp_path: Path, name: str, per_class: bool
+) -> None:
     data = arange_volume((8, 40, 40))
     labels = ArrayVolume((data // 7 % 3).astype(np.uint8), spec="labels")
-    per_class: dict[str, Any] = {"labels": labels, "per_class": True, "size": (8, 8)}
-    plain: dict[str, Any] = {"size": (8, 8)}
-    for name, options in (("c.zarr", per_class), ("p.h5", plain)):
-        options = {**options, "stride": 6, "memory_limit": 10_000, "chunk_rows": 10}
-        full = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / f"full_{name}", **options)
-        with pytest.raises(KeyboardInterrupt):
-            extract_patches(FailingVolume(data, 3), tmp_path / name, **options)
-        if name.endswith(".h5"):
-            assert not (tmp_path / name).exists()
-            assert (tmp_path / f"{name}.datatools-partial").exists()
-        again = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / name, **options)
-        assert again.counts == full.counts
-        if name.endswith(".h5"):
-            with h5py.File(tmp_path / name) as a, h5py.File(tmp_path / f"full_{name}") as b:
-                np.testing.assert_array_equal(a["patches"][:], b["patches"][:])
-                np.testing.assert_array_equal(a["origins"][:], b["origins"][:])
-            continue
-        assert 0 < again.written < full.total
-        a = zarr.open_group(str(tmp_path / name), mode="r")
-        b = zarr.open_group(str(tmp_path / f"full_{name}"), mode="r")
-        for group in full.counts:
-            for key in ("patches", "labels", "origins"):
-                np.testing.assert_array_equal(a[group][key][:], b[group][key][:])
-        assert a.attrs["counts"] == full.counts
+    options: dict[str, Any] = {
+        "size": (8, 8),
+        "stride": 6,
+        "memory_limit": 10_000,
+        "chunk_rows": 10,
+    }
+    if per_class:
+        options.update(labels=labels, per_class=True)
+    full = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / f"full_{name}", **options)
+    with pytest.raises(KeyboardInterrupt):
+        extract_patches(FailingVolume(data, 3), tmp_path / name, **options)
+    stored = read_run(tmp_path / name)
+    assert stored is not None
+    assert (stored.command, stored.complete) == ("patches", False)
+    if name.endswith(".h5"):
+        assert not (tmp_path / name).exists()
+        with h5py.File(tmp_path / f"{name}.datatools-partial", "r") as f:
+            assert f.attrs["edge"] == "symmetric"  # attributes are there from the start
+    again = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / name, **options)
+    assert again.counts == full.counts
+    assert 0 < again.written < full.total
+    got = read_groups(tmp_path / name, full.counts)
+    expected = read_groups(tmp_path / f"full_{name}", full.counts)
+    for group in full.counts:
+        assert sorted(got[group]) == (
+            ["labels", "origins", "patches"] if per_class else ["origins", "patches"]
+        )
+        for key in got[group]:
+            np.testing.assert_array_equal(got[group][key], expected[group][key])
+    if name == "c.h5":
+        with h5py.File(tmp_path / name, "r") as f:
+            assert json.loads(f.attrs["counts"]) == full.counts
+            for group, n in full.counts.items():
+                assert (f[group].attrs["class_value"], f[group].attrs["count"]) == (
+                    int(group.removeprefix("class_")),
+                    n,
+                )
+    elif name == "c.zarr":
+        root = zarr.open_group(str(tmp_path / name), mode="r")
+        assert root.attrs["counts"] == full.counts
+        status = target.status(tmp_path / name)
+        assert status is not None
+        assert (status.record.command, status.complete) == ("patches", True)
+        markers = [k for k, _ in root.members(max_depth=None) if k.endswith(".datatools")]
+        assert markers == [".datatools"]  # one run record for every class
 
 
 BAD_INPUT = [
@@ -485,11 +522,13 @@ def test_target_refusals(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="datatools will not remove it"):
         extract_patches(volume, tmp_path / "mine.zarr", size=4, overwrite=True)
     assert (tmp_path / "mine.zarr" / "notes.txt").read_text() == "keep"
+    (tmp_path / "mine.h5").write_bytes(b"not hdf5")
     with pytest.raises(
-        OptionError,
-        match=r"out.h5: --per-class writes a subgroup per class; HDF5 targets hold one group",
+        TargetError,
+        match=r"mine.h5: exists and was not written by datatools patches \(choose another target",
     ):
-        extract_patches(volume, tmp_path / "out.h5", size=4, labels=volume, per_class=True)
+        extract_patches(volume, tmp_path / "mine.h5", size=4)
+    assert (tmp_path / "mine.h5").read_bytes() == b"not hdf5"
     extract_patches(volume, tmp_path / "p.zarr", size=4)
     result = extract_patches(volume, tmp_path / "p.zarr", size=2, overwrite=True)
     assert result.total == 16

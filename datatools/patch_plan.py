@@ -1,0 +1,353 @@
+"""Which patches a run of :func:`datatools.patches.extract_patches` writes, and in which order.
+
+Options are checked against the volume first (:func:`make_geometry`); then positions are chosen
+(:mod:`datatools.sampling`): a grid over the ROI, or random / blue-noise centres, tested against
+the mask, ``min_fraction`` and the classes, with the mask and labels streamed in tiles. The
+plan holds the origins of the kept patches (``8 x ndim`` bytes each) per output group, ordered
+slab by slab (C order inside a slab), so extraction reads each slab of the source once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill
+from datatools.errors import DatatoolsError, InputError, OptionError
+from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
+from datatools.sampling import check_selection, choose_origins, resolve_seed, slab_extent
+from datatools.sources import Volume
+
+DEFAULT_MEMORY_LIMIT = 256 * 2**20
+"""Bytes for slabs in flight (and planning tiles) when the caller gives no limit."""
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    """Every option that decides which patches a run writes; see :func:`extract_patches`."""
+
+    size: int | tuple[int, ...]
+    stride: int | tuple[int, ...] | None = None
+    edge: str = "symmetric"
+    fill: float = 0
+    min_fraction: float = 0.0
+    per_class: bool = False
+    class_rule: str = "centre"
+    max_per_class: int | None = None
+    sampler: str = "grid"
+    count: int | None = None
+    min_distance: float | None = None
+    max_patches: int | None = None
+    roi: RoiSpec | Box | None = None
+
+    @property
+    def random(self) -> bool:
+        """Whether these options make random choices (so a seed matters)."""
+        caps = (self.max_patches, self.max_per_class)
+        return self.sampler != "grid" or any(c is not None for c in caps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (the ROI as ``z0:z1,...`` text)."""
+        out = asdict(self)
+        out["roi"] = None if self.roi is None else self.roi.to_text()
+        return dict(json.loads(json.dumps(out)))
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """Where patches lie in a volume.
+
+    Attributes:
+        axes: the source's axis letters in C order, e.g. ``"zyx"`` or ``"czyx"``.
+        shape: the source's shape.
+        roi: the region patches come from, over all source axes (non-spatial axes whole);
+            edge modes apply at its border.
+        size: patch extent per spatial axis, voxels (1 on the leading axes of 2D patches
+            taken from a 3D volume).
+        stride: grid step per spatial axis, voxels.
+        kept: how many trailing spatial axes a stored patch has.
+        edge: edge mode; ``fill``: the value outside the ROI for ``constant``.
+    """
+
+    axes: str
+    shape: tuple[int, ...]
+    roi: Box
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    kept: int
+    edge: EdgeMode
+    fill: float = 0
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Positions of the spatial axes in :attr:`axes`."""
+        return tuple(i for i, a in enumerate(self.axes) if a in "zyx")
+
+    @property
+    def bounds(self) -> Box:
+        """The ROI on the spatial axes only."""
+        pick = self.spatial
+        return Box(tuple(self.roi.start[i] for i in pick), tuple(self.roi.stop[i] for i in pick))
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of one stored label patch: the kept patch axes."""
+        return self.size[len(self.size) - self.kept :]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one stored patch: the non-spatial extents, then the kept patch axes."""
+        other = tuple(n for i, n in enumerate(self.shape) if i not in self.spatial)
+        return other + self.label_shape
+
+    @property
+    def patch_axes(self) -> str:
+        """Axis letters of the ``patches`` array, e.g. ``"nyx"`` or ``"nczyx"``."""
+        letters = spatial_axes(self.axes)
+        other = "".join(a for a in self.axes if a not in "zyx")
+        return "n" + other + letters[len(letters) - self.kept :]
+
+    @property
+    def pad_edge(self) -> str:
+        """The mode to read around the ROI with (``shift``/``drop`` never read outside)."""
+        return self.edge if self.edge in PAD_MODES else "symmetric"
+
+    def source_box(self, box: Box) -> Box:
+        """A spatial box as a box over all source axes (non-spatial axes whole)."""
+        start, stop = list(self.roi.start), list(self.roi.stop)
+        for k, i in enumerate(self.spatial):
+            start[i], stop[i] = box.start[k], box.stop[k]
+        return Box(tuple(start), tuple(stop))
+
+
+def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:
+    """Check size, stride, edge, fill and ROI against ``volume``.
+
+    ``size``: one int for every spatial axis, or fewer values for patches over the trailing
+    axes taken at every index of the leading ones. ``stride`` (default ``size``): one int for
+    every patch axis, or values for the trailing ones.
+
+    Raises:
+        OptionError: a size or stride <= 0 or with too many values, a bad edge or fill.
+        RoiError: the ROI does not fit the volume.
+    """
+    letters = spatial_axes(volume.axes)
+    n = len(letters)
+    size = options.size
+    values = (size,) * n if isinstance(size, int) else tuple(int(v) for v in size)
+    text = _text(size)
+    if not values or len(values) > n:
+        raise OptionError(
+            f"--size {text}: {len(values)} values for a volume with {n} spatial axes "
+            f"({','.join(letters)})"
+        )
+    if any(v <= 0 for v in values):
+        raise OptionError(f"--size {text}: every value must be > 0")
+    kept = len(values)
+    full_size = (1,) * (n - kept) + values
+    stride = options.stride
+    if stride is None:
+        full_stride = full_size
+    else:
+        steps = (stride,) * kept if isinstance(stride, int) else tuple(int(v) for v in stride)
+        text = _text(stride)
+        if not steps or len(steps) > kept:
+            raise OptionError(f"--stride {text}: {len(steps)} values for {kept}D patches")
+        if any(v <= 0 for v in steps):
+            raise OptionError(f"--stride {text}: every value must be > 0")
+        full_stride = (1,) * (n - kept) + full_size[n - kept : n - len(steps)] + steps
+    edge = check_edge(options.edge)
+    if edge == "constant":
+        check_fill(options.fill, volume.dtype)
+    roi = resolve_roi(options.roi, volume.shape, volume.axes)
+    return PatchGeometry(
+        volume.axes, volume.shape, roi, full_size, full_stride, kept, edge, options.fill
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PatchPlan:
+    """Which patches a run writes, and in which order.
+
+    Attributes:
+        geometry: where patches lie.
+        groups: output group (``""`` for one dataset, ``"class_<value>"`` per class) ->
+            origins ``(n, ndim)`` int64 in row order.
+        slab_extent: slab size per spatial axis in origin space, voxels: slab ``k`` holds the
+            patches whose origins lie in ``[k * extent, (k + 1) * extent)``.
+        slabs: ``(m, ndim)`` indices ``k`` of the slabs holding patches, in processing order.
+        offsets: per group, ``(m + 1,)`` row offsets: slab ``i`` holds rows
+            ``[offsets[i], offsets[i + 1])``.
+        seed: the seed behind every random choice, ``None`` when nothing was random.
+    """
+
+    geometry: PatchGeometry
+    groups: Mapping[str, Array]
+    slab_extent: tuple[int, ...]
+    slabs: Array
+    offsets: Mapping[str, Array]
+    seed: int | None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows per group."""
+        return {name: len(origins) for name, origins in self.groups.items()}
+
+
+def plan_patches(
+    volume: Volume,
+    options: PatchOptions,
+    *,
+    labels: Volume | None = None,
+    mask: Volume | None = None,
+    rng: int | np.random.Generator | None = None,
+    memory_limit: int | None = None,
+    workers: int = 1,
+    extent: Sequence[int] | None = None,
+) -> PatchPlan:
+    """Choose the patches of ``volume`` and their order (arguments as :func:`extract_patches`).
+
+    Reads only ``mask`` and ``labels``, tile by tile, and only when a mask, ``min_fraction`` or
+    ``per_class`` needs them. Rows are ordered slab by slab, C order inside a slab; slabs
+    follow the source chunks and ``memory_limit`` unless ``extent`` fixes them (a resumed run
+    keeps its first run's order). Peak memory: one planning tile (``memory_limit / 2`` at
+    most) plus ``8 x ndim`` bytes per patch.
+
+    Raises:
+        OptionError, RoiError: invalid options.
+        InputError: labels or mask not on the source's grid, or nothing selected.
+    """
+    g = make_geometry(volume, options)
+    sel = check_selection(
+        options.sampler,
+        stride_given=options.stride is not None,
+        count=options.count,
+        min_distance=options.min_distance,
+        max_patches=options.max_patches,
+        max_per_class=options.max_per_class,
+        min_fraction=options.min_fraction,
+        per_class=options.per_class,
+        class_rule=options.class_rule,
+        has_labels=labels is not None,
+    )
+    for role, companion in (("labels", labels), ("mask", mask)):
+        if companion is not None:
+            _check_companion(companion, g, role, volume.spec)
+    limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+    if limit <= 0:
+        raise OptionError(f"--memory-limit {limit}: must be > 0")
+    seed = resolve_seed(rng) if sel.random else None
+    found = choose_origins(
+        g.bounds,
+        g.size,
+        g.stride,
+        g.edge,
+        sel,
+        labels=labels,
+        mask=mask,
+        seed=seed,
+        memory_limit=limit,
+    )
+    groups = {("" if c is None else f"class_{c}"): o for c, o in found.items() if len(o)}
+    if not groups:
+        raise _nothing_error(g, options, volume, labels, mask)
+    if extent is None:
+        other = math.prod(n for i, n in enumerate(g.shape) if i not in g.spatial)
+        per_voxel = volume.dtype.itemsize * other + (0 if labels is None else labels.dtype.itemsize)
+        chunks = None if volume.chunks is None else [volume.chunks[i] for i in g.spatial]
+        budget = max(1, limit // (2 * (max(0, workers) + 1)))
+        extent = slab_extent(g.bounds.shape, g.size, chunks, per_voxel, budget)
+    slabs, ordered, offsets = _order(groups, extent, g.bounds.start)
+    return PatchPlan(g, ordered, tuple(int(e) for e in extent), slabs, offsets, seed)
+
+
+def _check_companion(volume: Volume, g: PatchGeometry, role: str, source: str) -> None:
+    """Labels and masks must be on the source's voxel grid, spatial axes only.
+
+    Raises:
+        InputError: other axes or another shape; float labels.
+    """
+    letters = spatial_axes(g.axes)
+    shape = tuple(g.shape[i] for i in g.spatial)
+    if volume.axes != letters or volume.shape != shape:
+        raise InputError(
+            f"{volume.spec}: {role} shape {_dims(volume.shape, volume.axes)} differs from the "
+            f"spatial shape {_dims(shape, letters)} of {source} ({role} must be on the source's "
+            "voxel grid)"
+        )
+    if role == "labels" and volume.dtype.kind == "f":
+        raise InputError(f"{volume.spec}: labels have dtype {volume.dtype} (need integer labels)")
+
+
+def _text(values: int | Sequence[int]) -> str:
+    """Sizes as typed on the command line: ``64`` or ``32,64,64``."""
+    return str(values) if isinstance(values, int) else ",".join(map(str, values))
+
+
+def _dims(shape: Sequence[int], axes: str) -> str:
+    return f"{' x '.join(map(str, shape))} ({','.join(axes)})"
+
+
+def _nothing_error(
+    g: PatchGeometry,
+    options: PatchOptions,
+    volume: Volume,
+    labels: Volume | None,
+    mask: Volume | None,
+) -> DatatoolsError:
+    """The error for a plan without patches (no empty dataset that looks complete)."""
+    fraction = f"{options.min_fraction:g}"
+    if mask is not None:
+        return InputError(
+            f"{mask.spec}: the mask selects no patch (no patch has a mask fraction >= {fraction} "
+            "and a mask voxel; check the mask, its values > 0 count, or lower --min-fraction)"
+        )
+    if labels is not None and options.min_fraction > 0:
+        return InputError(
+            f"{labels.spec}: no patch has labels > 0 in a fraction >= {fraction} of its voxels "
+            "(lower --min-fraction)"
+        )
+    return OptionError(
+        f"--size {_text(options.size)}: no patch fits the ROI {g.bounds.to_text()} of "
+        f"{volume.spec} with --edge {g.edge} (use a padding edge mode or a smaller --size)"
+    )
+
+
+def _order(
+    groups: Mapping[str, Array], extent: Sequence[int], start: Sequence[int]
+) -> tuple[Array, dict[str, Array], dict[str, Array]]:
+    """Sort each group's origins by slab, then C order, and find each slab's row range.
+
+    Origins before the ROI ``start`` (mirrored edges) join the first slab, which reads the
+    same source chunks anyway.
+    """
+    ext = np.asarray(extent, dtype=np.int64)
+    low = np.asarray(start, dtype=np.int64)
+    everything = np.concatenate(list(groups.values()))
+    first, last = everything.min(axis=0), everything.max(axis=0)
+    k_first = np.floor_divide(np.maximum(first, low), ext)
+    k_dims = tuple(int(d) for d in np.floor_divide(np.maximum(last, low), ext) - k_first + 1)
+    o_dims = tuple(int(d) for d in last - first + 1)
+
+    def slab_ids(origins: Array) -> Array:
+        k = np.floor_divide(np.maximum(origins, low), ext) - k_first
+        return np.asarray(np.ravel_multi_index(tuple(k.T), k_dims), dtype=np.int64)
+
+    ids = np.unique(np.concatenate([slab_ids(o) for o in groups.values()]))
+    slabs = np.stack(np.unravel_index(ids, k_dims), axis=1) + k_first
+    ordered: dict[str, Array] = {}
+    offsets: dict[str, Array] = {}
+    for name, origins in groups.items():
+        rows = slab_ids(origins)
+        within = np.ravel_multi_index(tuple((origins - first).T), o_dims)
+        order = np.lexsort((within, rows))
+        ordered[name] = origins[order]
+        offsets[name] = np.append(np.searchsorted(rows[order], ids), len(origins))
+    return slabs, ordered, offsets
