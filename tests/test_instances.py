@@ -15,13 +15,15 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
-from datatools import instances
+from datatools import instance_crops
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box
 from datatools.instances import extract_instances
 from datatools.label_stats import LabelStats, label_stats, slab_shape
+from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
+from datatools.writers import read_run
 
 SHAPE = (10, 12, 14)
 SIZE = (4, 5, 6)
@@ -72,7 +74,7 @@ def read_output(path: Path) -> dict[str, np.ndarray]:
 
 
 def output_attrs(path: Path) -> dict[str, Any]:
-    if path.suffix == ".h5":
+    if path.suffix in (".h5", ".datatools-partial"):
         with h5py.File(path, "r") as file:
             return dict(json.loads(file.attrs["instances"]))
     return dict(zarr.open_group(str(path), mode="r").attrs["instances"])
@@ -374,10 +376,18 @@ def test_formats_and_attributes(tmp_path: Path, image: np.ndarray, target: str) 
     if target.endswith(".zarr"):
         images = zarr.open_array(str(out / "images"), mode="r")
         assert images.chunks == (3, 1, *SIZE)
+        tables = [zarr.open_array(str(out / name), mode="r").chunks[0] for name in TABLES]
         if "v2" in target:
             assert images.attrs["_ARRAY_DIMENSIONS"] == ["i", "c", "z", "y", "x"]
     else:
         assert not Path(f"{out}.datatools-partial").exists()
+        with h5py.File(out, "r") as file:
+            tables = [file[name].chunks[0] for name in TABLES]
+    assert tables == [6] * len(TABLES)  # 2 chunk rows of crops: the tables' own stream
+    stored = read_run(out)  # the run record: what datatools info shows and a rerun checks
+    assert stored is not None
+    assert (stored.command, stored.complete, stored.params["count"]) == ("instances", True, 4)
+    assert stored.params["plan_digest"] == attrs["plan_digest"]
 
 
 @pytest.mark.parametrize("target", ["cells.zarr", "cells.h5"])
@@ -385,7 +395,7 @@ def test_resume_after_interruption(
     tmp_path: Path, image: np.ndarray, target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / target
-    original = instances._Cropper._write
+    original = instance_crops.Cropper._write
     calls = []
 
     def fail_after_first(self: Any, batch: Any, j: int) -> int:
@@ -395,10 +405,15 @@ def test_resume_after_interruption(
         return int(original(self, batch, j))
 
     options: dict[str, Any] = {"size": SIZE, "chunk_rows": 1}
-    monkeypatch.setattr(instances._Cropper, "_write", fail_after_first)
+    monkeypatch.setattr(instance_crops.Cropper, "_write", fail_after_first)
     with pytest.raises(KeyboardInterrupt):
         extract_instances(ArrayVolume(image), ArrayVolume(scene_labels()), out, **options)
     monkeypatch.undo()
+    stored = read_run(out)
+    assert stored is not None
+    assert (stored.command, stored.complete, stored.params["count"]) == ("instances", False, 4)
+    partial = Path(f"{out}.datatools-partial") if target.endswith(".h5") else out
+    assert output_attrs(partial)["count"] == 4  # attributes are there from the start
     with pytest.raises(ResumeMismatchError, match=r"edge was \"constant\", now \"reflect\""):
         extract_instances(
             ArrayVolume(image), ArrayVolume(scene_labels()), out, edge="reflect", **options
@@ -497,6 +512,14 @@ def test_existing_targets(tmp_path: Path, image: np.ndarray) -> None:
         with pytest.raises(TargetError, match="exists and is"):
             extract_instances(ArrayVolume(image), ArrayVolume(scene_labels()), target, size=3)
     assert (foreign / "notes.txt").read_text() == "keep me"
+    other = tmp_path / "patches.zarr"
+    extract_patches(ArrayVolume(image), other, size=4)
+    with pytest.raises(TargetError) as info:
+        extract_instances(ArrayVolume(image), ArrayVolume(scene_labels()), other, size=3)
+    assert str(info.value) == (
+        f"{other}: exists and was not made by datatools instances (choose another target, or "
+        "--overwrite to replace an output of datatools)"
+    )
     out = tmp_path / "cells.zarr"
     extract_instances(ArrayVolume(image), ArrayVolume(scene_labels()), out, size=3)
     replaced = extract_instances(
