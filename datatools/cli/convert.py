@@ -12,6 +12,7 @@ from datatools.cli.options import (
     executor_from_options,
     executor_options,
     open_options_from,
+    output_options,
     parse_bytes,
     parse_floats,
     parse_ints,
@@ -23,7 +24,6 @@ from datatools.cli.options import (
     task_from_options,
     task_options,
 )
-from datatools.codecs import ZARR_CODECS
 from datatools.downsample import METHODS
 from datatools.errors import OptionError
 
@@ -46,20 +46,7 @@ from datatools.errors import OptionError
     metavar="N|Z,Y,X",
     help="Zarr v3 shard shape, a multiple of the chunks (fewer, larger files).",
 )
-@click.option(
-    "--codec",
-    type=click.Choice([*ZARR_CODECS, "lzf"]),
-    default=None,
-    help="Compression [default: zstd; HDF5: gzip].",
-)
-@click.option("--level", "codec_level", type=int, default=None, help="Compression level.")
-@click.option(
-    "--zarr-format",
-    type=click.Choice(["2", "3"]),
-    default="3",
-    show_default=True,
-    help="3: OME-NGFF 0.5; 2: OME-NGFF 0.4 for loaders pinned to zarr 2.",
-)
+@output_options
 @click.option("--dtype", default=None, help="Output dtype (lossless casts only by default).")
 @click.option("--allow-lossy-cast", is_flag=True, help="Round and clip values --dtype cannot hold.")
 @click.option(
@@ -107,11 +94,6 @@ from datatools.errors import OptionError
 )
 @task_options
 @executor_options
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing output of datatools (never a foreign file or folder).",
-)
 def convert_command(
     source: str,
     target: str,

@@ -10,6 +10,7 @@ from datatools import instances
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     open_options_from,
+    output_options,
     parse_bytes,
     parse_ints,
     resolve_source,
@@ -18,7 +19,6 @@ from datatools.cli.options import (
     source_argument,
     source_options,
 )
-from datatools.codecs import ZARR_CODECS
 from datatools.convert import default_workers
 from datatools.edges import EDGE_MODES
 
@@ -60,31 +60,13 @@ from datatools.edges import EDGE_MODES
     default=None,
     help="Instances per chunk along i [default: about 8 MiB of crops, at most 256].",
 )
-@click.option(
-    "--codec",
-    type=click.Choice([*ZARR_CODECS, "lzf"]),
-    default=None,
-    help="Compression [default: zstd; HDF5: gzip].",
-)
-@click.option("--level", "codec_level", type=int, default=None, help="Compression level.")
-@click.option(
-    "--zarr-format",
-    type=click.Choice(["2", "3"]),
-    default="3",
-    show_default=True,
-    help="Zarr format of a .zarr target.",
-)
+@output_options
 @click.option("--workers", type=int, default=None, help="Threads [default: number of cores].")
 @click.option(
     "--memory-limit",
     default=None,
     metavar="BYTES",
     help="Bound for data in flight, e.g. 2G or 512M [default: 512M].",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing output of datatools (never a foreign file or folder).",
 )
 def instances_command(
     image: str,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from datatools.codecs import HDF5_CODECS, ZARR_CODECS
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
@@ -211,3 +212,27 @@ def parse_bytes(text: str | None) -> int | None:
     if value <= 0:
         raise OptionError(f"--memory-limit {text}: must be > 0")
     return value
+
+
+output_options = _compose(
+    click.option(
+        "--codec",
+        type=click.Choice(list(dict.fromkeys([*ZARR_CODECS, *HDF5_CODECS]))),
+        default=None,
+        help="Compression [default: zstd; HDF5: gzip].",
+    ),
+    click.option("--level", "codec_level", type=int, default=None, help="Compression level."),
+    click.option(
+        "--zarr-format",
+        type=click.Choice(["2", "3"]),
+        default="3",
+        show_default=True,
+        help="3: Zarr v3 (OME-NGFF 0.5); 2: Zarr v2 (NGFF 0.4) for loaders pinned to zarr 2.",
+    ),
+    click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace an existing output of datatools (never a foreign file or folder).",
+    ),
+)
+"""``--codec``, ``--level`` (as ``codec_level``), ``--zarr-format``, ``--overwrite``."""

@@ -13,6 +13,7 @@ from datatools import patches
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     open_options_from,
+    output_options,
     parse_bytes,
     parse_ints,
     resolve_source,
@@ -21,7 +22,6 @@ from datatools.cli.options import (
     source_argument,
     source_options,
 )
-from datatools.codecs import ZARR_CODECS
 from datatools.edges import EDGE_MODES
 from datatools.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
 from datatools.sources import SourceSpec
@@ -81,20 +81,7 @@ from datatools.sources import SourceSpec
 @roi_options
 @source_options("--source-level")
 @click.option("--chunk-rows", type=int, help="Patches per chunk [default: about 2 MiB].")
-@click.option(
-    "--codec",
-    type=click.Choice([*ZARR_CODECS, "lzf"]),
-    default=None,
-    help="Compression [default: zstd; HDF5: gzip].",
-)
-@click.option("--level", "codec_level", type=int, default=None, help="Compression level.")
-@click.option(
-    "--zarr-format",
-    type=click.Choice(["2", "3"]),
-    default="3",
-    show_default=True,
-    help="Zarr format; 2 for loaders pinned to zarr 2.",
-)
+@output_options
 @click.option(
     "--workers",
     type=int,
@@ -107,7 +94,6 @@ from datatools.sources import SourceSpec
     metavar="BYTES",
     help="Bound for source slabs in flight, e.g. 512M [default: 256M].",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing output of datatools.")
 def patches_command(
     source: str,
     target: str | None,
