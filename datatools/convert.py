@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -377,6 +378,15 @@ class _ZarrRun:
     def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
         self.job = job
         self.levels = [_LevelWriter(job, path / str(k), pool) for k in range(len(job.plan.levels))]
+        self._buffers = threading.local()
+
+    def _buffer(self) -> Array:
+        """This thread's reused unit buffer (one per reading thread)."""
+        buffer: Array | None = getattr(self._buffers, "unit", None)
+        if buffer is None:
+            buffer = np.empty(math.prod(self.job.plan.unit_shape), self.job.volume.dtype)
+            self._buffers.unit = buffer
+        return buffer
 
     def unit(self, index: int) -> int:
         """Run the unit with ledger index ``index``; returns it."""
@@ -390,7 +400,7 @@ class _ZarrRun:
 
     def _base_unit(self, index: int) -> None:
         """Level 0 from the source, and level 1 from that data when there is a pyramid."""
-        _, box, data = self.job.read_unit(index)
+        _, box, data = self.job.read_unit(index, self._buffer())
         self.levels[0].write(box, data)
         if len(self.levels) > 1:
             factors = self.job.plan.levels[1][1]

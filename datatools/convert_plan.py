@@ -308,14 +308,18 @@ class ConvertJob:
     def axes(self) -> str:
         return self.volume.axes
 
-    def read_unit(self, index: int) -> tuple[int, Box, Array]:
+    def read_unit(self, index: int, buffer: Array | None = None) -> tuple[int, Box, Array]:
         """Read base unit ``index`` (its level-0 box) from the source, cast to the output dtype.
+
+        ``buffer``: a flat array of the source dtype with room for a whole unit, reused for the
+        read (the result is a view of it unless a cast copies), so no fresh pages per unit.
 
         Raises:
             OptionError: a value does not fit the output dtype (without ``allow_lossy_cast``).
         """
         box = self.plan.unit(index)
-        data = self.volume.read(box.shift(self.plan.roi.start))
+        out = None if buffer is None else buffer[: box.size].reshape(box.shape)
+        data = self.volume.read(box.shift(self.plan.roi.start), out=out)
         return index, box, cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
 
     def level_placements(self) -> list[Placement]:

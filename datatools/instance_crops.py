@@ -84,7 +84,7 @@ class _RegionVolume(Volume):
             tuple(start), tuple(a + n for a, n in zip(start, data.shape, strict=True))
         )
 
-    def read(self, box: Box) -> Array:
+    def _read(self, box: Box) -> Array:
         """A view of ``box`` (which must lie inside the region)."""
         if not self.region.contains(box):
             raise ValueError(f"window box {box} needs voxels outside the region {self.region}")

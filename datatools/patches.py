@@ -102,7 +102,7 @@ class _InMemory(Volume):
         super().__init__(spec, array.shape, array.dtype, axes)
         self._array = array
 
-    def read(self, box: Box) -> Array:
+    def _read(self, box: Box) -> Array:
         return self._array[box.slices()]
 
 

@@ -100,13 +100,26 @@ class Volume(ABC):
         self.chunks = None if chunks is None else tuple(int(c) for c in chunks)
         check_dtype(self.dtype, spec)
 
-    @abstractmethod
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
-        """Read the voxels of ``box`` (half-open, in this volume's axes) into a new array.
+    def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """Read the voxels of ``box`` (half-open, in this volume's axes).
+
+        Args:
+            box: the region, in this volume's axes.
+            out: an array of ``box.shape`` and this dtype to fill instead of a new array, so a
+                streaming caller can reuse one buffer (no fresh pages per read).
 
         Raises:
             InputError: the input is corrupt or truncated where the box lies.
         """
+        data = self._read(box)
+        if out is None:
+            return data
+        np.copyto(out, data)
+        return out
+
+    @abstractmethod
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
+        """Read ``box`` into a new array (what each source kind implements)."""
 
     def read_all(self) -> np.ndarray[Any, Any]:
         """Read the whole volume (memory: the volume's size; for small inputs only)."""
@@ -188,7 +201,7 @@ class ArrayVolume(Volume):
         )
         self._array = array
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
         return np.array(self._array[box.slices()])
 
 

@@ -145,7 +145,7 @@ class Hdf5Volume(Volume):
             raise
         return cls(f"{path}:{dataset.name}", file, dataset)
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
         """Read ``box`` (half-open, in this volume's axes) into a new array.
 
         Raises:

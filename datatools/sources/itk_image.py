@@ -147,7 +147,7 @@ class ItkVolume(Volume):
             raise InputError(f"{path}: not a readable ITK image ({itk_message(exc)})") from exc
         return cls(path, reader)
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
         """Read ``box`` (half-open, in this volume's axes) into a new array.
 
         Raises:

@@ -185,7 +185,7 @@ class TiffFileVolume(Volume):
         self._series_shape = series_shape
         self._facts = facts
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
         """Read ``box`` (in this volume's axes, half-open) into a new array.
 
         Memory: the result, plus the decoded strips or tiles (pages, for uncompressed data)

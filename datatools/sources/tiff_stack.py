@@ -99,8 +99,9 @@ class TiffStack(Volume):
         self.layout = layout
         self.ignored = ignored
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
-        """Read ``box`` (``(z, y, x)`` or ``(c, z, y, x)``, half-open) into a new array.
+    def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """Read ``box`` (``(z, y, x)`` or ``(c, z, y, x)``, half-open) into ``out`` (C-contiguous,
+        ``box.shape``, this dtype) or a new array.
 
         Memory: the result plus, per slice, the encoded and decoded strips or tiles that meet
         the box (uncompressed full-width rows go straight into the result).
@@ -111,7 +112,10 @@ class TiffStack(Volume):
                 header checked at open; the message names the file.
         """
         box = resolve_roi(box, self.shape, self.axes)
-        out = np.empty(box.shape, self.dtype)
+        if out is None:
+            out = np.empty(box.shape, self.dtype)
+        elif out.shape != box.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out {out.shape} {out.dtype} does not fit {box} of {self}")
         multi = self.layout.samples > 1
         start, stop = (box.start[1:], box.stop[1:]) if multi else (box.start, box.stop)
         channels = (box.start[0], box.stop[0]) if multi else (0, 1)
@@ -121,6 +125,9 @@ class TiffStack(Volume):
                 self.paths[z], (start[1], stop[1]), (start[2], stop[2]), channels, target
             )
         return out
+
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
+        return self.read(box)
 
     def _read_slice(
         self,

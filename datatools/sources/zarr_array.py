@@ -128,7 +128,7 @@ class ZarrVolume(Volume):
         _refuse_level(name, options)
         return cls(name, _only_array(name, node))
 
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
         """Read ``box`` (half-open, in this volume's axes) into a new array.
 
         Raises:
