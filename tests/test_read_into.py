@@ -20,7 +20,7 @@ def specs(tmp_path: Path, data: np.ndarray) -> list[str]:
     folder.mkdir()
     for z, plane in enumerate(data):
         tifffile.imwrite(folder / f"s{z}.tif", plane, compression="zlib", rowsperstrip=4)
-    tifffile.imwrite(tmp_path / "vol.tif", data)
+    tifffile.imwrite(tmp_path / "vol.tif", data, photometric="minisblack")
     with h5py.File(tmp_path / "vol.h5", "w") as fh:
         fh["raw"] = data
     arr = zarr.create_array(
