@@ -1,0 +1,73 @@
+"""Who reads what: DDP ranks, DataLoader workers, per-epoch seeds.
+
+torch is never imported here: ranks come from ``torch.distributed`` and workers from
+``torch.utils.data.get_worker_info`` only when the caller already imported them (a process
+cannot have an initialised process group, or be a DataLoader worker, without having done so).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from datatools.errors import OptionError
+
+
+def resolve_ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: as given, else from an initialised ``torch.distributed``
+    process group, else ``(0, 1)``.
+
+    Raises:
+        OptionError: only one of the two given, ``world_size < 1``, or ``rank`` outside
+            ``[0, world_size)``.
+    """
+    if rank is None and world_size is None:
+        dist: Any = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank()), int(dist.get_world_size())
+        return 0, 1
+    if rank is None or world_size is None:
+        raise OptionError(
+            f"rank {rank}, world_size {world_size}: give both, or neither to take them from "
+            "torch.distributed"
+        )
+    if world_size < 1:
+        raise OptionError(f"world_size {world_size}: must be >= 1")
+    if not 0 <= rank < world_size:
+        raise OptionError(f"rank {rank}: must be in [0, {world_size}) for world_size {world_size}")
+    return int(rank), int(world_size)
+
+
+def worker_split() -> tuple[int, int]:
+    """``(worker id, number of workers)`` of the current DataLoader worker; ``(0, 1)`` outside
+    one."""
+    data: Any = sys.modules.get("torch.utils.data")
+    info = None if data is None else data.get_worker_info()
+    return (0, 1) if info is None else (int(info.id), int(info.num_workers))
+
+
+def share(n: int, index: int, count: int) -> range:
+    """Part ``index`` of ``count`` near-equal contiguous parts of ``range(n)`` (sizes differ by
+    at most one, the larger ones first)."""
+    base, extra = divmod(n, count)
+    start = index * base + min(index, extra)
+    return range(start, start + base + (index < extra))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed in ``[0, 2**63)`` derived from ``(seed, epoch)`` (the same in every process)."""
+    state = np.random.SeedSequence((seed, epoch)).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` as an int.
+
+    Raises:
+        OptionError: a negative seed.
+    """
+    if seed < 0:
+        raise OptionError(f"seed {seed}: must be >= 0")
+    return int(seed)
