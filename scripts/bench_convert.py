@@ -7,7 +7,9 @@ about 1.8; cached in --data-dir) it measures in one run, each phase in its own p
 RSS is its own:
   read     tifffile.imread of every slice (nothing else)
   encode   zstd-encode every 64^3 chunk on all cores (no writing framework)
-  bound    max(read, encode): a perfectly overlapped pipeline cannot beat it
+  write    writing the same encoded chunks as files (encoding untimed)
+  bound    max(read, encode): a perfectly overlapped pipeline cannot beat it; bound+w also
+           counts the writes, the limit on a machine whose disk is slower than its codec
   zarr     reference: zarr-python streaming of 64-slice slabs (arr[z0:z1] = slab)
   convert  datatools convert, default options
   levels   datatools convert --levels auto (full volume only)
@@ -101,6 +103,38 @@ def phase_encode(folder: Path, roi: bool) -> tuple[int, float]:
     return total, elapsed
 
 
+def phase_write(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+    """Write the same encoded chunks as files (encoding untimed): what the disk allows."""
+    import numcodecs
+
+    from datatools.chunk_files import write_file_atomic
+
+    codec = numcodecs.Zstd(level=3)
+    shape = read_shape(folder)
+    box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
+    paths = files(folder)[box[0]]
+    shutil.rmtree(out, ignore_errors=True)
+    elapsed = 0.0
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for z0 in range(0, len(paths), CHUNK):
+            slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
+            keys = [
+                (z0 // CHUNK, y // CHUNK, x // CHUNK)
+                for y in range(0, slab.shape[1], CHUNK)
+                for x in range(0, slab.shape[2], CHUNK)
+            ]
+            encoded = [
+                codec.encode(np.ascontiguousarray(slab[:, y * CHUNK : (y + 1) * CHUNK,
+                                                       x * CHUNK : (x + 1) * CHUNK]))
+                for _, y, x in keys
+            ]  # fmt: skip
+            start = time.perf_counter()
+            list(pool.map(lambda kv: write_file_atomic(out / "/".join(map(str, kv[0])), kv[1]),
+                          zip(keys, encoded, strict=True)))  # fmt: skip
+            elapsed += time.perf_counter() - start
+    return roi_bytes(folder, roi), elapsed
+
+
 def phase_zarr(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
     shape = read_shape(folder)
     box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
@@ -177,6 +211,7 @@ def child(args: argparse.Namespace) -> None:
     phases = {
         "read": lambda: phase_read(folder, args.roi),
         "encode": lambda: phase_encode(folder, args.roi),
+        "write": lambda: phase_write(folder, out, args.roi),
         "zarr": lambda: phase_zarr(folder, out, args.roi),
         "convert": lambda: phase_convert(folder, out, args.roi),
         "levels": lambda: phase_levels(folder, out, args.roi),
@@ -209,16 +244,19 @@ def main() -> None:
     )
     for roi in (False, True):
         label = "ROI " + "x".join(str(s.stop - s.start) for s in roi_box(shape)) if roi else "full"
-        names = ["read", "encode", "zarr", "convert"] + ([] if roi else ["levels"])
+        names = ["read", "encode", "write", "zarr", "convert"] + ([] if roi else ["levels"])
         r = {name: run_phase(name, folder, out, roi) for name in names}
         mbps = {k: v["bytes"] / 1e6 / v["seconds"] for k, v in r.items()}
         bound = min(mbps["read"], mbps["encode"])
+        disk_bound = min(bound, mbps["write"])
         for name in names:
             print(
                 f"  {label:<22} {name:<8} {mbps[name]:8.0f} MB/s  peak RSS "
                 f"{r[name]['rss_mib']:7.0f} MiB"
             )
         print(f"  {label:<22} bound    {bound:8.0f} MB/s (slower of read and encode)")
+        print(f"  {label:<22} bound+w  {disk_bound:8.0f} MB/s (slowest of read, encode, write)")
+        print(f"  {label:<22} ratios   convert/bound+w {mbps['convert'] / disk_bound:.2f}")
         print(
             f"  {label:<22} ratios   convert/bound {mbps['convert'] / bound:.2f} "
             f"(goal >= 0.85), convert/zarr {mbps['convert'] / mbps['zarr']:.2f} "
