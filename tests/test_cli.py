@@ -38,7 +38,9 @@ def stack(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return folder, data
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["verify"]])
+@pytest.mark.parametrize(
+    "command", [[], ["info"], ["convert"], ["verify"], ["patches"], ["instances"]]
+)
 def test_help(command: list[str]) -> None:
     code, out, _ = run(*command, "--help")
     assert code == 0, out
@@ -271,3 +273,18 @@ def test_convert_levels_and_labels(tmp_path: Path, stack: tuple[Path, np.ndarray
     )
     assert code == 2
     assert err == "Error: --downsample mean: label images take mode or nearest\n"
+
+
+def test_ctrl_c_exits_130_with_one_line(
+    tmp_path: Path, stack: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datatools import convert
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "convert", interrupted)
+    folder, _ = stack
+    result = CliRunner().invoke(cli, ["convert", str(folder), str(tmp_path / "o.zarr")])
+    assert result.exit_code == 130
+    assert result.stderr == "Interrupted; rerun the same command to resume.\n"
