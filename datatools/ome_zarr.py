@@ -167,3 +167,22 @@ def ngff_version(attributes: dict[str, Any]) -> str | None:
     if isinstance(ms, list) and ms:
         return str(ms[0].get("version"))
     return None
+
+
+METERS = {
+    "angstrom": 1e-10, "picometer": 1e-12, "nanometer": 1e-9, "micrometer": 1e-6,
+    "millimeter": 1e-3, "centimeter": 1e-2, "decimeter": 1e-1, "meter": 1.0,
+}  # fmt: skip
+"""Metres per unit for the length units microscopy data uses."""
+
+
+def to_nanometers(values: Sequence[float], unit: str) -> tuple[float, ...]:
+    """``values`` in ``unit`` expressed in nanometres.
+
+    Raises:
+        OptionError: ``unit`` is not a length unit in :data:`METERS`.
+    """
+    if unit not in METERS:
+        raise OptionError(f"--unit {unit}: cannot express it in nanometres")
+    factor = METERS[unit] / METERS["nanometer"]
+    return tuple(float(v) * factor for v in values)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import click
 
-from datatools import convert
+from datatools import class_masks, convert
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     executor_from_options,
@@ -70,6 +70,18 @@ from datatools.errors import OptionError
     help="How a level merges voxels [default: mean; labels: mode].",
 )
 @click.option(
+    "--split-classes",
+    is_flag=True,
+    help="Write one 0/1 uint8 multiscale image per label value, TARGET/<class> "
+    "(cellmap-data layout; nanometre scales).",
+)
+@click.option(
+    "--class-names",
+    default=None,
+    metavar="V=NAME,...",
+    help="With --split-classes: only these values, named (e.g. 1=mito,2=er).",
+)
+@click.option(
     "--as-labels",
     default=None,
     metavar="NAME",
@@ -108,6 +120,8 @@ def convert_command(
     unit: str | None,
     levels: str | None,
     downsample: str | None,
+    split_classes: bool,
+    class_names: str | None,
     as_labels: str | None,
     factors: str | None,
     name: str | None,
@@ -161,9 +175,25 @@ def convert_command(
         "progress": progress_wanted(),
     }
     source_spec = resolve_source(source)
+    if split_classes:
+        result_split = class_masks.split_classes(
+            source_spec,
+            target,
+            class_names=class_masks.parse_class_names(class_names),
+            **{k: options[k] for k in SPLIT_OPTIONS if options[k] is not None},
+        )
+        click.echo(result_split.summary())
+        return
     with executor_from_options(kwargs) as executor:
         result = convert.convert(source_spec, target, executor=executor, **options)
     click.echo(result.summary())
+
+
+SPLIT_OPTIONS = (
+    "roi", "chunks", "levels", "downsample", "factors", "zarr_format", "codec", "voxel_size",
+    "unit", "open_options", "workers", "memory_limit", "task", "overwrite", "progress",
+)  # fmt: skip
+"""convert options that --split-classes passes on."""
 
 
 def _levels(text: str) -> int | Literal["auto"]:

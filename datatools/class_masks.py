@@ -1,0 +1,229 @@
+"""``convert --split-classes``: one 0/1 uint8 multiscale image per label value.
+
+The layout class-mask loaders such as cellmap-data expect: ``target.zarr/<class>/0, 1, ...``,
+each ``<class>`` an OME-Zarr image (NGFF 0.5 on Zarr v3, 0.4 on Zarr v2) whose voxels are 1
+where the labels equal the class value, with its voxel count in the ``datatools`` attribute.
+Scales are written in nanometres when the unit is a length.
+
+Two steps, both streaming in bounded memory: a counting pass over the labels (which values occur,
+how often), then one :func:`datatools.convert.convert` per class of a lazy ``labels == value``
+view, so every class is resumable on its own and shares convert's pyramid, ledger and metadata.
+The labels are read once per class plus once for counting; memory is that of ``convert``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+
+from datatools import target
+from datatools.convert import ConvertResult, convert
+from datatools.convert_plan import DEFAULT_CHUNK
+from datatools.errors import InputError, OptionError
+from datatools.executor import TaskSlice
+from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.ome_zarr import normalize_unit, to_nanometers
+from datatools.progress import progress_bar
+from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
+
+COUNT_BLOCK_BYTES = 64 * 2**20
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+
+
+class ClassMask(Volume):
+    """A lazy 0/1 uint8 view of ``labels == value`` (same shape, axes and placement)."""
+
+    kind = "class-mask"
+
+    def __init__(self, labels: Volume, value: int) -> None:
+        super().__init__(
+            f"{labels.spec}=={value}",
+            labels.shape,
+            "uint8",
+            labels.axes,
+            voxel_size=labels.voxel_size,
+            unit=labels.unit,
+            translation=labels.translation,
+            chunks=labels.chunks,
+        )
+        self.labels = labels
+        self.value = value
+
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
+        mask: np.ndarray[Any, Any] = self.labels.read(box) == self.value
+        return mask.view(np.uint8)
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What :func:`split_classes` wrote: per class name, its value, voxel count and result."""
+
+    target: Path
+    classes: dict[str, tuple[int, int, ConvertResult]]
+
+    @property
+    def complete(self) -> bool:
+        return all(result.complete for _, _, result in self.classes.values())
+
+    def summary(self) -> str:
+        lines = [f"{self.target}: {len(self.classes)} class masks"]
+        for name, (value, count, result) in self.classes.items():
+            state = "complete" if result.complete else "INCOMPLETE"
+            lines.append(
+                f"  {name}: label {value}, {count} voxels, {result.levels} levels, {state}"
+            )
+        return "\n".join(lines)
+
+
+def parse_class_names(text: str | None) -> dict[int, str] | None:
+    """``1=mito,2=er`` -> ``{1: "mito", 2: "er"}``.
+
+    Raises:
+        OptionError: a part is not ``value=name`` or a name is not a plain name.
+    """
+    if text is None:
+        return None
+    names: dict[int, str] = {}
+    for part in text.split(","):
+        value, sep, name = part.partition("=")
+        if not sep or not _NAME.match(name.strip()):
+            raise OptionError(f"--class-names {text}: '{part}' is not value=name (e.g. 1=mito)")
+        try:
+            names[int(value)] = name.strip()
+        except ValueError as exc:
+            raise OptionError(f"--class-names {text}: '{value}' is not an integer") from exc
+    return names
+
+
+def count_classes(labels: Volume, box: Box, *, progress: bool = False) -> dict[int, int]:
+    """Voxel count of every non-zero label value inside ``box``, in bounded memory.
+
+    Memory: one block of about 64 MiB of labels plus its ``np.unique``.
+    """
+    per_voxel = labels.dtype.itemsize
+    tile = list(box.shape)
+    for ax in range(len(tile)):
+        rest = per_voxel * int(np.prod(tile[ax + 1 :], dtype=np.int64))
+        tile[ax] = max(1, min(tile[ax], COUNT_BLOCK_BYTES // max(rest, 1)))
+        if tile[ax] < box.shape[ax]:
+            break
+    counts: dict[int, int] = {}
+    blocks = list(tile_box(box, tile))
+    with progress_bar(len(blocks), f"count {Path(labels.spec).name}", enabled=progress) as bar:
+        for block in blocks:
+            values, n = np.unique(labels.read(block), return_counts=True)
+            for value, count in zip(values.tolist(), n.tolist(), strict=True):
+                counts[int(value)] = counts.get(int(value), 0) + int(count)
+            bar.update(1)
+    counts.pop(0, None)
+    return counts
+
+
+def split_classes(
+    source: SourceSpec,
+    target_path: str | Path,
+    *,
+    class_names: Mapping[int, str] | None = None,
+    roi: RoiSpec | Box | None = None,
+    chunks: int | Sequence[int] = DEFAULT_CHUNK,
+    levels: int | Literal["auto"] = 1,
+    downsample: str = "mode",
+    factors: Sequence[int] | None = None,
+    zarr_format: int = 3,
+    codec: str = "zstd",
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
+    open_options: OpenOptions | None = None,
+    workers: int | None = None,
+    memory_limit: int | None = None,
+    task: TaskSlice | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> SplitResult:
+    """Write one 0/1 uint8 multiscale image per label value of ``source`` under ``target``.
+
+    Args:
+        source: an integer label volume (anything :func:`datatools.sources.open_volume` opens).
+        target_path: the output group; class images go to ``<target>/<name>``.
+        class_names: value -> name; only these classes are written (default: every non-zero
+            value found, named by its value).
+        roi, chunks, levels, downsample, factors, zarr_format, codec, voxel_size, unit,
+        open_options, workers, memory_limit, task, overwrite, progress: as
+            :func:`datatools.convert.convert` (``downsample`` must be mode, nearest or max).
+
+    Raises:
+        InputError: the labels are not integers, or hold no non-zero value.
+        OptionError: a named class does not occur, or an invalid option.
+        TargetError, ResumeMismatchError: as :func:`datatools.convert.convert`.
+    """
+    if downsample not in ("mode", "nearest", "max"):
+        raise OptionError(f"--downsample {downsample}: class masks take mode, nearest or max")
+    path = Path(target_path)
+    labels = open_volume(source, open_options)
+    try:
+        if labels.dtype.kind not in "biu":
+            raise InputError(f"{labels.spec}: labels must be integers, not {labels.dtype}")
+        box = resolve_roi(roi, labels.shape, labels.axes)
+        counts = count_classes(labels, box, progress=progress)
+        if not counts:
+            raise InputError(f"{labels.spec}: holds no non-zero label in {box.to_text()}")
+        names = {v: str(v) for v in sorted(counts)} if class_names is None else dict(class_names)
+        missing = sorted(set(names) - set(counts))
+        if missing:
+            raise OptionError(
+                f"--class-names: label values {missing} do not occur in {labels.spec} "
+                f"(present: {sorted(counts)[:20]})"
+            )
+        size, length_unit = _nanometers(labels, voxel_size, unit)
+        params = {
+            "source": spec_text(labels.spec),
+            "roi": box.to_text(),
+            "classes": {str(v): n for v, n in sorted(names.items())},
+            "counts": {str(v): counts[v] for v in sorted(names)},
+        }
+        target.claim(
+            path, target.RunRecord("split-classes", params), overwrite=overwrite,
+            populate=lambda folder: _populate(folder, zarr_format, params),
+        )  # fmt: skip
+        results: dict[str, tuple[int, int, ConvertResult]] = {}
+        for value, name in sorted(names.items()):
+            result = convert(
+                ClassMask(labels, value), path / name, roi=box, chunks=chunks,
+                levels=levels, downsample=downsample, factors=factors, codec=codec,
+                zarr_format=zarr_format, voxel_size=size, unit=length_unit, name=name,
+                workers=workers, memory_limit=memory_limit, task=task, progress=progress,
+            )  # fmt: skip
+            if result.complete:
+                group = zarr.open_group(path / name, mode="r+")
+                info: dict[str, Any] = json.loads(json.dumps(group.attrs["datatools"]))
+                info.update(class_value=value, voxel_count=counts[value])
+                group.attrs["datatools"] = info
+            results[name] = (value, counts[value], result)
+    finally:
+        labels.close()
+    if all(r.complete for _, _, r in results.values()):
+        target.mark_complete(path)
+    return SplitResult(path, results)
+
+
+def _populate(folder: Path, zarr_format: int, params: dict[str, Any]) -> None:
+    group = zarr.create_group(folder, zarr_format=zarr_format)  # type: ignore[arg-type]
+    group.attrs.update({"datatools": {"command": "split-classes", **params}})
+
+
+def _nanometers(
+    labels: Volume, voxel_size: Sequence[float] | None, unit: str | None
+) -> tuple[Sequence[float] | None, str | None]:
+    """Voxel size (and unit) in nanometres when the unit is a length, else as given."""
+    size = voxel_size if voxel_size is not None else labels.voxel_size
+    name = normalize_unit(unit) if unit is not None else normalize_unit(labels.unit)
+    if size is None or name is None:
+        return voxel_size, unit
+    return to_nanometers(size, name), "nanometer"
