@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import zarr
 from numcodecs.abc import Codec as NumcodecsCodec
 
-from datatools.geometry import Box
+from datatools.geometry import Box, tile_box
 
 
 def write_file_atomic(path: Path, payload: Any) -> None:
@@ -84,6 +85,38 @@ class ChunkFiles:
             path.unlink(missing_ok=True)
             return
         write_file_atomic(path, raw if self.encoder is None else self.encoder.encode(raw))
+
+    def read(self, box: Box, pool: Executor) -> np.ndarray[Any, Any]:
+        """Read ``box`` (array voxels) by decoding the chunk files it meets on ``pool``.
+
+        Missing chunks read as zeros (the fill value). Memory: the result plus one decoded
+        chunk per pool thread.
+        """
+        out = np.empty(box.shape, dtype=self.dtype)
+        grid = Box(
+            tuple(a // c * c for a, c in zip(box.start, self.chunks, strict=True)),
+            box.stop,
+        )
+
+        def fill(chunk: Box) -> None:
+            coords = tuple(a // c for a, c in zip(chunk.start, self.chunks, strict=True))
+            path = self.path / self._encode_key(coords)
+            part = chunk.intersect(box)
+            if part is None:
+                return
+            target = out[part.relative_to(box.start).slices()]
+            try:
+                payload = path.read_bytes()
+            except FileNotFoundError:
+                target[...] = 0
+                return
+            raw = payload if self.encoder is None else self.encoder.decode(payload)
+            data = np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
+            target[...] = data[part.relative_to(chunk.start).slices()]
+
+        for _ in pool.map(fill, tile_box(grid, self.chunks)):
+            pass
+        return out
 
     def _buffer(self) -> np.ndarray[Any, Any]:
         buffer: np.ndarray[Any, Any] | None = getattr(self._buffers, "chunk", None)

@@ -369,7 +369,10 @@ class _LevelWriter:
             pass
 
     def read(self, box: Box) -> Array:
-        return np.asarray(self.array[box.slices()])
+        """Read ``box`` back (to build the next level), decoding chunks on the pool."""
+        if self.files is None:
+            return np.asarray(self.array[box.slices()])
+        return self.files.read(box, self.pool)
 
 
 class _ZarrRun:
