@@ -55,3 +55,25 @@ def test_read_into_a_wrong_buffer_is_refused(tmp_path: Path) -> None:
     spec = specs(tmp_path, data)[0]
     with open_volume(spec) as volume, pytest.raises(ValueError, match="does not fit"):
         volume.read(Box((0, 0, 0), (2, 2, 2)), out=np.zeros((2, 2, 3), "uint16"))
+
+
+def test_uncompressed_slices_are_reread_without_their_header(tmp_path: Path) -> None:
+    from datatools.errors import InputError
+
+    data = arange_volume((3, 16, 12), "uint16")
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(folder / f"s{z}.tif", plane)
+    with open_volume(str(folder)) as volume:
+        for box in (
+            Box((0, 0, 0), (3, 16, 12)),
+            Box((1, 3, 2), (3, 9, 7)),
+            Box((0, 5, 0), (2, 6, 12)),
+        ):
+            for _ in range(2):  # the second read of a slice skips its header
+                np.testing.assert_array_equal(volume.read(box), data[box.slices()])
+        path = folder / "s2.tif"
+        path.write_bytes(path.read_bytes()[:200])
+        with pytest.raises(InputError, match=r"s2\.tif: truncated TIFF"):
+            volume.read(Box((2, 8, 0), (3, 16, 12)))

@@ -98,6 +98,9 @@ class TiffStack(Volume):
         self.paths = tuple(paths)
         self.layout = layout
         self.ignored = ignored
+        self._pixels: dict[Path, int] = {}
+        """Offset of the pixels of slices already read whose rows can be read directly
+        (uncompressed, one sample, native byte order): later reads skip parsing the header."""
 
     def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """Read ``box`` (``(z, y, x)`` or ``(c, z, y, x)``, half-open) into ``out`` (C-contiguous,
@@ -138,16 +141,52 @@ class TiffStack(Volume):
         out: np.ndarray[Any, Any],
     ) -> None:
         name = str(path)
+        offset = self._pixels.get(path)
+        if offset is not None:
+            self._read_rows(path, offset, rows, columns, out[0])
+            return
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 layout = check_page(page, name)
                 _check_same(name, layout, self.layout, str(self.paths[0]))
                 read_page_region(page, name, rows, columns, channels, out)
+                raw = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+                if page.is_final and layout.samples == 1 and raw == self.dtype:
+                    self._pixels[path] = int(page.dataoffsets[0])
         except DatatoolsError:
             raise
         except TIFF_ERRORS as exc:
             raise InputError(f"{name}: not a readable TIFF ({exc})") from exc
+
+    def _read_rows(
+        self,
+        path: Path,
+        offset: int,
+        rows: tuple[int, int],
+        columns: tuple[int, int],
+        out: np.ndarray[Any, Any],
+    ) -> None:
+        """Rows ``[rows)`` x ``[columns)`` of an uncompressed slice whose pixels start at
+        ``offset`` (checked by an earlier read), straight from the file."""
+        width = self.shape[-1]
+        n_rows = rows[1] - rows[0]
+        whole = columns == (0, width) and out.flags.c_contiguous
+        block = out if whole else np.empty((n_rows, width), self.dtype)
+        view = block.data.cast("B")
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                fh.seek(offset + rows[0] * width * self.dtype.itemsize)
+                done = 0
+                while done < len(view):
+                    got = fh.readinto(view[done:])
+                    if not got:
+                        raise InputError(f"{path}: truncated TIFF (pixel data ends early)")
+                    done += got
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable TIFF ({exc})") from exc
+        if not whole:
+            out[...] = block[:, columns[0] : columns[1]]
 
     def details(self) -> dict[str, Any]:
         """Files, first and last file, compression and strip or tile shape of the first slice."""
