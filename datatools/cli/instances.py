@@ -9,6 +9,7 @@ import click
 from datatools import instances
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
+    edge_option,
     open_options_from,
     output_options,
     parse_bytes,
@@ -20,7 +21,6 @@ from datatools.cli.options import (
     source_options,
 )
 from datatools.convert import default_workers
-from datatools.edges import EDGE_MODES
 
 
 @click.command("instances")
@@ -36,13 +36,7 @@ from datatools.edges import EDGE_MODES
 @click.option("--masks", is_flag=True, help="Add masks (i, 1, z, y, x) uint8: 1 on the instance.")
 @click.option("--zero-others", is_flag=True, help="Set voxels of other instances to 0.")
 @click.option("--zero-background", is_flag=True, help="Set every voxel not of the instance to 0.")
-@click.option(
-    "--edge",
-    type=click.Choice(EDGE_MODES),
-    default="constant",
-    show_default=True,
-    help="Windows crossing the border: zeros, mirrored (as np.pad), moved inside, or skipped.",
-)
+@edge_option("constant", "Windows")
 @click.option("--ids", default=None, metavar="ID,ID,...", help="Crop only these instance ids.")
 @click.option("--min-voxels", type=int, default=0, help="Skip instances with fewer voxels.")
 @click.option("--max-voxels", type=int, default=None, help="Skip instances with more voxels.")

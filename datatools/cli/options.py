@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from datatools.codecs import HDF5_CODECS, ZARR_CODECS
+from datatools.edges import EDGE_MODES
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
@@ -236,3 +237,16 @@ output_options = _compose(
     ),
 )
 """``--codec``, ``--level`` (as ``codec_level``), ``--zarr-format``, ``--overwrite``."""
+
+
+def edge_option(default: str, subject: str) -> Callable[[F], F]:
+    """``--edge`` for boxes (``subject``: patches, windows) that cross the volume's border."""
+    return click.option(
+        "--edge",
+        type=click.Choice(EDGE_MODES),
+        default=default,
+        show_default=True,
+        help=f"{subject} crossing the border: mirror with (symmetric) or without (reflect) the "
+        "edge voxel as np.pad does, pad with the fill value (constant), move inside (shift), "
+        "skip (drop).",
+    )

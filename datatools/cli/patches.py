@@ -12,6 +12,7 @@ import click
 from datatools import patches
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
+    edge_option,
     open_options_from,
     output_options,
     parse_bytes,
@@ -22,7 +23,6 @@ from datatools.cli.options import (
     source_argument,
     source_options,
 )
-from datatools.edges import EDGE_MODES
 from datatools.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
 from datatools.sources import SourceSpec
 
@@ -40,14 +40,7 @@ from datatools.sources import SourceSpec
 @click.option(
     "--stride", metavar="N|Y,X", help="Grid step in voxels [default: --size, i.e. tiling]."
 )
-@click.option(
-    "--edge",
-    type=click.Choice(EDGE_MODES),
-    default="symmetric",
-    show_default=True,
-    help="Patches crossing the ROI border: mirror with (symmetric) or without (reflect) the "
-    "edge voxel, --fill (constant), move inside (shift), skip (drop).",
-)
+@edge_option("symmetric", "Patches")
 @click.option("--fill", type=float, default=0, help="Value outside the ROI for --edge constant.")
 @click.option("--labels", help="Label volume on the source's grid; label patches are stored too.")
 @click.option("--mask", help="Keep patches holding mask voxels (> 0), see --min-fraction.")
