@@ -37,7 +37,7 @@ import numpy as np
 import zarr
 
 from datatools import __version__, hdf5_image, label_image, target
-from datatools.chunk_files import ChunkFiles
+from datatools.chunk_files import ChunkFiles, spread_order
 from datatools.codecs import Codec, parse_codec
 from datatools.convert_plan import (
     DEFAULT_CHUNK,
@@ -351,11 +351,17 @@ class _LevelWriter:
     """Writes whole blocks of one level array: chunk files encoded on the pool, or through
     zarr-python for sharded arrays."""
 
-    def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor, *, atomic: bool
+    ) -> None:
         self.pool = pool
         self.sharded = job.plan.shards is not None
         self.array = zarr.open_array(path, mode="r+")
-        self.files = None if self.sharded else ChunkFiles(path, job.codec.encoder(job.out_dtype))
+        self.files = (
+            None
+            if self.sharded
+            else ChunkFiles(path, job.codec.encoder(job.out_dtype), atomic=atomic)
+        )
 
     def write(self, box: Box, data: Array) -> None:
         """Store ``data`` at ``box`` (aligned to this level's chunk or shard grid)."""
@@ -363,7 +369,7 @@ class _LevelWriter:
             self.array[box.slices()] = data
             return
         files = self.files
-        chunks = list(tile_box(box, files.chunks))
+        chunks = spread_order(tile_box(box, files.chunks))
         views = [data[chunk.relative_to(box.start).slices()] for chunk in chunks]
         for _ in self.pool.map(files.write, chunks, views):
             pass
@@ -380,7 +386,13 @@ class _ZarrRun:
 
     def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
         self.job = job
-        self.levels = [_LevelWriter(job, path / str(k), pool) for k in range(len(job.plan.levels))]
+        # levels 0 and 1 are written by base units only, each by one task and read by no one
+        # before the unit is recorded; two tasks finishing at once may both build a unit of a
+        # lower level while the other reads it, so those files are replaced atomically
+        self.levels = [
+            _LevelWriter(job, path / str(k), pool, atomic=k >= 2)
+            for k in range(len(job.plan.levels))
+        ]
         self._buffers = threading.local()
 
     def _buffer(self) -> Array:

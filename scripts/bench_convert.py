@@ -9,7 +9,10 @@ RSS is its own:
   encode   zstd-encode every 64^3 chunk on all cores (no writing framework)
   write    writing the same encoded chunks as files (encoding untimed)
   bound    max(read, encode): a perfectly overlapped pipeline cannot beat it; bound+w also
-           counts the writes, the limit on a machine whose disk is slower than its codec
+           counts the writes, the limit on a machine whose disk is slower than its codec;
+           bound+c adds up the CPU seconds (user + system) of read, encode and write and spreads
+           them over all cores: the limit where writing files costs CPU time comparable to
+           encoding (as on this kind of VM, where ext4 spends ~1 core-second per 400 MB written)
   zarr     reference: zarr-python streaming of 64-slice slabs (arr[z0:z1] = slab)
   convert  datatools convert, default options
   levels   datatools convert --levels auto (full volume only)
@@ -29,7 +32,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +73,33 @@ def roi_box(shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
     return tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(shape, sizes, strict=True))  # type: ignore[return-value]
 
 
-def phase_read(folder: Path, roi: bool) -> tuple[int, float]:
+class Clock:
+    """Wall and CPU seconds (all threads, user + system) of the timed parts of a phase."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+
+
+def phase_read(folder: Path, roi: bool) -> tuple[int, Clock]:
     """Read every slice the (ROI) volume needs; bytes are the ROI's."""
     paths = files(folder)
     zs = roi_box(read_shape(folder))[0] if roi else slice(0, len(paths))
-    start = time.perf_counter()
-    for p in paths[zs]:
-        tifffile.imread(p)
-    return roi_bytes(folder, roi), time.perf_counter() - start
+    clock = Clock()
+    with clock.timed():
+        for p in paths[zs]:
+            tifffile.imread(p)
+    return roi_bytes(folder, roi), clock
 
 
-def phase_encode(folder: Path, roi: bool) -> tuple[int, float]:
+def phase_encode(folder: Path, roi: bool) -> tuple[int, Clock]:
     """Encode every chunk of the (ROI) volume with zstd on all cores; slabs read untimed."""
     import numcodecs
 
@@ -86,7 +107,7 @@ def phase_encode(folder: Path, roi: bool) -> tuple[int, float]:
     shape = read_shape(folder)
     box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
     paths = files(folder)[box[0]]
-    elapsed = 0.0
+    clock = Clock()
     total = 0
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for z0 in range(0, len(paths), CHUNK):
@@ -96,50 +117,46 @@ def phase_encode(folder: Path, roi: bool) -> tuple[int, float]:
                 for y in range(0, slab.shape[1], CHUNK)
                 for x in range(0, slab.shape[2], CHUNK)
             ]
-            start = time.perf_counter()
-            list(pool.map(codec.encode, chunks))
-            elapsed += time.perf_counter() - start
+            with clock.timed():
+                list(pool.map(codec.encode, chunks))
             total += slab.nbytes
-    return total, elapsed
+    return total, clock
 
 
-def phase_write(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+def phase_write(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     """Write the same encoded chunks as files (encoding untimed): what the disk allows."""
     import numcodecs
 
-    from datatools.chunk_files import write_file_atomic
+    from datatools.chunk_files import write_file
 
     codec = numcodecs.Zstd(level=3)
     shape = read_shape(folder)
     box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
     paths = files(folder)[box[0]]
-    shutil.rmtree(out, ignore_errors=True)
-    elapsed = 0.0
+    clock = Clock()
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         for z0 in range(0, len(paths), CHUNK):
             slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
-            keys = [
+            keys = [  # as datatools orders them: neighbours in different folders
                 (z0 // CHUNK, y // CHUNK, x // CHUNK)
-                for y in range(0, slab.shape[1], CHUNK)
                 for x in range(0, slab.shape[2], CHUNK)
+                for y in range(0, slab.shape[1], CHUNK)
             ]
             encoded = [
                 codec.encode(np.ascontiguousarray(slab[:, y * CHUNK : (y + 1) * CHUNK,
                                                        x * CHUNK : (x + 1) * CHUNK]))
                 for _, y, x in keys
             ]  # fmt: skip
-            start = time.perf_counter()
-            list(pool.map(lambda kv: write_file_atomic(out / "/".join(map(str, kv[0])), kv[1]),
-                          zip(keys, encoded, strict=True)))  # fmt: skip
-            elapsed += time.perf_counter() - start
-    return roi_bytes(folder, roi), elapsed
+            with clock.timed():
+                list(pool.map(lambda kv: write_file(out / "/".join(map(str, kv[0])), kv[1]),
+                              zip(keys, encoded, strict=True)))  # fmt: skip
+    return roi_bytes(folder, roi), clock
 
 
-def phase_zarr(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+def phase_zarr(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     shape = read_shape(folder)
     box = roi_box(shape) if roi else tuple(slice(0, n) for n in shape)
     out_shape = tuple(s.stop - s.start for s in box)
-    shutil.rmtree(out, ignore_errors=True)
     arr = zarr.create_array(
         out,
         shape=out_shape,
@@ -148,34 +165,35 @@ def phase_zarr(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
         compressors=zarr.codecs.ZstdCodec(level=3),
     )
     paths = files(folder)[box[0]]
-    start = time.perf_counter()
-    for z0 in range(0, len(paths), CHUNK):
-        slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
-        arr[z0 : z0 + slab.shape[0]] = slab
-    return roi_bytes(folder, roi), time.perf_counter() - start
+    clock = Clock()
+    with clock.timed():
+        for z0 in range(0, len(paths), CHUNK):
+            slab = np.stack([tifffile.imread(p)[box[1], box[2]] for p in paths[z0 : z0 + CHUNK]])
+            arr[z0 : z0 + slab.shape[0]] = slab
+    return roi_bytes(folder, roi), clock
 
 
-def phase_convert(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+def phase_convert(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     from datatools.convert import convert
     from datatools.geometry import RoiSpec
 
     shape = read_shape(folder)
     box = roi_box(shape) if roi else None
     spec = None if box is None else RoiSpec(tuple((s.start, s.stop) for s in box))
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    convert(str(folder), out, roi=spec)
-    return roi_bytes(folder, roi), time.perf_counter() - start
+    clock = Clock()
+    with clock.timed():
+        convert(str(folder), out, roi=spec)
+    return roi_bytes(folder, roi), clock
 
 
-def phase_levels(folder: Path, out: Path, roi: bool) -> tuple[int, float]:
+def phase_levels(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     """convert with --levels auto (full volume only)."""
     from datatools.convert import convert
 
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    convert(str(folder), out, levels="auto")
-    return roi_bytes(folder, roi), time.perf_counter() - start
+    clock = Clock()
+    with clock.timed():
+        convert(str(folder), out, levels="auto")
+    return roi_bytes(folder, roi), clock
 
 
 def roi_bytes(folder: Path, roi: bool) -> int:
@@ -200,7 +218,7 @@ def run_phase(name: str, folder: Path, out: Path, roi: bool) -> dict[str, float]
         "--folder",
         str(folder),
         "--out",
-        str(out),
+        str(out / f"{name}{'_roi' if roi else ''}"),
     ] + (["--roi"] if roi else [])
     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     return dict(json.loads(line.splitlines()[-1]))
@@ -216,9 +234,9 @@ def child(args: argparse.Namespace) -> None:
         "convert": lambda: phase_convert(folder, out, args.roi),
         "levels": lambda: phase_levels(folder, out, args.roi),
     }
-    nbytes, seconds = phases[args.phase]()
+    nbytes, clock = phases[args.phase]()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "bytes": nbytes, "rss_mib": rss}))
+    print(json.dumps({"seconds": clock.wall, "cpu": clock.cpu, "bytes": nbytes, "rss_mib": rss}))
 
 
 def main() -> None:
@@ -235,7 +253,10 @@ def main() -> None:
         return
     shape = QUICK if args.quick else FULL
     folder = Path(args.data_dir) / ("convert_quick" if args.quick else "convert_stack")
-    out = Path(args.data_dir) / "bench_out.zarr"
+    # every phase writes a new folder, all removed at the end: deleting thousands of files just
+    # before a phase would slow its file creation (ext4 skips recently freed inodes)
+    out = Path(args.data_dir) / "bench_out"
+    shutil.rmtree(out, ignore_errors=True)
     make_stack(folder, shape)
     phase_read(folder, False)  # warm the page cache so every phase sees the same state
     print(
@@ -249,14 +270,27 @@ def main() -> None:
         mbps = {k: v["bytes"] / 1e6 / v["seconds"] for k, v in r.items()}
         bound = min(mbps["read"], mbps["encode"])
         disk_bound = min(bound, mbps["write"])
+        cores = os.cpu_count() or 1
+        cpu_bound = (
+            r["read"]["bytes"]
+            / 1e6
+            / (sum(r[k]["cpu"] for k in ("read", "encode", "write")) / cores)
+        )
         for name in names:
             print(
                 f"  {label:<22} {name:<8} {mbps[name]:8.0f} MB/s  peak RSS "
-                f"{r[name]['rss_mib']:7.0f} MiB"
+                f"{r[name]['rss_mib']:7.0f} MiB  CPU {r[name]['cpu']:6.2f} s"
             )
         print(f"  {label:<22} bound    {bound:8.0f} MB/s (slower of read and encode)")
         print(f"  {label:<22} bound+w  {disk_bound:8.0f} MB/s (slowest of read, encode, write)")
-        print(f"  {label:<22} ratios   convert/bound+w {mbps['convert'] / disk_bound:.2f}")
+        print(
+            f"  {label:<22} bound+c  {cpu_bound:8.0f} MB/s (CPU seconds of read + encode + write "
+            f"over {cores} cores: the limit when the writes cost CPU too)"
+        )
+        print(
+            f"  {label:<22} ratios   convert/bound+w {mbps['convert'] / disk_bound:.2f}, "
+            f"convert/bound+c {mbps['convert'] / cpu_bound:.2f}"
+        )
         print(
             f"  {label:<22} ratios   convert/bound {mbps['convert'] / bound:.2f} "
             f"(goal >= 0.85), convert/zarr {mbps['convert'] / mbps['zarr']:.2f} "

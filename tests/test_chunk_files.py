@@ -10,14 +10,17 @@ import pytest
 import zarr
 from conftest import arange_volume
 
-from datatools.chunk_files import ChunkFiles
+from datatools.chunk_files import ChunkFiles, spread_order
 from datatools.codecs import parse_codec
 from datatools.geometry import Box, tile_box
 
 
+@pytest.mark.parametrize("atomic", [True, False])
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("codec", ["zstd", "none"])
-def test_write_and_read_match_zarr(tmp_path: Path, zarr_format: int, codec: str) -> None:
+def test_write_and_read_match_zarr(
+    tmp_path: Path, zarr_format: int, codec: str, atomic: bool
+) -> None:
     data = arange_volume((9, 10, 11), "uint16")
     data[:4, :4, :4] = 0  # an all-zero chunk is not stored
     choice = parse_codec(codec)
@@ -37,10 +40,11 @@ def test_write_and_read_match_zarr(tmp_path: Path, zarr_format: int, codec: str)
         zarr_format=zarr_format,
         **kwargs,
     )
-    files = ChunkFiles(tmp_path / "a", choice.encoder(data.dtype))
+    files = ChunkFiles(tmp_path / "a", choice.encoder(data.dtype), atomic=atomic)
     for chunk in tile_box(Box.from_shape(data.shape), files.chunks):
         files.write(chunk, data[chunk.slices()])
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "a", mode="r")[:], data)
+    assert not list((tmp_path / "a").rglob("*.tmp"))
     with ThreadPoolExecutor(2) as pool:
         for box in (
             Box.from_shape(data.shape),
@@ -48,3 +52,11 @@ def test_write_and_read_match_zarr(tmp_path: Path, zarr_format: int, codec: str)
             Box((0, 0, 0), (2, 2, 2)),
         ):
             np.testing.assert_array_equal(files.read(box, pool), data[box.slices()])
+
+
+def test_spread_order_puts_neighbours_in_different_folders() -> None:
+    chunks = list(tile_box(Box.from_shape((8, 12, 12)), (4, 4, 4)))
+    ordered = spread_order(chunks)
+    assert sorted(ordered, key=lambda b: b.start) == chunks
+    folders = [box.start[:-1] for box in ordered]  # the key c/z/y/x: one folder per (z, y)
+    assert all(a != b for a, b in zip(folders, folders[1:]))

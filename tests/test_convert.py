@@ -180,6 +180,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     assert not verify(out).ok
     (out / "0" / "c" / ".stray.123.tmp").parent.mkdir(parents=True, exist_ok=True)
     (out / "0" / "c" / ".stray.123.tmp").write_bytes(b"x")
+    torn = out / "0" / "c" / "3" / "3" / "3"  # in the last unit, not recorded: written in place
+    torn.parent.mkdir(parents=True, exist_ok=True)
+    torn.write_bytes(b"torn")
     result = convert(ArrayVolume(data), out, **kwargs)
     assert result.units_skipped == 3
     assert result.units_written == result.units_total - 3
