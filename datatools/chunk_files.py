@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import zarr
 from numcodecs.abc import Codec as NumcodecsCodec
+from zarr.codecs import BloscCodec, BytesCodec, Endian, GzipCodec, ZstdCodec
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.storage import LocalStore
 
 from datatools.geometry import Box, tile_box
 
@@ -86,6 +90,7 @@ class ChunkFiles:
         self.chunks = tuple(int(c) for c in array.chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.encoder = encoder
+        self.fill_value = array.fill_value
         self._encode_key = array.metadata.encode_chunk_key
         self._buffers = threading.local()
         self._store = write_file_atomic if atomic else write_file
@@ -111,11 +116,26 @@ class ChunkFiles:
             return
         self._store(path, raw if self.encoder is None else self.encoder.encode(raw))
 
+    def read_chunk(self, coords: tuple[int, ...]) -> np.ndarray[Any, Any] | None:
+        """The decoded chunk at chunk-grid ``coords`` (read-only, full chunk shape), or ``None``
+        when its file does not exist (the chunk is all fill value).
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: the file does not decode to one chunk.
+        """
+        try:
+            payload = (self.path / self._encode_key(coords)).read_bytes()
+        except FileNotFoundError:
+            return None
+        raw = payload if self.encoder is None else self.encoder.decode(payload)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
+
     def read(self, box: Box, pool: Executor) -> np.ndarray[Any, Any]:
         """Read ``box`` (array voxels) by decoding the chunk files it meets on ``pool``.
 
-        Missing chunks read as zeros (the fill value). Memory: the result plus one decoded
-        chunk per pool thread.
+        Missing chunks read as the fill value. Memory: the result plus one decoded chunk per
+        pool thread.
         """
         out = np.empty(box.shape, dtype=self.dtype)
         grid = Box(
@@ -124,24 +144,27 @@ class ChunkFiles:
         )
 
         def fill(chunk: Box) -> None:
-            coords = tuple(a // c for a, c in zip(chunk.start, self.chunks, strict=True))
-            path = self.path / self._encode_key(coords)
             part = chunk.intersect(box)
             if part is None:
                 return
             target = out[part.relative_to(box.start).slices()]
-            try:
-                payload = path.read_bytes()
-            except FileNotFoundError:
-                target[...] = 0
-                return
-            raw = payload if self.encoder is None else self.encoder.decode(payload)
-            data = np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
-            target[...] = data[part.relative_to(chunk.start).slices()]
+            data = self.read_chunk(
+                tuple(a // c for a, c in zip(chunk.start, self.chunks, strict=True))
+            )
+            if data is None:
+                target[...] = self.fill_value
+            else:
+                target[...] = data[part.relative_to(chunk.start).slices()]
 
         for _ in pool.map(fill, tile_box(grid, self.chunks)):
             pass
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_buffers"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _buffers=threading.local())
 
     def _buffer(self) -> np.ndarray[Any, Any]:
         buffer: np.ndarray[Any, Any] | None = getattr(self._buffers, "chunk", None)
@@ -149,3 +172,38 @@ class ChunkFiles:
             buffer = np.empty(self.chunks, dtype=self.dtype)
             self._buffers.chunk = buffer
         return buffer
+
+
+def chunk_reader(array: Any) -> ChunkFiles | None:
+    """:class:`ChunkFiles` reading ``array``'s chunk files directly (no zarr-python per-chunk
+    overhead), or ``None`` unless ``array`` is a Zarr array in a local folder whose chunks
+    datatools decodes itself: unsharded and in C order; Zarr v3 with the little-endian bytes
+    codec and at most one of zstd, gzip and blosc; Zarr v2 with a little-endian or one-byte
+    dtype, no filters and any numcodecs compressor."""
+    if not isinstance(array, zarr.Array) or not isinstance(array.store, LocalStore):
+        return None
+    meta = array.metadata
+    dtype = np.dtype(array.dtype)
+    if dtype.byteorder == ">" or dtype.hasobject or array.fill_value is None:
+        return None
+    decoder: NumcodecsCodec | None
+    if isinstance(meta, ArrayV3Metadata):
+        codecs = meta.codecs
+        first, rest = codecs[0], codecs[1:]
+        if not isinstance(first, BytesCodec) or first.endian == Endian.big or len(rest) > 1:
+            return None
+        if rest and type(rest[0]) not in _DECODERS:
+            return None
+        decoder = _DECODERS[type(rest[0])]() if rest else None
+    else:
+        if meta.filters or meta.order != "C":
+            return None
+        decoder = meta.compressor
+    return ChunkFiles(Path(array.store.root) / array.path, decoder)
+
+
+_DECODERS: dict[type, Callable[[], NumcodecsCodec]] = {
+    ZstdCodec: numcodecs.Zstd,
+    GzipCodec: numcodecs.GZip,
+    BloscCodec: numcodecs.Blosc,
+}

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
 from conftest import arange_volume
 
-from datatools.chunk_files import ChunkFiles, spread_order
+from datatools.chunk_files import ChunkFiles, chunk_reader, spread_order
 from datatools.codecs import parse_codec
 from datatools.geometry import Box, tile_box
+from datatools.loaders.rows import as_rows
 
 
 @pytest.mark.parametrize("atomic", [True, False])
@@ -59,4 +64,70 @@ def test_spread_order_puts_neighbours_in_different_folders() -> None:
     ordered = spread_order(chunks)
     assert sorted(ordered, key=lambda b: b.start) == chunks
     folders = [box.start[:-1] for box in ordered]  # the key c/z/y/x: one folder per (z, y)
-    assert all(a != b for a, b in zip(folders, folders[1:]))
+    assert all(a != b for a, b in itertools.pairwise(folders))
+
+
+READABLE = [
+    (3, {"compressors": zarr.codecs.ZstdCodec(level=1)}),
+    (3, {"compressors": zarr.codecs.GzipCodec()}),
+    (3, {"compressors": zarr.codecs.BloscCodec(cname="lz4")}),
+    (3, {"compressors": None}),
+    (2, {"compressors": numcodecs.Zstd(level=1)}),
+    (2, {"compressors": numcodecs.Blosc(cname="zstd")}),
+    (2, {"compressors": None}),
+]
+
+
+@pytest.mark.parametrize(("zarr_format", "kwargs"), READABLE)
+def test_chunk_reader_decodes_what_zarr_reads(
+    tmp_path: Path, zarr_format: int, kwargs: dict[str, Any]
+) -> None:
+    data = arange_volume((21, 3, 5), "int16")
+    data[8:16] = 7  # a chunk of fill value: not stored
+    arr = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=data.shape,
+        chunks=(8, 4, 5),
+        dtype=data.dtype,
+        fill_value=7,
+        zarr_format=zarr_format,
+        **kwargs,
+    )
+    arr[:] = data
+    files = chunk_reader(arr)
+    assert files is not None
+    assert files.read_chunk((1, 0, 0)) is None
+    rows = pickle.loads(pickle.dumps(as_rows(arr)))
+    np.testing.assert_array_equal(rows.take(np.arange(21)[::-1]), data[::-1])
+    with ThreadPoolExecutor(2) as pool:
+        np.testing.assert_array_equal(
+            files.read(Box((5, 1, 0), (21, 3, 4)), pool), data[5:, 1:, :4]
+        )
+
+
+def test_chunk_reader_declines_what_it_cannot_decode(tmp_path: Path) -> None:
+    data = arange_volume((16, 4), "uint16")
+    arrays = {
+        "sharded": zarr.create_array(
+            tmp_path / "s.zarr", shape=data.shape, chunks=(4, 4), shards=(8, 4), dtype="uint16"
+        ),
+        "filters": zarr.create_array(
+            tmp_path / "f.zarr",
+            shape=data.shape,
+            chunks=(4, 4),
+            dtype="uint16",
+            zarr_format=2,
+            filters=[numcodecs.Delta(dtype="uint16")],
+        ),
+        "big-endian": zarr.create_array(
+            tmp_path / "b.zarr", shape=data.shape, chunks=(4, 4), dtype=">u2", zarr_format=2
+        ),
+        "memory": zarr.create_array(
+            zarr.storage.MemoryStore(), shape=data.shape, chunks=(4, 4), dtype="uint16"
+        ),
+    }
+    for name, arr in arrays.items():
+        arr[:] = data
+        assert chunk_reader(arr) is None, name
+        np.testing.assert_array_equal(as_rows(arr).take(np.arange(16)), data)
+    assert chunk_reader(data) is None
