@@ -9,12 +9,14 @@ the rows (uncompressed data) or the strips and tiles (compressed data) that meet
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+READ_THREADS = min(4, os.cpu_count() or 1)
+"""Threads reading the slices of one box: at most one per core, at most 4 (a disk or page cache
+gives little more)."""
 
 
 class TiffStack(Volume):
@@ -72,8 +77,8 @@ class TiffStack(Volume):
         paths = sorted(paths, key=lambda p: natural_key(str(p)))
         if not options.allow_gaps:
             _check_gaps(label, paths)
-        layout, voxel = _check_headers(paths)
-        return cls(label, paths, layout, voxel, ignored)
+        layout, voxel, pixels = _check_headers(paths)
+        return cls(label, paths, layout, voxel, ignored, pixels)
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class TiffStack(Volume):
         layout: PageLayout,
         voxel: tuple[tuple[float, ...], str | None] | None,
         ignored: int = 0,
+        pixels: Mapping[Path, int] | None = None,
     ) -> None:
         rows, columns = layout.shape
         multi = layout.samples > 1
@@ -98,16 +104,19 @@ class TiffStack(Volume):
         self.paths = tuple(paths)
         self.layout = layout
         self.ignored = ignored
-        self._pixels: dict[Path, int] = {}
-        """Offset of the pixels of slices already read whose rows can be read directly
-        (uncompressed, one sample, native byte order): later reads skip parsing the header."""
+        self._pixels: dict[Path, int] = dict(pixels or {})
+        """Offset of the pixels of slices whose rows can be read directly (uncompressed, one
+        sample, native byte order), found at open or by an earlier read: reads skip parsing
+        the header."""
 
     def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """Read ``box`` (``(z, y, x)`` or ``(c, z, y, x)``, half-open) into ``out`` (C-contiguous,
         ``box.shape``, this dtype) or a new array.
 
-        Memory: the result plus, per slice, the encoded and decoded strips or tiles that meet
-        the box (uncompressed full-width rows go straight into the result).
+        Slices are read in parallel by up to :data:`READ_THREADS` threads (file reads and TIFF
+        decoding release the GIL). Memory: the result plus, per slice being read, the encoded
+        and decoded strips or tiles that meet the box (uncompressed full-width rows go straight
+        into the result).
 
         Raises:
             RoiError: the box does not fit the volume.
@@ -122,11 +131,18 @@ class TiffStack(Volume):
         multi = self.layout.samples > 1
         start, stop = (box.start[1:], box.stop[1:]) if multi else (box.start, box.stop)
         channels = (box.start[0], box.stop[0]) if multi else (0, 1)
-        for i, z in enumerate(range(start[0], stop[0])):
+
+        def read_slice(i: int) -> None:
             target = out[:, i] if multi else out[i][np.newaxis]
-            self._read_slice(
-                self.paths[z], (start[1], stop[1]), (start[2], stop[2]), channels, target
-            )
+            path = self.paths[start[0] + i]
+            self._read_slice(path, (start[1], stop[1]), (start[2], stop[2]), channels, target)
+
+        depth = stop[0] - start[0]
+        if depth == 1:
+            read_slice(0)
+        else:
+            for _ in _read_pool(os.getpid()).map(read_slice, range(depth)):
+                pass
         return out
 
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
@@ -151,9 +167,9 @@ class TiffStack(Volume):
                 layout = check_page(page, name)
                 _check_same(name, layout, self.layout, str(self.paths[0]))
                 read_page_region(page, name, rows, columns, channels, out)
-                raw = np.dtype(page.dtype).newbyteorder(tif.byteorder)
-                if page.is_final and layout.samples == 1 and raw == self.dtype:
-                    self._pixels[path] = int(page.dataoffsets[0])
+                offset = _direct_offset(tif, layout)
+                if offset is not None:
+                    self._pixels[path] = offset
         except DatatoolsError:
             raise
         except TIFF_ERRORS as exc:
@@ -168,15 +184,23 @@ class TiffStack(Volume):
         out: np.ndarray[Any, Any],
     ) -> None:
         """Rows ``[rows)`` x ``[columns)`` of an uncompressed slice whose pixels start at
-        ``offset`` (checked by an earlier read), straight from the file."""
-        width = self.shape[-1]
+        ``offset`` (found at open or by an earlier read), straight from the file. A file cut
+        short since is an error even where the rows read still exist."""
+        height, width = self.shape[-2:]
+        row_bytes = width * self.dtype.itemsize
         n_rows = rows[1] - rows[0]
         whole = columns == (0, width) and out.flags.c_contiguous
         block = out if whole else np.empty((n_rows, width), self.dtype)
         view = block.data.cast("B")
         try:
             with open(path, "rb", buffering=0) as fh:
-                fh.seek(offset + rows[0] * width * self.dtype.itemsize)
+                end, size = offset + height * row_bytes, os.fstat(fh.fileno()).st_size
+                if size < end:
+                    raise InputError(
+                        f"{path}: truncated TIFF (pixel data ends at byte {end}, the file has "
+                        f"{size} bytes)"
+                    )
+                fh.seek(offset + rows[0] * row_bytes)
                 done = 0
                 while done < len(view):
                     got = fh.readinto(view[done:])
@@ -202,6 +226,13 @@ class TiffStack(Volume):
         else:
             out["rows_per_strip"] = self.layout.rows_per_strip
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def _read_pool(pid: int) -> ThreadPoolExecutor:
+    """The slice-reading threads of process ``pid`` (a forked child makes its own: the parent's
+    threads do not exist there)."""
+    return ThreadPoolExecutor(READ_THREADS, thread_name_prefix="datatools-tiff")
 
 
 def _collect(spec: SourceSpec) -> tuple[str, list[Path], int]:
@@ -299,8 +330,9 @@ def _stem(path: Path) -> str:
 
 def _check_headers(
     paths: Sequence[Path],
-) -> tuple[PageLayout, tuple[tuple[float, ...], str | None] | None]:
-    """Read every slice's header; return the first slice's layout and its voxel size, if any.
+) -> tuple[PageLayout, tuple[tuple[float, ...], str | None] | None, dict[Path, int]]:
+    """Read every slice's header; return the first slice's layout, its voxel size, if any, and
+    the pixel offset of each slice whose rows can be read straight from the file.
 
     Raises:
         InputError: a file is unreadable, truncated, empty, multi-page, of an unsupported
@@ -308,6 +340,7 @@ def _check_headers(
     """
     first: PageLayout | None = None
     voxel = None
+    pixels: dict[Path, int] = {}
     for path in paths:
         name = str(path)
         try:
@@ -327,12 +360,25 @@ def _check_headers(
                     voxel = imagej_voxel_size(tif, "zyx")
                 else:
                     _check_same(name, layout, first, str(paths[0]))
+                offset = _direct_offset(tif, layout)
+                if offset is not None:
+                    pixels[path] = offset
         except DatatoolsError:
             raise
         except TIFF_ERRORS as exc:
             raise InputError(f"{name}: not a readable TIFF ({exc})") from exc
     assert first is not None  # _collect never returns an empty list
-    return first, voxel
+    return first, voxel, pixels
+
+
+def _direct_offset(tif: tifffile.TiffFile, layout: PageLayout) -> int | None:
+    """Where the first page's pixels start when its rows can be read straight from the file
+    (uncompressed and contiguous, one sample, ``layout.dtype`` in the file's byte order)."""
+    page = tif.pages.first
+    raw = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+    if page.is_final and layout.samples == 1 and raw == layout.dtype:
+        return int(page.dataoffsets[0])
+    return None
 
 
 def _check_same(name: str, layout: PageLayout, first: PageLayout, first_name: str) -> None:
