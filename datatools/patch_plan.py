@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
-from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill
+from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill, read_box
 from datatools.errors import DatatoolsError, InputError, OptionError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
 from datatools.sampling import check_selection, choose_origins, resolve_seed, slab_extent
@@ -125,6 +127,49 @@ class PatchGeometry:
         for k, i in enumerate(self.spatial):
             start[i], stop[i] = box.start[k], box.stop[k]
         return Box(tuple(start), tuple(stop))
+
+
+@dataclass(frozen=True)
+class SlabPatches:
+    """One slab of patches read into memory: cut at any planned origins inside its region.
+
+    Attributes:
+        geometry: where the patches lie.
+        region: the slab, spatial voxels, covering every patch cut from it.
+        windows: view of every patch position of the source (spatial axes first).
+        label_windows: the same over the labels, or ``None``.
+    """
+
+    geometry: PatchGeometry
+    region: Box
+    windows: npt.NDArray[Any]
+    label_windows: npt.NDArray[Any] | None
+
+    @classmethod
+    def read(
+        cls, geometry: PatchGeometry, region: Box, volume: Volume, labels: Volume | None
+    ) -> SlabPatches:
+        """Read ``region`` of ``volume`` (all its non-spatial axes) and of ``labels``, outside
+        the ROI by the geometry's edge mode. Memory: the region of both."""
+        g = geometry
+        axes = tuple(range(len(g.spatial)))
+        data = read_box(volume, g.source_box(region), g.pad_edge, fill=g.fill, bounds=g.roi)
+        windows = sliding_window_view(np.moveaxis(data, g.spatial, axes), g.size, axis=axes)
+        label_windows = None
+        if labels is not None:
+            lab = read_box(labels, region, g.pad_edge, bounds=g.bounds)
+            label_windows = sliding_window_view(lab, g.size)
+        return cls(g, region, windows, label_windows)
+
+    def cut(self, origins: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+        """Copies of the patches at ``origins`` (n, spatial axes; inside :attr:`region`):
+        ``(n, *item_shape)``, and the label patches ``(n, *label_shape)`` or ``None``."""
+        g = self.geometry
+        at = tuple((origins - np.asarray(self.region.start)).T)
+        patches = self.windows[at].reshape(len(origins), *g.item_shape)
+        if self.label_windows is None:
+            return patches, None
+        return patches, self.label_windows[at].reshape(len(origins), *g.label_shape)
 
 
 def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:

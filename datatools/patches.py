@@ -38,13 +38,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from datatools.edges import read_box
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, spatial_axes
 from datatools.patch_output import PatchResult, default_chunk_rows, open_output, previous_extent
-from datatools.patch_plan import PatchGeometry, PatchOptions, PatchPlan, plan_patches
+from datatools.patch_plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
 from datatools.progress import progress_bar
 from datatools.sampling import resolve_seed
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
@@ -153,28 +151,18 @@ def _batches(
 ) -> Iterator[PatchBatch]:
     """Cut the planned patches slab by slab; batches end on multiples of ``batch_rows``
     (whole output chunks). Peak memory: the slabs in flight plus one batch."""
-    g = plan.geometry
-    axes = tuple(range(len(g.spatial)))
 
-    def load(job: tuple[Box, dict[str, range]]) -> tuple[Box, dict[str, range], Array, Any]:
+    def load(job: tuple[Box, dict[str, range]]) -> tuple[dict[str, range], SlabPatches]:
         region, rows = job
-        data = read_box(volume, g.source_box(region), g.pad_edge, fill=g.fill, bounds=g.roi)
-        lab = None if labels is None else read_box(labels, region, g.pad_edge, bounds=g.bounds)
-        return region, rows, data, lab
+        return rows, SlabPatches.read(plan.geometry, region, volume, labels)
 
-    for region, rows, data, lab in _prefetch(load, _slab_jobs(plan, done), workers):
-        windows = sliding_window_view(np.moveaxis(data, g.spatial, axes), g.size, axis=axes)
-        label_windows = None if lab is None else sliding_window_view(lab, g.size)
+    for rows, slab in _prefetch(load, _slab_jobs(plan, done), workers):
         for name, span in rows.items():
             first = span.start
             while first < span.stop:
                 last = min(span.stop, (first // batch_rows + 1) * batch_rows)
                 origins = plan.groups[name][first:last]
-                at = tuple((origins - np.asarray(region.start)).T)
-                patches = windows[at].reshape(len(origins), *g.item_shape)
-                cut = None
-                if label_windows is not None:
-                    cut = label_windows[at].reshape(len(origins), *g.label_shape)
+                patches, cut = slab.cut(origins)
                 yield PatchBatch(name, first, patches, cut, origins)
                 first = last
 

@@ -27,9 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from datatools.edges import read_box
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box, RoiSpec, tile_box
 from datatools.label_stats import slab_shape
@@ -38,6 +36,7 @@ from datatools.patch_plan import (
     DEFAULT_MEMORY_LIMIT,
     PatchGeometry,
     PatchOptions,
+    SlabPatches,
     make_geometry,
     plan_patches,
 )
@@ -406,21 +405,15 @@ class VolumePatchStream:
             tuple(int(v) for v in origins.min(axis=0)),
             tuple(int(v) for v in origins.max(axis=0) + size),
         )
-        data = read_box(source, g.source_box(region), g.pad_edge, fill=g.fill, bounds=g.roi)
-        axes = tuple(range(len(g.spatial)))
-        windows = sliding_window_view(np.moveaxis(data, g.spatial, axes), g.size, axis=axes)
-        label_windows = None
-        if labels is not None:
-            lab = read_box(labels, region, g.pad_edge, bounds=g.bounds)
-            label_windows = sliding_window_view(lab, g.size)
+        slab = SlabPatches.read(g, region, source, labels)
         item_bytes = math.prod(g.item_shape) * source.dtype.itemsize
         step = max(1, CUT_BYTES // max(1, item_bytes))
         for first in range(0, len(origins), step):
             o = origins[first : first + step]
-            at = tuple((o - np.asarray(region.start)).T)
-            batch: dict[str, Array] = {"image": windows[at].reshape(len(o), *g.item_shape)}
-            if label_windows is not None:
-                batch["label"] = label_windows[at].reshape(len(o), *g.label_shape)
+            patches, label_patches = slab.cut(o)
+            batch: dict[str, Array] = {"image": patches}
+            if label_patches is not None:
+                batch["label"] = label_patches
             batch["origin"] = o
             if plan.classes is not None:
                 batch["class"] = plan.classes[start + first : start + first + len(o)]
