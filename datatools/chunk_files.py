@@ -11,6 +11,8 @@ the writer records them done, and rewritten whole if it was killed first (conver
 passes ``atomic=False``: the file is written in place, which halves the directory operations
 (on ext4, two threads renaming in one folder spend much of their time waiting for its lock).
 Only for local directory stores and unsharded arrays; sharded arrays go through zarr-python.
+Reading works the same way: :func:`chunk_reader` lets loaders decode a chunk straight from its
+file, for any local unsharded array whose codecs it recognises.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def spread_order(chunks: Iterable[Box]) -> list[Box]:
 
 
 class ChunkFiles:
-    """Writes whole chunks of one existing, unsharded Zarr array (v2 or v3) in a local folder.
+    """Writes and reads whole chunks of one existing, unsharded Zarr array (v2 or v3) in a local
+    folder.
 
     Args:
         path: the array's folder.
