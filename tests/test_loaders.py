@@ -545,3 +545,31 @@ def test_volume_patches_errors() -> None:
         VolumePatchStream(volume, 4, labels=volume, sampler="balanced", count=2, classes=[200])
     with pytest.raises(InputNotFoundError, match=r"nowhere.zarr: no such file or directory"):
         VolumePatchStream("nowhere.zarr", 4)
+
+
+def _shift_by_draw(item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """A transform whose draw shows in the output (module level: workers pickle it)."""
+    return {**item, "image": item["image"] + int(rng.integers(1, 1000))}
+
+
+def test_set_epoch_reaches_persistent_workers(tmp_path: Path) -> None:
+    write_rows(tmp_path / "p.zarr", 16, chunk_rows=4)
+    ds = ArrayDataset(tmp_path / "p.zarr", transform=_shift_by_draw)
+    sampler = ChunkShuffleSampler(ds, batch_size=4, batched=True, num_workers=2, shuffle=False)
+    loader = DataLoader(
+        ds, sampler=sampler, batch_size=None, num_workers=2, persistent_workers=True
+    )
+    patches = VolumePatches(ArrayVolume(arange_volume((30, 30), "uint16")), 5,
+                            sampler="random", count=8, seed=0)  # fmt: skip
+    stream = DataLoader(patches, batch_size=None, num_workers=2, persistent_workers=True)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        patches.set_epoch(epoch)
+        got = np.concatenate([b["image"].numpy() for b in loader])
+        np.testing.assert_array_equal(got, ds[sampler.order()]["image"])  # this epoch's draws
+        origins = sorted(tuple(item["origin"].tolist()) for item in stream)
+        assert origins == sorted(map(tuple, patches.plan(epoch).origins.tolist()))
+    assert ds.epoch == patches.epoch == 2
+    copy = pickle.loads(pickle.dumps(ds))  # outside a process start: a plain number
+    copy.set_epoch(7)
+    assert (copy.epoch, ds.epoch) == (7, 2)

@@ -36,6 +36,7 @@ from datatools.loaders.rows import (
     as_rows,
     normalize_rows,
 )
+from datatools.loaders.splits import SharedEpoch
 
 ITEM_KEYS = MappingProxyType(
     {
@@ -242,7 +243,7 @@ class ArrayDataset:
         self.sources = open_arrays(source, arrays=arrays)
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
+        self._epoch = SharedEpoch()
         self.caches = {key: ChunkCache(cache_chunks) for key in self.sources}
         self._length = len(next(iter(self.sources.values())))
 
@@ -254,10 +255,16 @@ class ArrayDataset:
     def __len__(self) -> int:
         return self._length
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose transform draws are used."""
+        return self._epoch.value
+
     def set_epoch(self, epoch: int) -> None:
         """Use the transform draws of ``epoch`` (a :class:`ChunkShuffleSampler` made from this
-        dataset calls this from its own ``set_epoch``)."""
-        self.epoch = int(epoch)
+        dataset calls this from its own ``set_epoch``). DataLoader workers see the change,
+        persistent ones included."""
+        self._epoch.value = int(epoch)
 
     def chunk_ids(self) -> Array:
         """``(n,)`` int64 chunk of each row in the array with the largest rows (the one whose

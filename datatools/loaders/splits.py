@@ -7,7 +7,10 @@ cannot have an initialised process group, or be a DataLoader worker, without hav
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import sys
+from multiprocessing.sharedctypes import RawValue
 from typing import Any
 
 import numpy as np
@@ -71,3 +74,33 @@ def check_seed(seed: int) -> int:
     if seed < 0:
         raise OptionError(f"seed {seed}: must be >= 0")
     return int(seed)
+
+
+class SharedEpoch:
+    """An epoch number that DataLoader workers see change, persistent workers included.
+
+    A dataset is copied into each worker when the worker starts; with
+    ``persistent_workers=True`` that copy lives for the whole run, so an epoch set later in the
+    main process would never reach it. This value lives in shared memory and goes to a process
+    being started with it (fork or spawn); pickled any other way (to a file, to Dask) it is a
+    plain number again.
+    """
+
+    def __init__(self, value: int = 0) -> None:
+        self._shared: Any = RawValue("q", int(value))
+
+    @property
+    def value(self) -> int:
+        return int(self._shared.value)
+
+    @value.setter
+    def value(self, epoch: int) -> None:
+        self._shared.value = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if multiprocessing.context.get_spawning_popen() is not None:
+            return {"shared": self._shared}
+        return {"value": self.value}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._shared = state["shared"] if "shared" in state else RawValue("q", state["value"])

@@ -31,7 +31,14 @@ import numpy as np
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box, RoiSpec, tile_box
 from datatools.label_stats import slab_shape
-from datatools.loaders.splits import check_seed, epoch_seed, resolve_ranks, share, worker_split
+from datatools.loaders.splits import (
+    SharedEpoch,
+    check_seed,
+    epoch_seed,
+    resolve_ranks,
+    share,
+    worker_split,
+)
 from datatools.patch_plan import (
     DEFAULT_MEMORY_LIMIT,
     PatchGeometry,
@@ -198,7 +205,7 @@ class VolumePatchStream:
         self._class_counts: dict[int, int] | None = None
         self._grid: EpochPlan | None = None
         self._plan: EpochPlan | None = None
-        self.epoch = 0
+        self._epoch = SharedEpoch()
         self.set_epoch(0)
 
     def _open(self) -> dict[str, Volume | None]:
@@ -226,15 +233,21 @@ class VolumePatchStream:
         state.update(_volumes=None, _pid=-1, _stack=None)
         return state
 
+    @property
+    def epoch(self) -> int:
+        """The epoch planned and iterated."""
+        return self._epoch.value
+
     def set_epoch(self, epoch: int) -> None:
-        """Plan ``epoch`` now (in this process; DataLoader workers started afterwards inherit
-        the plan). Grid plans are kept across epochs (only their shuffle changes).
+        """Plan ``epoch`` now. DataLoader workers see the change, persistent ones included, and
+        each plans the same epoch from ``(seed, epoch)``. Grid plans are kept across epochs
+        (only their shuffle changes).
 
         Raises:
             InputError: as the constructor, for the new plan (e.g. no class to draw from).
         """
-        self.epoch = int(epoch)
-        self._plan = self.plan(self.epoch)
+        self._plan = self.plan(int(epoch))
+        self._epoch.value = int(epoch)
 
     def plan(self, epoch: int) -> EpochPlan:
         """The whole job's patches of ``epoch`` in reading order (every rank and worker)."""
