@@ -12,12 +12,14 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from conftest import arange_volume
 from torch.utils.data import DataLoader
 
 from datatools.augment import AddChannel, Compose, Flip
 from datatools.errors import InputError, InputNotFoundError, OptionError
+from datatools.geometry import Box
 from datatools.loaders import (
     ArrayDataset,
     ChunkCache,
@@ -30,7 +32,7 @@ from datatools.loaders import (
 )
 from datatools.loaders.splits import resolve_ranks, share
 from datatools.patches import extract_patches
-from datatools.sources import ArrayVolume
+from datatools.sources import ArrayVolume, open_volume
 from datatools.writers import open_writer
 
 
@@ -573,3 +575,20 @@ def test_set_epoch_reaches_persistent_workers(tmp_path: Path) -> None:
     copy = pickle.loads(pickle.dumps(ds))  # outside a process start: a plain number
     copy.set_epoch(7)
     assert (copy.epoch, ds.epoch) == (7, 2)
+
+
+def test_volume_patches_tiff_slices_in_forked_workers(tmp_path: Path) -> None:
+    data = arange_volume((6, 20, 20), "uint16")
+    (tmp_path / "s").mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / "s" / f"slice_{z}.tif", plane)
+    dataset = VolumePatches(str(tmp_path / "s"), (3, 10, 10))
+    with open_volume(str(tmp_path / "s")) as volume:  # the parent's slice-reading threads exist
+        np.testing.assert_array_equal(volume.read(Box((0, 0, 0), (6, 20, 20))), data)
+    got = {}
+    for batch in DataLoader(dataset, batch_size=2, num_workers=2):  # forked: threads of their own
+        for o, p in zip(batch["origin"].numpy(), batch["image"].numpy(), strict=True):
+            got[tuple(o)] = p
+    assert len(got) == len(dataset.plan(0)) == 8
+    assert all(np.array_equal(p, data[o[0] : o[0] + 3, o[1] : o[1] + 10, o[2] : o[2] + 10])
+               for o, p in got.items())  # fmt: skip
