@@ -85,10 +85,19 @@ class ChunkFiles:
         encoder: the numcodecs codec equal to the array's compressor, or ``None`` for raw bytes.
         atomic: write each file under a temporary name and rename it (see the module docstring
             for when ``False`` is safe).
+        array: the array at ``path`` if already open (its metadata is used as it is).
     """
 
-    def __init__(self, path: Path, encoder: NumcodecsCodec | None, *, atomic: bool = True) -> None:
-        array = zarr.open_array(path, mode="r")
+    def __init__(
+        self,
+        path: Path,
+        encoder: NumcodecsCodec | None,
+        *,
+        atomic: bool = True,
+        array: zarr.Array[Any] | None = None,
+    ) -> None:
+        if array is None:
+            array = zarr.open_array(path, mode="r")
         self.path = Path(path)
         self.chunks = tuple(int(c) for c in array.chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
@@ -150,7 +159,8 @@ class ChunkFiles:
             part = chunk.intersect(box)
             if part is None:
                 return
-            target = out[part.relative_to(box.start).slices()]
+            where: tuple[Any, ...] = (*part.relative_to(box.start).slices(), Ellipsis)
+            target = out[where]  # a view, even of a 0-d array
             data = self.read_chunk(
                 tuple(a // c for a, c in zip(chunk.start, self.chunks, strict=True))
             )
@@ -182,13 +192,14 @@ def chunk_reader(array: Any) -> ChunkFiles | None:
     overhead), or ``None`` unless ``array`` is a Zarr array in a local folder whose chunks
     datatools decodes itself: unsharded and in C order; Zarr v3 with the little-endian bytes
     codec and at most one of zstd, gzip and blosc; Zarr v2 with a little-endian or one-byte
-    dtype, no filters and any numcodecs compressor."""
+    dtype, no filters and any numcodecs compressor. Little-endian means every field of a
+    structured dtype too."""
     if not isinstance(array, zarr.Array) or not isinstance(array.store, LocalStore):
         return None
     meta = array.metadata
     dtype = np.dtype(array.dtype)
-    if dtype.byteorder == ">" or dtype.hasobject or array.fill_value is None:
-        return None
+    if dtype.newbyteorder("<") != dtype or dtype.hasobject or array.fill_value is None:
+        return None  # big-endian, also inside structured fields
     decoder: NumcodecsCodec | None
     if isinstance(meta, ArrayV3Metadata):
         codecs = meta.codecs
@@ -202,7 +213,7 @@ def chunk_reader(array: Any) -> ChunkFiles | None:
         if meta.filters or meta.order != "C":
             return None
         decoder = meta.compressor
-    return ChunkFiles(Path(array.store.root) / array.path, decoder)
+    return ChunkFiles(Path(array.store.root) / array.path, decoder, array=array)
 
 
 _DECODERS: dict[type, Callable[[], NumcodecsCodec]] = {

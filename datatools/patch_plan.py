@@ -129,7 +129,7 @@ class PatchGeometry:
         return Box(tuple(start), tuple(stop))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SlabPatches:
     """One slab of patches read into memory: cut at any planned origins inside its region.
 

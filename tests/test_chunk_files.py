@@ -122,12 +122,31 @@ def test_chunk_reader_declines_what_it_cannot_decode(tmp_path: Path) -> None:
         "big-endian": zarr.create_array(
             tmp_path / "b.zarr", shape=data.shape, chunks=(4, 4), dtype=">u2", zarr_format=2
         ),
+        "big-endian field": zarr.create_array(
+            tmp_path / "bf.zarr",
+            shape=data.shape,
+            chunks=(4, 4),
+            dtype=[("a", ">u2")],
+            zarr_format=2,
+        ),
         "memory": zarr.create_array(
             zarr.storage.MemoryStore(), shape=data.shape, chunks=(4, 4), dtype="uint16"
         ),
     }
     for name, arr in arrays.items():
-        arr[:] = data
+        values = data.astype(arr.dtype) if arr.dtype.names is None else data.astype("<u2")
+        if arr.dtype.names is not None:
+            values = np.rec.fromarrays([values], dtype=arr.dtype)
+        arr[:] = values
         assert chunk_reader(arr) is None, name
-        np.testing.assert_array_equal(as_rows(arr).take(np.arange(16)), data)
+        np.testing.assert_array_equal(as_rows(arr).take(np.arange(16)), values)
     assert chunk_reader(data) is None
+
+
+def test_chunk_files_read_a_0d_array(tmp_path: Path) -> None:
+    arr = zarr.create_array(tmp_path / "s.zarr", shape=(), dtype="int32", fill_value=0)
+    arr[()] = 7
+    files = chunk_reader(arr)
+    assert files is not None
+    with ThreadPoolExecutor(1) as pool:
+        assert files.read(Box((), ()), pool).tolist() == 7

@@ -30,7 +30,7 @@ from datatools.loaders import (
     VolumePatchStream,
     as_rows,
 )
-from datatools.loaders.splits import resolve_ranks, share
+from datatools.loaders.splits import SharedEpoch, resolve_ranks, share
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume, open_volume
 from datatools.writers import open_writer
@@ -592,3 +592,23 @@ def test_volume_patches_tiff_slices_in_forked_workers(tmp_path: Path) -> None:
     assert len(got) == len(dataset.plan(0)) == 8
     assert all(np.array_equal(p, data[o[0] : o[0] + 3, o[1] : o[1] + 10, o[2] : o[2] + 10])
                for o, p in got.items())  # fmt: skip
+
+
+def _set_epoch_in_child(epoch: SharedEpoch, queue: Any) -> None:
+    queue.put(epoch.value)
+    epoch.value = 5
+    queue.put(epoch.value)
+
+
+def test_shared_epoch_is_not_shared_with_other_processes() -> None:
+    import multiprocessing
+
+    epoch = SharedEpoch(2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_set_epoch_in_child, args=(epoch, queue))  # a DDP rank, say
+    child.start()
+    child.join(timeout=30)
+    assert (queue.get(timeout=5), queue.get(timeout=5)) == (2, 5)
+    assert epoch.value == 2  # the child took its own copy
+    assert pickle.loads(pickle.dumps(epoch)).value == 2

@@ -215,9 +215,9 @@ def test_stack_uncompressed_reads_only_the_box_rows(
     calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
     original = TiffStack._read_rows
 
-    def spy(self: TiffStack, path: Path, offset: int, rows: Any, cols: Any, out: Any) -> None:
+    def spy(self: TiffStack, path: Path, direct: Any, rows: Any, cols: Any, out: Any) -> bool:
         calls.append((rows, cols))
-        original(self, path, offset, rows, cols, out)
+        return original(self, path, direct, rows, cols, out)
 
     monkeypatch.setattr(TiffStack, "_read_rows", spy)
     box = Box((1, 12, columns[0]), (3, 20, columns[1]))
@@ -437,6 +437,12 @@ def test_stack_unreadable_truncated_and_empty_tiffs(tmp_path: Path) -> None:
         np.testing.assert_array_equal(volume.read(Box((0, 0, 0), (1, 20, 30))), data[:1])
         with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: truncated TIFF"):
             volume.read(Box((1, 0, 0), (2, 2, 2)))
+
+    folder, bad = fresh("replaced-after-open")
+    with TiffStack.open(str(folder), OPEN) as volume:
+        other = data[1] + 1000
+        tifffile.imwrite(bad, other, compression="zlib")  # same shape, pixels elsewhere now
+        np.testing.assert_array_equal(volume.read(Box((1, 0, 0), (2, 20, 30)))[0], other)
 
     folder, bad = fresh("header-only")
     bad.write_bytes(b"II*\x00\x00\x00\x00\x00")

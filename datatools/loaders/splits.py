@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import os
 import sys
+import weakref
 from multiprocessing.sharedctypes import RawValue
 from typing import Any
 
@@ -81,26 +83,54 @@ class SharedEpoch:
 
     A dataset is copied into each worker when the worker starts; with
     ``persistent_workers=True`` that copy lives for the whole run, so an epoch set later in the
-    main process would never reach it. This value lives in shared memory and goes to a process
-    being started with it (fork or spawn); pickled any other way (to a file, to Dask) it is a
-    plain number again.
+    main process would never reach it. This value lives in shared memory, shared by the process
+    that made it (its owner) and that process's DataLoader workers, fork or spawn. Any other
+    process (a DDP rank started by spawn with the dataset, say) takes its own copy at its first
+    use, or before it starts processes of its own, and becomes the owner of that copy. Pickled
+    any other way (to a file, to Dask) it is a plain number again.
     """
 
     def __init__(self, value: int = 0) -> None:
+        self._owner = os.getpid()
         self._shared: Any = RawValue("q", int(value))
+        _EPOCHS.add(self)
 
     @property
     def value(self) -> int:
-        return int(self._shared.value)
+        return int(self._local().value)
 
     @value.setter
     def value(self, epoch: int) -> None:
-        self._shared.value = int(epoch)
+        self._local().value = int(epoch)
+
+    def _local(self) -> Any:
+        """The shared value, after taking a copy of it in a process that is neither its owner
+        nor one of the owner's DataLoader workers."""
+        if self._owner != os.getpid() and not _in_worker():
+            self._shared = RawValue("q", int(self._shared.value))
+            self._owner = os.getpid()
+        return self._shared
 
     def __getstate__(self) -> dict[str, Any]:
         if multiprocessing.context.get_spawning_popen() is not None:
-            return {"shared": self._shared}
+            return {"shared": self._local(), "owner": self._owner}
         return {"value": self.value}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._shared = state["shared"] if "shared" in state else RawValue("q", state["value"])
+        if "shared" in state:
+            self._shared, self._owner = state["shared"], state["owner"]
+        else:
+            self._shared, self._owner = RawValue("q", state["value"]), os.getpid()
+        _EPOCHS.add(self)
+
+
+def _in_worker() -> bool:
+    data: Any = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None
+
+
+_EPOCHS: weakref.WeakSet[SharedEpoch] = weakref.WeakSet()
+"""Every SharedEpoch of this process, so each one not owned here takes its own copy before this
+process forks (its DataLoader workers must share the copy it will use)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=lambda: [epoch._local() for epoch in list(_EPOCHS)])

@@ -246,13 +246,17 @@ class VolumePatchStream:
         Raises:
             InputError: as the constructor, for the new plan (e.g. no class to draw from).
         """
-        self._plan = self.plan(int(epoch))
+        self.plan(int(epoch))
         self._epoch.value = int(epoch)
 
     def plan(self, epoch: int) -> EpochPlan:
-        """The whole job's patches of ``epoch`` in reading order (every rank and worker)."""
-        if self._plan is not None and self._plan.epoch == epoch:
-            return self._plan
+        """The whole job's patches of ``epoch`` in reading order (every rank and worker); the
+        last one planned is kept, so a persistent DataLoader worker plans each epoch once."""
+        if self._plan is None or self._plan.epoch != epoch:
+            self._plan = self._ordered(epoch)
+        return self._plan
+
+    def _ordered(self, epoch: int) -> EpochPlan:
         if self.sampler == "grid":
             if self._grid is None:
                 self._grid = self._choose(epoch)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tifffile
@@ -87,7 +87,7 @@ class TiffStack(Volume):
         layout: PageLayout,
         voxel: tuple[tuple[float, ...], str | None] | None,
         ignored: int = 0,
-        pixels: Mapping[Path, int] | None = None,
+        pixels: Mapping[Path, DirectPixels] | None = None,
     ) -> None:
         rows, columns = layout.shape
         multi = layout.samples > 1
@@ -104,7 +104,7 @@ class TiffStack(Volume):
         self.paths = tuple(paths)
         self.layout = layout
         self.ignored = ignored
-        self._pixels: dict[Path, int] = dict(pixels or {})
+        self._pixels: dict[Path, DirectPixels] = dict(pixels or {})
         """Offset of the pixels of slices whose rows can be read directly (uncompressed, one
         sample, native byte order), found at open or by an earlier read: reads skip parsing
         the header."""
@@ -157,9 +157,8 @@ class TiffStack(Volume):
         out: np.ndarray[Any, Any],
     ) -> None:
         name = str(path)
-        offset = self._pixels.get(path)
-        if offset is not None:
-            self._read_rows(path, offset, rows, columns, out[0])
+        direct = self._pixels.get(path)
+        if direct is not None and self._read_rows(path, direct, rows, columns, out[0]):
             return
         try:
             with tifffile.TiffFile(path) as tif:
@@ -167,9 +166,9 @@ class TiffStack(Volume):
                 layout = check_page(page, name)
                 _check_same(name, layout, self.layout, str(self.paths[0]))
                 read_page_region(page, name, rows, columns, channels, out)
-                offset = _direct_offset(tif, layout)
-                if offset is not None:
-                    self._pixels[path] = offset
+                direct = _direct_pixels(tif, layout)
+                if direct is not None:
+                    self._pixels[path] = direct
         except DatatoolsError:
             raise
         except TIFF_ERRORS as exc:
@@ -178,29 +177,27 @@ class TiffStack(Volume):
     def _read_rows(
         self,
         path: Path,
-        offset: int,
+        direct: DirectPixels,
         rows: tuple[int, int],
         columns: tuple[int, int],
         out: np.ndarray[Any, Any],
-    ) -> None:
-        """Rows ``[rows)`` x ``[columns)`` of an uncompressed slice whose pixels start at
-        ``offset`` (found at open or by an earlier read), straight from the file. A file cut
-        short since is an error even where the rows read still exist."""
-        height, width = self.shape[-2:]
+    ) -> bool:
+        """Rows ``[rows)`` x ``[columns)`` of an uncompressed slice straight from the file, at
+        the pixel offset found at open or by an earlier read. Returns False, reading nothing,
+        when the file's size or modification time changed since (its header is parsed again).
+        """
+        width = self.shape[-1]
         row_bytes = width * self.dtype.itemsize
         n_rows = rows[1] - rows[0]
         whole = columns == (0, width) and out.flags.c_contiguous
-        block = out if whole else np.empty((n_rows, width), self.dtype)
-        view = block.data.cast("B")
         try:
             with open(path, "rb", buffering=0) as fh:
-                end, size = offset + height * row_bytes, os.fstat(fh.fileno()).st_size
-                if size < end:
-                    raise InputError(
-                        f"{path}: truncated TIFF (pixel data ends at byte {end}, the file has "
-                        f"{size} bytes)"
-                    )
-                fh.seek(offset + rows[0] * row_bytes)
+                stat = os.fstat(fh.fileno())
+                if (stat.st_size, stat.st_mtime_ns) != (direct.size, direct.mtime_ns):
+                    return False
+                block = out if whole else np.empty((n_rows, width), self.dtype)
+                view = block.data.cast("B")
+                fh.seek(direct.offset + rows[0] * row_bytes)
                 done = 0
                 while done < len(view):
                     got = fh.readinto(view[done:])
@@ -211,6 +208,7 @@ class TiffStack(Volume):
             raise InputError(f"{path}: not a readable TIFF ({exc})") from exc
         if not whole:
             out[...] = block[:, columns[0] : columns[1]]
+        return True
 
     def details(self) -> dict[str, Any]:
         """Files, first and last file, compression and strip or tile shape of the first slice."""
@@ -226,6 +224,15 @@ class TiffStack(Volume):
         else:
             out["rows_per_strip"] = self.layout.rows_per_strip
         return out
+
+
+class DirectPixels(NamedTuple):
+    """Where an uncompressed slice's pixels start (bytes), and the file's size and
+    modification time when that was found: a file changed since is parsed again."""
+
+    offset: int
+    size: int
+    mtime_ns: int
 
 
 @functools.lru_cache(maxsize=1)
@@ -330,7 +337,7 @@ def _stem(path: Path) -> str:
 
 def _check_headers(
     paths: Sequence[Path],
-) -> tuple[PageLayout, tuple[tuple[float, ...], str | None] | None, dict[Path, int]]:
+) -> tuple[PageLayout, tuple[tuple[float, ...], str | None] | None, dict[Path, DirectPixels]]:
     """Read every slice's header; return the first slice's layout, its voxel size, if any, and
     the pixel offset of each slice whose rows can be read straight from the file.
 
@@ -340,7 +347,7 @@ def _check_headers(
     """
     first: PageLayout | None = None
     voxel = None
-    pixels: dict[Path, int] = {}
+    pixels: dict[Path, DirectPixels] = {}
     for path in paths:
         name = str(path)
         try:
@@ -360,9 +367,9 @@ def _check_headers(
                     voxel = imagej_voxel_size(tif, "zyx")
                 else:
                     _check_same(name, layout, first, str(paths[0]))
-                offset = _direct_offset(tif, layout)
-                if offset is not None:
-                    pixels[path] = offset
+                direct = _direct_pixels(tif, layout)
+                if direct is not None:
+                    pixels[path] = direct
         except DatatoolsError:
             raise
         except TIFF_ERRORS as exc:
@@ -371,13 +378,15 @@ def _check_headers(
     return first, voxel, pixels
 
 
-def _direct_offset(tif: tifffile.TiffFile, layout: PageLayout) -> int | None:
-    """Where the first page's pixels start when its rows can be read straight from the file
-    (uncompressed and contiguous, one sample, ``layout.dtype`` in the file's byte order)."""
+def _direct_pixels(tif: tifffile.TiffFile, layout: PageLayout) -> DirectPixels | None:
+    """Where the first page's pixels start, with the file's size and modification time, when
+    its rows can be read straight from the file (uncompressed and contiguous, one sample,
+    ``layout.dtype`` in the file's byte order)."""
     page = tif.pages.first
     raw = np.dtype(page.dtype).newbyteorder(tif.byteorder)
     if page.is_final and layout.samples == 1 and raw == layout.dtype:
-        return int(page.dataoffsets[0])
+        stat = os.fstat(tif.filehandle.fileno())
+        return DirectPixels(int(page.dataoffsets[0]), stat.st_size, stat.st_mtime_ns)
     return None
 
 
