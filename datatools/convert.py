@@ -55,6 +55,9 @@ from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
+STRAY_GRACE_SECONDS = 60.0
+"""Temporary files younger than this survive the clean-up at finalization (another task may
+be writing them)."""
 
 __all__ = ["ConvertResult", "convert", "default_workers"]
 
@@ -559,8 +562,9 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
         return False
     if target.is_complete(path):
         return True
-    target.clean_stray_files(path)
-    group = zarr.open_group(path, mode="r+")
+    # the last tasks of a job array may finish together and all get here: a minute's grace
+    # keeps their files in flight; attributes are replaced atomically
+    target.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
     attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)
     if job.image_label:
@@ -570,6 +574,6 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
         else:
             attrs["image-label"] = {"version": "0.4", **image_label}
     attrs["datatools"] = _provenance(job, complete=True)
-    group.attrs.update(attrs)
+    target.update_group_attributes(path, attrs)
     target.mark_complete(path)
     return True

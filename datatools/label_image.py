@@ -17,6 +17,7 @@ from typing import Any
 
 import zarr
 
+from datatools import target
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
 from datatools.ome_zarr import ngff_version
@@ -75,13 +76,14 @@ class LabelTarget:
         group.attrs.update(_labels_attrs([], self.zarr_format))
 
     def register(self) -> None:
-        """List this label image in ``<image>/labels`` (idempotent)."""
-        group = zarr.open_group(self.image / LABELS_GROUP, mode="r+")
-        attrs: dict[str, Any] = json.loads(json.dumps(dict(group.attrs)))
+        """List this label image in ``<image>/labels`` (idempotent; the attributes are
+        replaced atomically, as tasks of a job array may finish together)."""
+        folder = self.image / LABELS_GROUP
+        attrs: dict[str, Any] = dict(zarr.open_group(folder, mode="r").attrs)
         names = list((attrs.get("ome") or {}).get("labels", attrs.get("labels", [])))
         if self.name not in names:
             names.append(self.name)
-        group.attrs.update(_labels_attrs(names, self.zarr_format))
+        target.update_group_attributes(folder, _labels_attrs(names, self.zarr_format))
 
 
 def _labels_attrs(names: list[str], zarr_format: int) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -356,11 +357,36 @@ def status(path: Path) -> TargetStatus | None:
     )
 
 
-def clean_stray_files(path: Path) -> int:
-    """Remove temporary files a killed run left inside ``path``; returns how many."""
+def clean_stray_files(path: Path, *, older_than: float = 0.0) -> int:
+    """Remove temporary files a killed run left inside ``path``; returns how many.
+
+    ``older_than`` (seconds): keep younger ones, which may belong to another process writing
+    right now (a job-array task finishing at the same moment).
+    """
     removed = 0
+    limit = time.time() - older_than
     for p in Path(path).rglob("*.tmp"):
-        if p.is_file() and p.name.startswith("."):
+        try:
+            stale = p.name.startswith(".") and p.is_file() and p.stat().st_mtime <= limit
+        except FileNotFoundError:  # renamed into place meanwhile
+            continue
+        if stale:
             p.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def update_group_attributes(folder: Path, changes: Mapping[str, Any]) -> None:
+    """Set top-level attributes of the Zarr group (v3 or v2) at ``folder``, replacing its
+    attribute file atomically: several processes finishing at once never see a torn file.
+    """
+    folder = Path(folder)
+    v3 = folder / "zarr.json"
+    if v3.is_file():
+        doc = json.loads(v3.read_text())
+        doc["attributes"] = {**doc.get("attributes", {}), **changes}
+        write_json_atomic(v3, doc)
+        return
+    v2 = folder / ".zattrs"
+    current = json.loads(v2.read_text()) if v2.is_file() else {}
+    write_json_atomic(v2, {**current, **changes})

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +101,27 @@ def test_remove_ours_refuses_foreign(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="symbolic link"):
         target.remove_ours(link)
     assert foreign.is_dir()
+
+
+def test_clean_stray_files_spares_young_ones(tmp_path: Path) -> None:
+    old, young = tmp_path / "a" / ".x.1.2.tmp", tmp_path / ".y.3.4.tmp"
+    old.parent.mkdir()
+    for p in (old, young, tmp_path / "keep.tmp"):
+        p.write_bytes(b"x")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert target.clean_stray_files(tmp_path, older_than=60) == 1
+    assert not old.exists()
+    assert young.exists()
+    assert (tmp_path / "keep.tmp").exists()  # not a hidden temporary: not ours
+    assert target.clean_stray_files(tmp_path) == 1
+    assert not young.exists()
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_update_group_attributes_merges_atomically(tmp_path: Path, zarr_format: int) -> None:
+    group = zarr.create_group(tmp_path / "g.zarr", zarr_format=zarr_format)
+    group.attrs.update({"a": 1, "b": {"c": 2}})
+    target.update_group_attributes(tmp_path / "g.zarr", {"b": {"d": 3}, "e": [4]})
+    reread = zarr.open_group(tmp_path / "g.zarr", mode="r")
+    assert dict(reread.attrs) == {"a": 1, "b": {"d": 3}, "e": [4]}
+    assert not list((tmp_path / "g.zarr").glob("*.tmp"))
