@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -201,16 +201,28 @@ def split_classes(
                 workers=workers, memory_limit=memory_limit, task=task, progress=progress,
             )  # fmt: skip
             if result.complete:
-                group = zarr.open_group(path / name, mode="r+")
-                info: dict[str, Any] = json.loads(json.dumps(group.attrs["datatools"]))
-                info.update(class_value=value, voxel_count=counts[value])
-                group.attrs["datatools"] = info
+                _record_class(path / name, value, counts[value])
             results[name] = (value, counts[value], result)
     finally:
         labels.close()
+    # with --task-count, another task may have finished a class this task left incomplete: the
+    # group is complete once every class is, whichever task sees that last marks it
+    for name, (value, count, result) in results.items():
+        if not result.complete and target.is_complete(path / name):
+            results[name] = (value, count, replace(result, complete=True))
     if all(r.complete for _, _, r in results.values()):
         target.mark_complete(path)
     return SplitResult(path, results)
+
+
+def _record_class(folder: Path, value: int, count: int) -> None:
+    """Add the class value and voxel count to a finished class image's ``datatools`` attribute
+    (replaced atomically: several tasks may finish classes at once)."""
+    info: dict[str, Any] = json.loads(
+        json.dumps(zarr.open_group(folder, mode="r").attrs["datatools"])
+    )
+    info.update(class_value=value, voxel_count=count)
+    target.update_group_attributes(folder, {"datatools": info})
 
 
 def _populate(folder: Path, zarr_format: int, params: dict[str, Any]) -> None:

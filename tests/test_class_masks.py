@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ import zarr
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
-from datatools import target
+from datatools import class_masks, target
 from datatools.class_masks import parse_class_names, split_classes
 from datatools.errors import InputError, OptionError
+from datatools.executor import TaskSlice
 
 
 @pytest.fixture
@@ -119,3 +122,57 @@ def test_cli_split_classes(tmp_path: Path, labels: tuple[str, np.ndarray]) -> No
     np.testing.assert_array_equal(
         zarr.open_array(out / "mito" / "0", mode="r")[:], (data == 3).astype(np.uint8)
     )
+
+
+def test_two_tasks_that_each_finish_a_different_class_complete_the_group(
+    tmp_path: Path, labels: tuple[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task 0 finishes class 3 and task 1 finishes class 7: neither sees every class finish
+    in its own convert calls, yet the last one done marks the group complete."""
+    spec, data = labels
+    out = tmp_path / "classes.zarr"
+    names = {3: "a", 7: "b"}
+    turns = [(1, "a"), (0, "a"), (0, "b"), (1, "b")]
+    step = [0]
+    turn = threading.Condition()
+    real_convert = class_masks.convert
+
+    def convert_in_turn(source: Any, path: Path, **kwargs: Any) -> Any:
+        me = (kwargs["task"].index, Path(path).name)
+        with turn:
+            assert turn.wait_for(lambda: turns[step[0]] == me, timeout=60)
+        try:
+            return real_convert(source, path, **kwargs)
+        finally:
+            with turn:
+                step[0] += 1
+                turn.notify_all()
+
+    monkeypatch.setattr(class_masks, "convert", convert_in_turn)
+    results: dict[int, Any] = {}
+
+    def run(index: int) -> None:
+        results[index] = split_classes(
+            spec,
+            out,
+            class_names=names,
+            chunks=4,
+            task=TaskSlice(index, 2),
+            workers=1,
+            memory_limit=4096,  # several units, so each task has a share
+        )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert step[0] == len(turns)
+    assert not results[0].complete
+    assert results[1].complete
+    assert target.is_complete(out)
+    for value, name in names.items():
+        group = zarr.open_group(out / name, mode="r")
+        np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
+        assert group.attrs["datatools"]["class_value"] == value
+        assert group.attrs["datatools"]["voxel_count"] == int((data == value).sum())
