@@ -9,7 +9,7 @@ Dataset: 100,000 rows of 64 x 64 uint8 patches (smooth structure + grain) with t
 workers (persistent, one untimed warm-up epoch first) and counts rows/s over one timed epoch:
 
   reference      every chunk read and decoded once, in stored order, worker w taking chunks
-                 w, w + 2, ... (zarr-python, as a plain script would), handed to the main
+                 w, w + 2, ... (with ArrayDataset's chunk reader), handed to the main
                  process in batches of 256 rows: sequential reading at the loaders' batch size
   chunk-transfer the same reads, each whole 512-row chunk handed over as one batch (half as many
                  transfers as any loader with batch 256 makes; for comparison)
@@ -52,7 +52,7 @@ from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datatools.augment import ElasticDeform
-from datatools.loaders import ArrayDataset, ChunkShuffleSampler
+from datatools.loaders import ArrayDataset, ChunkShuffleSampler, as_rows
 from datatools.writers import open_writer
 
 ROWS_FULL = 100_000
@@ -92,17 +92,17 @@ def make_dataset(path: Path, rows: int) -> None:
 
 
 class ChunkReads:
-    """Chunk-transfer dataset: index ``k`` is chunk ``k`` of ``patches``, read and decoded."""
+    """Chunk-transfer dataset: index ``k`` is chunk ``k`` of ``patches``, read and decoded with
+    the same chunk reader as ArrayDataset (so only the order and the batches differ)."""
 
     def __init__(self, path: Path) -> None:
-        self.array = zarr.open_array(str(path / "patches"), mode="r")
-        self.rows = self.array.shape[0]
+        self.rows = as_rows(zarr.open_array(str(path / "patches"), mode="r"))
 
     def __len__(self) -> int:
-        return -(-self.rows // CHUNK_ROWS)
+        return -(-len(self.rows) // CHUNK_ROWS)
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
-        return {"image": np.asarray(self.array[k * CHUNK_ROWS : (k + 1) * CHUNK_ROWS])}
+        return {"image": self.rows.read_chunk(k)}
 
 
 class SequentialBatches(IterableDataset[dict[str, np.ndarray]]):
