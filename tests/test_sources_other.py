@@ -17,7 +17,7 @@ from ome_zarr_models.v05 import Image as ImageV05
 
 from datatools.errors import InputError
 from datatools.geometry import Box
-from datatools.sources import OpenOptions, Volume, open_volume
+from datatools.sources import OpenOptions, Volume, itk_image, open_volume
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
 from datatools.sources.itk_image import ItkVolume, itk_message
 from datatools.sources.zarr_array import ZarrVolume
@@ -690,6 +690,7 @@ def write_itk(path: Path, data: np.ndarray, *, vector: bool = False, **kwargs: A
         ("vol.mha", "float32", True),
         ("vol.mhd", "int16", False),
         ("vol.nrrd", "uint8", False),
+        ("vol.nrrd", "int16", True),
         ("vol.nii", "int32", False),
         ("vol.nii.gz", "uint16", True),
     ],
@@ -736,13 +737,16 @@ def test_itk_vector_pixels_put_channels_first(
         assert volume.read(Box((1, 0, 0, 0), (3, 1, 2, 2))).flags.c_contiguous
 
 
-def test_itk_4d_with_one_time_point(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_itk_4d_with_one_time_point(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = arange_volume((3, 4, 5), "uint8")
     path = tmp_path / "single.nrrd"
     sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(data)]), str(path))
     assert sitk.ReadImage(str(path)).GetSize() == (5, 4, 3, 1)
     with open_volume(str(path)) as volume:
         assert volume.axes == "zyx"
+        refuse_itk_voxels(monkeypatch)  # raw: read in place
         check_reads(volume, data, rng)
 
 
@@ -783,6 +787,118 @@ def test_itk_truncated_data(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"{path}: cannot read region 0:4,0:5,0:6 (File cannot be read: {path} for reading.)"
     )
+
+
+NRRD_TYPES = {"uint8": "uchar", "uint16": "ushort", "int32": "int", "float32": "float"}
+
+
+def write_nrrd(
+    path: Path,
+    data: np.ndarray,
+    *,
+    endian: str = "little",
+    data_file: str | None = None,
+    skip: int = 0,
+    junk: bytes = b"",
+) -> None:
+    """A raw NRRD by hand: attached (``junk`` between header and voxels, found with ``skip``
+    -1) or detached (``data_file``)."""  # fmt: skip
+    header = [
+        "NRRD0004", "# written by the test", f"type: {NRRD_TYPES[data.dtype.name]}",
+        f"dimension: {data.ndim}", "sizes: " + " ".join(map(str, data.shape[::-1])),
+        "spacings: 0.5 0.5 2", f"endian: {endian}", "encoding: raw", f"byte skip: {skip}",
+    ]  # fmt: skip
+    order = "<" if endian == "little" else ">"
+    voxels = data.astype(data.dtype.newbyteorder(order)).tobytes()
+    if data_file is None:
+        path.write_bytes("\n".join(header).encode() + b"\n\n" + junk + voxels)
+    else:
+        path.write_text("\n".join([*header, f"data file: {data_file}"]) + "\n")
+        (path.parent / data_file).write_bytes(junk + voxels)
+
+
+def refuse_itk_voxels(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: sitk.ImageFileReader) -> None:
+        raise AssertionError("ITK was asked for voxels")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", refuse)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "endian", "detached", "skip"),
+    [
+        ("uint16", "little", False, 0),
+        ("int32", "big", False, -1),
+        ("float32", "big", True, 0),
+        ("uint8", "little", True, -1),
+    ],
+)
+def test_raw_nrrd_is_read_in_place_not_through_itk(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch,
+    dtype: str, endian: str, detached: bool, skip: int,
+) -> None:  # fmt: skip
+    data = arange_volume((5, 9, 13), dtype)
+    path = tmp_path / ("vol.nhdr" if detached else "vol.nrrd")
+    junk = b"skipped" if skip == -1 else b""
+    write_nrrd(path, data, endian=endian, data_file="vol.raw" if detached else None,
+               skip=skip, junk=junk)  # fmt: skip
+    with open_volume(str(path)) as volume:
+        assert isinstance(volume, ItkVolume)
+        assert volume.voxel_size == (2.0, 0.5, 0.5)
+        refuse_itk_voxels(monkeypatch)
+        check_reads(volume, data, rng)
+        assert volume.read_all().dtype.isnative
+
+
+def test_raw_nrrd_written_by_itk_in_place(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, rgb, plane = tmp_path / "a.nrrd", tmp_path / "rgb.nrrd", tmp_path / "plane.nrrd"
+    data = arange_volume((4, 6, 7), "uint16")
+    write_itk(plain, data)
+    color = arange_volume((4, 6, 7, 3), "uint8")
+    write_itk(rgb, color, vector=True)
+    flat = arange_volume((6, 7), "float32")
+    write_itk(plane, flat)
+    refuse_itk_voxels(monkeypatch)
+    with open_volume(str(plain)) as volume:
+        check_reads(volume, data, rng)
+    with open_volume(str(rgb)) as volume:
+        assert volume.axes == "czyx"
+        check_reads(volume, np.moveaxis(color, -1, 0), rng)
+    with open_volume(str(plane)) as volume:
+        check_reads(volume, flat, rng)
+
+
+def test_compressed_nrrd_still_goes_through_itk_with_a_warning_when_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    packed, raw = tmp_path / "z.nrrd", tmp_path / "r.nrrd"
+    write_itk(packed, arange_volume((3, 4, 5), "uint16"), compress=True)
+    write_itk(raw, arange_volume((3, 4, 5), "uint16"))
+    monkeypatch.setattr(itk_image, "WHOLE_READ_WARNING_BYTES", 100)
+    with caplog.at_level(logging.WARNING), open_volume(str(raw)):
+        assert not caplog.records
+    with caplog.at_level(logging.WARNING), open_volume(str(packed)) as volume:
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{packed}: ITK reads this NRRD file whole (0.0 GiB) for every region; save it "
+            "with 'encoding: raw' (read in place) or as .mha or .nii for a faster conversion"
+        ]
+        refuse_itk_voxels(monkeypatch)
+        with pytest.raises(AssertionError, match="ITK was asked"):
+            volume.read(Box((0, 0, 0), (1, 2, 2)))
+
+
+def test_raw_nrrd_cut_short_after_open(tmp_path: Path) -> None:
+    path = tmp_path / "cut.nhdr"
+    write_nrrd(path, arange_volume((4, 5, 6), "uint16"), data_file="cut.raw")
+    with open_volume(str(path)) as volume:
+        raw = tmp_path / "cut.raw"
+        raw.write_bytes(raw.read_bytes()[:100])
+        assert volume.read(Box((0, 0, 0), (1, 5, 6))).shape == (1, 5, 6)  # first 60 bytes
+        with pytest.raises(InputError) as info:
+            volume.read_all()
+    assert str(info.value) == (f"{path}: cannot read region 0:4,0:5,0:6 ({raw}: data ends early)")
 
 
 def test_itk_message_keeps_the_first_meaningful_line() -> None:

@@ -11,11 +11,15 @@ Reading a box asks ITK for that region only; how much ITK reads for it depends o
 Measured with SimpleITK 2.5, 100 x 512 x 512 uint16, 5 slices at z = 0 and z = 95: ``.mha``,
 ``.mhd``, ``.nii`` and ``.nii.gz`` read about the region alone (0.01-0.03 s, memory of the box);
 a compressed ``.mha`` decompresses from the file's start (0.08 s at z = 0, 0.34 s at z = 95);
-``.nrrd`` loads the whole image for every read (memory of the whole image, 0.10-0.16 s).
+``.nrrd`` loads the whole image for every read (memory of the whole image, 0.10-0.16 s). So
+raw NRRD files (``encoding: raw``, the SimpleITK default) are read by datatools itself, one band
+of rows per slice straight from the file (:mod:`datatools.sources._nrrd_layout`); compressed
+NRRD files still go through ITK and cost the whole image per read.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +30,7 @@ import SimpleITK as sitk  # noqa: N813
 
 from datatools.errors import InputError
 from datatools.geometry import Box
+from datatools.sources._nrrd_layout import raw_nrrd
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 ITK_SUFFIXES = (
@@ -74,6 +79,11 @@ DTYPES = MappingProxyType(
 )
 """numpy dtype of each SimpleITK pixel type (vector types: of one component)."""
 
+WHOLE_READ_WARNING_BYTES = 2**30
+"""Compressed NRRD images larger than this get a warning at open: ITK reads them whole per read."""
+
+logger = logging.getLogger(__name__)
+
 _ITK_NOISE = re.compile(r"^(?:sitk::ERROR|ITK ERROR|itk::ERROR):\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?")
 
 
@@ -81,8 +91,8 @@ class ItkVolume(Volume):
     """An image file read through ``SimpleITK.ImageFileReader``; no voxels are cached.
 
     Peak memory per read: the box's bytes, twice for multi-component images (ITK's
-    component-last array, then the component-first copy); the whole image for ``.nrrd``, which
-    ITK does not stream (see the module docstring).
+    component-last array, then the component-first copy); the whole image for a compressed
+    ``.nrrd``, which ITK does not stream (see the module docstring).
     """
 
     kind = "itk"
@@ -124,6 +134,15 @@ class ItkVolume(Volume):
         self._itk_dims = len(reader.GetSize())
         self._vector = vector
         self._direction = tuple(float(d) for d in reader.GetDirection())
+        nrrd = spec.lower().endswith((".nrrd", ".nhdr"))
+        self._raw = raw_nrrd(Path(spec), dtype, tuple(size[::-1]), components) if nrrd else None
+        if nrrd and self._raw is None and self.nbytes > WHOLE_READ_WARNING_BYTES:
+            logger.warning(
+                "%s: ITK reads this NRRD file whole (%.1f GiB) for every region; save it with "
+                "'encoding: raw' (read in place) or as .mha or .nii for a faster conversion",
+                spec,
+                self.nbytes / 2**30,
+            )
 
     @classmethod
     def can_open(cls, spec: str) -> bool:
@@ -156,6 +175,21 @@ class ItkVolume(Volume):
         if box.is_empty:
             return np.empty(box.shape, self.dtype)
         spatial = Box(box.start[1:], box.stop[1:]) if self._vector else box
+        if self._raw is not None:
+            try:
+                array = self._raw.read(spatial.start, spatial.stop)
+            except OSError as exc:
+                raise InputError(
+                    f"{self.spec}: cannot read region {box.to_text()} ({exc})"
+                ) from exc
+        else:
+            array = self._read_itk(spatial, box)
+        if not self._vector:
+            return array.reshape(box.shape)
+        return np.ascontiguousarray(np.moveaxis(array, -1, 0)[box.start[0] : box.stop[0]])
+
+    def _read_itk(self, spatial: Box, box: Box) -> np.ndarray[Any, Any]:
+        """ITK's array for the spatial box ``spatial`` (component axis last)."""
         index = [*spatial.start[::-1]] + [0] * (self._itk_dims - spatial.ndim)
         size = [*spatial.shape[::-1]] + [0] * (self._itk_dims - spatial.ndim)
         reader = sitk.ImageFileReader()
@@ -168,10 +202,7 @@ class ItkVolume(Volume):
             raise InputError(
                 f"{self.spec}: cannot read region {box.to_text()} ({itk_message(exc)})"
             ) from exc
-        array = sitk.GetArrayFromImage(image)
-        if not self._vector:
-            return array.reshape(box.shape)
-        return np.ascontiguousarray(np.moveaxis(array, -1, 0)[box.start[0] : box.stop[0]])
+        return sitk.GetArrayFromImage(image)
 
     def details(self) -> dict[str, Any]:
         """``direction``: ITK's direction matrix (row-major, ``(x, y, z)``) when not identity."""
