@@ -17,7 +17,7 @@ from ome_zarr_models.v05 import Image as ImageV05
 
 from datatools.errors import InputError
 from datatools.geometry import Box
-from datatools.sources import OpenOptions, Volume, itk_image, open_volume
+from datatools.sources import OpenOptions, Volume, _nrrd_layout, itk_image, open_volume
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
 from datatools.sources.itk_image import ItkVolume, itk_message
 from datatools.sources.zarr_array import ZarrVolume
@@ -870,20 +870,60 @@ def test_raw_nrrd_written_by_itk_in_place(
         check_reads(volume, flat, rng)
 
 
-def test_compressed_nrrd_still_goes_through_itk_with_a_warning_when_large(
+def test_gzip_nrrd_read_from_saved_states_not_through_itk(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = rng.integers(0, 300, size=(12, 30, 40)).astype(np.uint16)
+    path = tmp_path / "z.nrrd"
+    write_itk(path, data, compress=True)
+    monkeypatch.setattr(_nrrd_layout, "CHECKPOINT_BYTES", 4000)  # a state every 2000 voxels
+    layout = _nrrd_layout.nrrd_data(path, "uint16", (12, 30, 40), 1)
+    assert isinstance(layout, _nrrd_layout.GzipNrrd)
+    last = Box((11, 0, 0), (12, 30, 40))
+    np.testing.assert_array_equal(layout.read(last.start, last.stop), data[11:])
+    start, _, _ = layout.state_before(11 * 30 * 40 * 2)
+    assert start == 26400 - 26400 % 4000  # states saved on the way are used next time
+    with open_volume(str(path)) as volume:
+        refuse_itk_voxels(monkeypatch)
+        check_reads(volume, data, rng)
+
+
+def test_gzip_nrrd_errors(tmp_path: Path) -> None:
+    cut, bad = tmp_path / "cut.nrrd", tmp_path / "bad.nhdr"
+    write_itk(cut, np.random.default_rng(0).integers(0, 9, (6, 20, 30)).astype("uint16"),
+              compress=True)  # fmt: skip
+    write_nrrd(bad, arange_volume((4, 5, 6), "uint16"), data_file="bad.raw")
+    text = bad.read_text().replace("encoding: raw", "encoding: gzip")
+    bad.write_text(text)
+    with open_volume(str(cut)) as volume, open_volume(str(bad)) as garbage:
+        cut.write_bytes(cut.read_bytes()[:-2000])
+        with pytest.raises(InputError) as short:
+            volume.read_all()
+        with pytest.raises(InputError) as wrong:
+            garbage.read_all()
+    assert str(short.value) == f"{cut}: cannot read region 0:6,0:20,0:30 ({cut}: data ends early)"
+    assert str(wrong.value).startswith(
+        f"{bad}: cannot read region 0:4,0:5,0:6 ({tmp_path / 'bad.raw'}: not a gzip stream ("
+    )
+
+
+def test_other_nrrd_encodings_go_through_itk_with_a_warning_when_large(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    packed, raw = tmp_path / "z.nrrd", tmp_path / "r.nrrd"
-    write_itk(packed, arange_volume((3, 4, 5), "uint16"), compress=True)
-    write_itk(raw, arange_volume((3, 4, 5), "uint16"))
+    data = arange_volume((3, 4, 5), "uint16")
+    text, raw = tmp_path / "text.nrrd", tmp_path / "r.nrrd"
+    header = "NRRD0004\ntype: ushort\ndimension: 3\nsizes: 5 4 3\nencoding: ascii\n\n"
+    text.write_text(header + " ".join(map(str, data.ravel())) + "\n")
+    write_itk(raw, data)
     monkeypatch.setattr(itk_image, "WHOLE_READ_WARNING_BYTES", 100)
     with caplog.at_level(logging.WARNING), open_volume(str(raw)):
         assert not caplog.records
-    with caplog.at_level(logging.WARNING), open_volume(str(packed)) as volume:
+    with caplog.at_level(logging.WARNING), open_volume(str(text)) as volume:
         assert [r.getMessage() for r in caplog.records] == [
-            f"{packed}: ITK reads this NRRD file whole (0.0 GiB) for every region; save it "
-            "with 'encoding: raw' (read in place) or as .mha or .nii for a faster conversion"
+            f"{text}: ITK reads this NRRD file whole (0.0 GiB) for every region; save it raw "
+            "or gzip-compressed, or as .mha or .nii, for a faster conversion"
         ]
+        np.testing.assert_array_equal(volume.read_all(), data)
         refuse_itk_voxels(monkeypatch)
         with pytest.raises(AssertionError, match="ITK was asked"):
             volume.read(Box((0, 0, 0), (1, 2, 2)))

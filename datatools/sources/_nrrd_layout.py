@@ -1,19 +1,32 @@
-"""Raw NRRD voxels read in place: a box costs one ``pread`` per slice, not the whole image.
+"""NRRD voxels read by datatools: a box costs one band of rows per slice, not the whole image.
 
 ITK's NRRD reader loads the whole image for every region it is asked for (memory and time of the
-whole image per read). For ``encoding: raw`` the header says exactly where each voxel lies, so
-:class:`RawNrrd` reads a box straight from the file. Only plain layouts take this path: one data
-file (attached, or a detached ``.nhdr`` naming one file), ``byte skip`` 0 or -1, no
-``line skip``, and ``sizes`` that agree with what ITK reported. Anything else (gzip or bzip2
-encodings, data split over several files) returns ``None`` from :func:`raw_nrrd` and stays
-with ITK.
+whole image per read). The header says where the voxels lie, so for the two common encodings
+datatools reads a box itself:
+
+- ``raw``: :class:`RawNrrd` reads each slice's rows with one ``pread``;
+- ``gzip``: :class:`GzipNrrd` decompresses the stream from the nearest checkpoint before the box
+  (a copy of the decompressor's state saved every :data:`CHECKPOINT_BYTES` of voxels as the
+  stream is first read, at most :data:`MAX_CHECKPOINTS` of them, about 40 KiB each). A box
+  costs decompressing every plane it crosses, whole: reading in order by bands of whole planes
+  (what ``convert`` does when a unit holds whole planes, as for 512 x 512 CT slices)
+  decompresses the volume about once; units of part of a plane decompress each plane once per
+  unit across it.
+
+Only plain layouts take these paths: one data file (attached, or a detached ``.nhdr`` naming one
+file), no ``line skip``, no ``byte skip`` for gzip (any for raw), and ``sizes`` that agree with
+what ITK reported. Anything else (bzip2, data split over several files) returns ``None`` from
+:func:`nrrd_data` and stays with ITK.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
-from dataclasses import dataclass
+import threading
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +34,12 @@ import numpy as np
 
 HEADER_LIMIT = 1 << 20
 """Bytes of header read at most (real headers are a few hundred bytes)."""
+CHECKPOINT_BYTES = 16 * 2**20
+"""Decompressed bytes between two saved decompressor states of a gzip NRRD (at least)."""
+MAX_CHECKPOINTS = 1024
+"""Saved states per file at most (the spacing grows with the volume beyond 16 GiB)."""
+_STEP = 2**20
+_INPUT_BLOCK = 2**18
 
 
 @dataclass(frozen=True)
@@ -52,39 +71,172 @@ class RawNrrd:
         Raises:
             OSError: the data file cannot be read or ends early.
         """
-        tail = self.shape[self.spatial :]
-        rows, cols = self.shape[self.spatial - 2 : self.spatial]
-        row_bytes = cols * math.prod(tail) * self.dtype.itemsize
-        (y0, x0), (y1, x1) = start[-2:], stop[-2:]
-        planes = range(start[0], stop[0]) if self.spatial == 3 else range(1)
-        out = np.empty((len(planes), y1 - y0, x1 - x0, *tail), self.dtype.newbyteorder("="))
-        direct = x0 == 0 and x1 == cols and self.dtype.isnative
+        box = _Box(self, start, stop)
+        direct = box.x0 == 0 and box.x1 == box.cols and self.dtype.isnative
         fd = os.open(self.data_file, os.O_RDONLY)
         try:
-            for k, z in enumerate(planes):
-                offset = self.offset + (z * rows + y0) * row_bytes
-                size = (y1 - y0) * row_bytes
+            for k, z in enumerate(box.planes):
+                offset = self.offset + z * box.plane_bytes + box.y0 * box.row_bytes
                 if direct:
-                    got = os.preadv(fd, [out[k]], offset)
+                    got = os.preadv(fd, [box.out[k]], offset)
                 else:
-                    data = os.pread(fd, size, offset)
+                    data = os.pread(fd, box.band_bytes, offset)
                     got = len(data)
-                    if got == size:
-                        band = np.frombuffer(data, self.dtype).reshape(y1 - y0, cols, *tail)
-                        out[k] = band[:, x0:x1]
-                if got != size:
+                    if got == box.band_bytes:
+                        box.put(k, data)
+                if got != box.band_bytes:
                     raise OSError(f"{self.data_file}: data ends early")
         finally:
             os.close(fd)
-        return out if self.spatial == 3 else out[0]
+        return box.result()
 
 
-def raw_nrrd(
+@dataclass(frozen=True)
+class GzipNrrd:
+    """Where the voxels of a gzip NRRD file lie, and the decompressor states saved so far.
+
+    Attributes: as :class:`RawNrrd`; ``offset`` is where the gzip stream starts.
+    """
+
+    data_file: Path
+    offset: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    spatial: int
+    _marks: list[int] = field(default_factory=list, compare=False, repr=False)
+    _states: dict[int, tuple[int, Any]] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    @property
+    def spacing(self) -> int:
+        """Decompressed bytes between two saved states."""
+        total = math.prod(self.shape) * self.dtype.itemsize
+        return max(CHECKPOINT_BYTES, -(-total // MAX_CHECKPOINTS))
+
+    def read(self, start: tuple[int, ...], stop: tuple[int, ...]) -> np.ndarray[Any, Any]:
+        """Voxels ``[start, stop)`` as :meth:`RawNrrd.read`, decompressing from the nearest
+        saved state before the box (memory: the box, one band of rows, one 1 MiB step).
+
+        Raises:
+            OSError: the data file cannot be read, is not gzip, or ends early.
+        """
+        box = _Box(self, start, stop)
+        first = box.planes[0] * box.plane_bytes + box.y0 * box.row_bytes
+        try:
+            with _Inflater(self, first) as stream:
+                for k in range(len(box.planes)):
+                    if k:
+                        stream.skip(box.plane_bytes - box.band_bytes)
+                    box.put(k, stream.take(box.band_bytes))
+        except zlib.error as exc:
+            raise OSError(f"{self.data_file}: not a gzip stream ({exc})") from exc
+        return box.result()
+
+    def state_before(self, position: int) -> tuple[int, int, Any]:
+        """``(decompressed position, compressed offset, decompressor copy)`` of the latest
+        saved state at or before ``position``."""
+        with self._lock:
+            if not self._marks:
+                self._marks.append(0)
+                self._states[0] = (self.offset, zlib.decompressobj(wbits=47))
+            mark = self._marks[bisect.bisect_right(self._marks, position) - 1]
+            offset, state = self._states[mark]
+            return mark, offset, state.copy()
+
+    def save_state(self, position: int, offset: int, state: Any) -> None:
+        """Keep a copy of the decompressor ``state`` at decompressed ``position`` (compressed
+        input resumes at ``offset``)."""
+        with self._lock:
+            if position not in self._states:
+                bisect.insort(self._marks, position)
+                self._states[position] = (offset, state.copy())
+
+
+class _Inflater:
+    """A read position in a gzip NRRD's decompressed voxels, saving states as it passes them."""
+
+    def __init__(self, data: GzipNrrd, position: int) -> None:
+        self.data = data
+        self.position, offset, self.state = data.state_before(position)
+        self.file = open(data.data_file, "rb")  # noqa: SIM115 (closed by __exit__)
+        self.file.seek(offset)
+        self.tail = b""
+        self.skip(position - self.position)
+
+    def __enter__(self) -> _Inflater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def _step(self, limit: int) -> bytes:
+        """Up to ``limit`` (> 0) decompressed bytes, stopping at the next state boundary."""
+        spacing = self.data.spacing
+        limit = min(limit, _STEP, spacing - self.position % spacing)
+        while True:
+            ended = False
+            if not self.tail and not self.state.eof:
+                self.tail = self.file.read(_INPUT_BLOCK)
+                ended = not self.tail
+            out: bytes = self.state.decompress(self.tail, limit)
+            self.tail = self.state.unconsumed_tail
+            if out:
+                break
+            if ended or self.state.eof:
+                raise OSError(f"{self.data.data_file}: data ends early")
+        self.position += len(out)
+        if self.position % spacing == 0:
+            self.data.save_state(self.position, self.file.tell() - len(self.tail), self.state)
+        return out
+
+    def skip(self, n: int) -> None:
+        """Pass over ``n`` decompressed bytes."""
+        while n > 0:
+            n -= len(self._step(n))
+
+    def take(self, n: int) -> bytearray:
+        """The next ``n`` decompressed bytes."""
+        out = bytearray()
+        while len(out) < n:
+            out += self._step(n - len(out))
+        return out
+
+
+class _Box:
+    """A box of an NRRD's voxels: its planes, rows and columns, and the array it fills."""
+
+    def __init__(
+        self, data: RawNrrd | GzipNrrd, start: tuple[int, ...], stop: tuple[int, ...]
+    ) -> None:
+        self.dtype = data.dtype
+        self.spatial = data.spatial
+        self.tail = data.shape[data.spatial :]
+        rows, self.cols = data.shape[data.spatial - 2 : data.spatial]
+        self.row_bytes = self.cols * math.prod(self.tail) * data.dtype.itemsize
+        self.plane_bytes = rows * self.row_bytes
+        (self.y0, self.x0), (self.y1, self.x1) = start[-2:], stop[-2:]
+        self.band_bytes = (self.y1 - self.y0) * self.row_bytes
+        self.planes = range(start[0], stop[0]) if data.spatial == 3 else range(1)
+        self.out = np.empty(
+            (len(self.planes), self.y1 - self.y0, self.x1 - self.x0, *self.tail),
+            data.dtype.newbyteorder("="),
+        )
+
+    def put(self, k: int, band: bytes | bytearray) -> None:
+        """Fill plane ``k`` of the box from the band of its whole rows."""
+        rows = np.frombuffer(band, self.dtype).reshape(self.y1 - self.y0, self.cols, *self.tail)
+        self.out[k] = rows[:, self.x0 : self.x1]
+
+    def result(self) -> np.ndarray[Any, Any]:
+        return self.out if self.spatial == 3 else self.out[0]
+
+
+def nrrd_data(
     path: Path, dtype: str, spatial_shape: tuple[int, ...], components: int
-) -> RawNrrd | None:
-    """The raw layout of the NRRD file at ``path`` (``.nrrd`` or a detached ``.nhdr``), checked
-    against what ITK reported (``dtype``, ``spatial_shape`` in ``(z, y, x)`` order, pixel
-    ``components``), or ``None`` when its voxels are not one plain raw block."""
+) -> RawNrrd | GzipNrrd | None:
+    """The voxel layout of the NRRD file at ``path`` (``.nrrd`` or a detached ``.nhdr``),
+    checked against what ITK reported (``dtype``, ``spatial_shape`` in ``(z, y, x)`` order,
+    pixel ``components``), or ``None`` when datatools does not read it itself."""
     try:
         with open(path, "rb") as file:
             head = file.read(HEADER_LIMIT)
@@ -98,7 +250,8 @@ def raw_nrrd(
         key, sep, value = line.partition(":")
         if sep and not line.startswith("#") and not value.startswith("="):
             fields[key.strip().lower()] = value.strip()
-    if fields.get("encoding", "").lower() != "raw" or fields.get("line skip", "0") != "0":
+    encoding = fields.get("encoding", "").lower()
+    if encoding not in ("raw", "gzip", "gz") or fields.get("line skip", "0") != "0":
         return None
     try:
         sizes = tuple(int(s) for s in fields["sizes"].split())
@@ -111,7 +264,7 @@ def raw_nrrd(
     if shape != spatial_shape + ((components,) if components > 1 else ()):
         return None
     data_file = _data_file(path, fields.get("data file", fields.get("datafile")), end)
-    if data_file is None or skip < -1:
+    if data_file is None or skip < -1 or (encoding != "raw" and skip != 0):
         return None
     order: Literal["<", ">"] = "<" if fields.get("endian", "little").lower() == "little" else ">"
     layout = np.dtype(dtype).newbyteorder(order)
@@ -121,6 +274,8 @@ def raw_nrrd(
     except OSError:
         return None
     start = end + 2 if data_file == path else 0
+    if encoding != "raw":
+        return GzipNrrd(data_file, start, layout, shape, len(spatial_shape))
     offset = file_size - nbytes if skip == -1 else start + skip
     if offset < start or offset + nbytes > file_size:
         return None

@@ -12,9 +12,9 @@ Measured with SimpleITK 2.5, 100 x 512 x 512 uint16, 5 slices at z = 0 and z = 9
 ``.mhd``, ``.nii`` and ``.nii.gz`` read about the region alone (0.01-0.03 s, memory of the box);
 a compressed ``.mha`` decompresses from the file's start (0.08 s at z = 0, 0.34 s at z = 95);
 ``.nrrd`` loads the whole image for every read (memory of the whole image, 0.10-0.16 s). So
-raw NRRD files (``encoding: raw``, the SimpleITK default) are read by datatools itself, one band
-of rows per slice straight from the file (:mod:`datatools.sources._nrrd_layout`); compressed
-NRRD files still go through ITK and cost the whole image per read.
+raw and gzip NRRD files are read by datatools itself, one band of rows per slice
+(:mod:`datatools.sources._nrrd_layout`); other NRRD encodings still go through ITK and cost
+the whole image per read (with a warning at open when that is over 1 GiB).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import SimpleITK as sitk  # noqa: N813
 
 from datatools.errors import InputError
 from datatools.geometry import Box
-from datatools.sources._nrrd_layout import raw_nrrd
+from datatools.sources._nrrd_layout import nrrd_data
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 ITK_SUFFIXES = (
@@ -80,7 +80,8 @@ DTYPES = MappingProxyType(
 """numpy dtype of each SimpleITK pixel type (vector types: of one component)."""
 
 WHOLE_READ_WARNING_BYTES = 2**30
-"""Compressed NRRD images larger than this get a warning at open: ITK reads them whole per read."""
+"""NRRD images ITK reads (not raw or gzip) larger than this get a warning at open: ITK reads
+them whole for every region."""
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class ItkVolume(Volume):
     """An image file read through ``SimpleITK.ImageFileReader``; no voxels are cached.
 
     Peak memory per read: the box's bytes, twice for multi-component images (ITK's
-    component-last array, then the component-first copy); the whole image for a compressed
-    ``.nrrd``, which ITK does not stream (see the module docstring).
+    component-last array, then the component-first copy); the whole image for a ``.nrrd``
+    that is neither raw nor gzip, which ITK does not stream (see the module docstring).
     """
 
     kind = "itk"
@@ -135,11 +136,11 @@ class ItkVolume(Volume):
         self._vector = vector
         self._direction = tuple(float(d) for d in reader.GetDirection())
         nrrd = spec.lower().endswith((".nrrd", ".nhdr"))
-        self._raw = raw_nrrd(Path(spec), dtype, tuple(size[::-1]), components) if nrrd else None
+        self._raw = nrrd_data(Path(spec), dtype, tuple(size[::-1]), components) if nrrd else None
         if nrrd and self._raw is None and self.nbytes > WHOLE_READ_WARNING_BYTES:
             logger.warning(
-                "%s: ITK reads this NRRD file whole (%.1f GiB) for every region; save it with "
-                "'encoding: raw' (read in place) or as .mha or .nii for a faster conversion",
+                "%s: ITK reads this NRRD file whole (%.1f GiB) for every region; save it raw or "
+                "gzip-compressed, or as .mha or .nii, for a faster conversion",
                 spec,
                 self.nbytes / 2**30,
             )
