@@ -23,41 +23,21 @@ through atomic renames, so the result is the same.
 
 from __future__ import annotations
 
-import functools
-import math
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import zarr
-
-from datatools import __version__, hdf5_image, label_image, target
-from datatools.chunk_files import ChunkFiles, spread_order
+from datatools import hdf5_image, label_image, target, zarr_image
 from datatools.codecs import Codec, parse_codec
-from datatools.convert_plan import (
-    DEFAULT_CHUNK,
-    Array,
-    ConvertJob,
-    LevelPlan,
-    default_workers,
-)
-from datatools.downsample import downsample as merge
-from datatools.errors import OptionError, WriteError
-from datatools.executor import Executor, TaskSlice, ThreadExecutor
-from datatools.geometry import Box, RoiSpec, tile_box
-from datatools.ome_zarr import image_attributes
-from datatools.progress import progress_bar
+from datatools.convert_plan import DEFAULT_CHUNK, ConvertJob, default_workers
+from datatools.errors import OptionError
+from datatools.executor import Executor, TaskSlice
+from datatools.geometry import Box, RoiSpec
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
-STRAY_GRACE_SECONDS = 60.0
-"""Temporary files younger than this survive the clean-up at finalization (another task may
-be writing them)."""
 
 __all__ = ["ConvertResult", "convert", "default_workers"]
 
@@ -250,7 +230,7 @@ def convert(
                     tuple(s) for s in job.record.params["unit_shapes"]
                 )
                 assert not isinstance(source, Volume)
-                remote = RemoteUnits(
+                remote = zarr_image.RemoteUnits(
                     _remote_source(source),
                     open_options or OpenOptions(),
                     str(path.absolute()),
@@ -258,7 +238,7 @@ def convert(
                 )
             if label is not None:
                 _check_registration(job, label)
-            written, skipped, complete = _run_zarr(
+            written, skipped, complete = zarr_image.run(
                 job, path, task, overwrite, progress, on_unit_done, remote, executor
             )
             if complete and label is not None:
@@ -316,264 +296,3 @@ def _recorded_unit_shapes(path: Path, is_hdf5: bool) -> list[list[int]] | None:
         return None
     shapes = record.params.get("unit_shapes")
     return [list(map(int, s)) for s in shapes] if isinstance(shapes, list) else None
-
-
-def _populate(job: ConvertJob) -> Callable[[Path], None]:
-    """Creates the image group and its empty level arrays in a fresh folder."""
-
-    def populate(folder: Path) -> None:
-        group = zarr.create_group(folder, zarr_format=job.zarr_format)  # type: ignore[arg-type]
-        group.attrs.update({"datatools": _provenance(job, complete=False)})
-        for k, (shape, _) in enumerate(job.plan.levels):
-            kwargs: dict[str, Any] = {}
-            if job.zarr_format == 3:
-                kwargs["compressors"] = job.codec.zarr_compressors(job.out_dtype)
-                kwargs["dimension_names"] = list(job.axes)
-                if job.plan.shards is not None:
-                    kwargs["shards"] = job.plan.level_shards(k)
-            else:
-                kwargs["compressors"] = job.codec.encoder(job.out_dtype)
-                kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-            group.create_array(
-                str(k),
-                shape=shape,
-                chunks=job.plan.level_chunks(k),
-                dtype=job.out_dtype,
-                fill_value=0,
-                **kwargs,
-            )
-
-    return populate
-
-
-def _provenance(job: ConvertJob, *, complete: bool) -> dict[str, Any]:
-    return {"version": __version__, "command": "convert", "complete": complete, **job.record.params}
-
-
-class _LevelWriter:
-    """Writes whole blocks of one level array: chunk files encoded on the pool, or through
-    zarr-python for sharded arrays."""
-
-    def __init__(
-        self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor, *, atomic: bool
-    ) -> None:
-        self.pool = pool
-        self.sharded = job.plan.shards is not None
-        self.array = zarr.open_array(path, mode="r+")
-        self.files = (
-            None
-            if self.sharded
-            else ChunkFiles(path, job.codec.encoder(job.out_dtype), atomic=atomic)
-        )
-
-    def tasks(self, box: Box, data: Array) -> list[Callable[[], None]]:
-        """Tasks for the pool that store ``data`` at ``box`` (aligned to this level's chunk or
-        shard grid): one per chunk, or one for the whole box when sharded."""
-        if self.files is None:
-            array = self.array
-            return [lambda: array.__setitem__(box.slices(), data)]
-        files = self.files
-        return [
-            functools.partial(files.write, chunk, data[chunk.relative_to(box.start).slices()])
-            for chunk in spread_order(tile_box(box, files.chunks))
-        ]
-
-    def write(self, box: Box, data: Array) -> None:
-        """Store ``data`` at ``box`` (aligned to this level's chunk or shard grid)."""
-        self.run(self.tasks(box, data))
-
-    def run(self, tasks: Sequence[Callable[[], None]]) -> None:
-        """Run ``tasks`` on the pool and wait for them all."""
-        for _ in self.pool.map(_call, tasks):
-            pass
-
-    def read(self, box: Box) -> Array:
-        """Read ``box`` back (to build the next level), decoding chunks on the pool."""
-        if self.files is None:
-            return np.asarray(self.array[box.slices()])
-        return self.files.read(box, self.pool)
-
-
-class _ZarrRun:
-    """Executes a job's units, by ledger index, into an OME-Zarr folder."""
-
-    def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
-        self.job = job
-        # levels 0 and 1 are written by base units only, each by one task and read by no one
-        # before the unit is recorded; two tasks finishing at once may both build a unit of a
-        # lower level while the other reads it, so those files are replaced atomically
-        self.levels = [
-            _LevelWriter(job, path / str(k), pool, atomic=k >= 2)
-            for k in range(len(job.plan.levels))
-        ]
-        self._buffers = threading.local()
-
-    def _buffer(self) -> Array:
-        """This thread's reused unit buffer (one per reading thread)."""
-        buffer: Array | None = getattr(self._buffers, "unit", None)
-        if buffer is None:
-            buffer = np.empty(math.prod(self.job.plan.unit_shape), self.job.volume.dtype)
-            self._buffers.unit = buffer
-        return buffer
-
-    def unit(self, index: int) -> int:
-        """Run the unit with ledger index ``index``; returns it."""
-        plan = self.job.plan
-        if index < plan.n_base_units:
-            self._base_unit(index)
-        else:
-            level = next(lv for lv in reversed(plan.pyramid) if lv.offset <= index)
-            self._level_unit(level, index - level.offset)
-        return index
-
-    def _base_unit(self, index: int) -> None:
-        """Level 0 from the source, and level 1 from that data when there is a pyramid. The
-        whole unit is merged by one task on the pool while the others encode its level-0
-        chunks (merging chunk by chunk is 4x slower: short strided rows)."""
-        _, box, data = self.job.read_unit(index, self._buffer())
-        tasks = self.levels[0].tasks(box, data)
-        if len(self.levels) == 1:
-            self.levels[0].run(tasks)
-            return
-        factors = self.job.plan.levels[1][1]
-        merged: list[Array] = []
-        tasks.insert(0, lambda: merged.append(merge(data, factors, self.job.method)))
-        self.levels[0].run(tasks)
-        start = tuple(a // f for a, f in zip(box.start, factors, strict=True))
-        small = merged[0]
-        self.levels[1].write(
-            Box(start, tuple(a + s for a, s in zip(start, small.shape, strict=True))), small
-        )
-
-    def _level_unit(self, level: LevelPlan, index: int) -> None:
-        """One unit of level ``k`` >= 2, from level ``k - 1``."""
-        box = level.unit(index)
-        above = self.levels[level.level - 1]
-        source = Box(
-            tuple(a * f for a, f in zip(box.start, level.factors, strict=True)),
-            tuple(
-                min(b * f, n)
-                for b, f, n in zip(box.stop, level.factors, above.array.shape, strict=True)
-            ),
-        )
-        self.levels[level.level].write(box, merge(above.read(source), level.factors,
-                                                   self.job.method))  # fmt: skip
-
-
-def _call(task: Callable[[], None]) -> None:
-    task()
-
-
-@dataclass(frozen=True)
-class RemoteUnits:
-    """A picklable unit function for distributed executors: each worker process opens the
-    source and the output once (cached) and runs units by ledger index.
-
-    Attributes:
-        source: the source spec (a path, or a tuple of slice paths).
-        open_options: how to open it.
-        path: the output folder (already created by the driver).
-        prepare: keyword arguments of :meth:`ConvertJob.prepare`, as sorted pairs.
-    """
-
-    source: str | tuple[str, ...]
-    open_options: OpenOptions
-    path: str
-    prepare: tuple[tuple[str, Any], ...]
-
-    def __call__(self, index: int) -> int:
-        return _worker_run(self).unit(index)
-
-
-@functools.lru_cache(maxsize=4)
-def _worker_run(units: RemoteUnits) -> _ZarrRun:
-    """The open source, job and writers of ``units`` in this worker process (kept for reuse;
-    one encoding thread, the worker's own parallelism is its process count)."""
-    source = units.source if isinstance(units.source, str) else list(units.source)
-    volume = open_volume(source, units.open_options)
-    job = ConvertJob.prepare(volume, **dict(units.prepare))
-    return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
-
-
-def _run_zarr(
-    job: ConvertJob,
-    path: Path,
-    task: TaskSlice | None,
-    overwrite: bool,
-    progress: bool,
-    on_unit_done: Callable[[int], None] | None,
-    remote: RemoteUnits | None,
-    executor: Executor | None,
-) -> tuple[list[int], int, bool]:
-    how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
-    if how == "resumed" and task is None:
-        # temporaries of a killed run; with task slices other tasks may be writing right now,
-        # so those are cleaned by whichever task finalizes
-        target.clean_stray_files(path)
-    ledger = target.Ledger(path)
-    done = ledger.done()
-    plan = job.plan
-    n_base = plan.n_base_units
-    mine = range(n_base) if task is None else task.select(n_base)
-    todo = [i for i in mine if i not in done]
-    skipped = len(mine) - len(todo)
-    unit_bytes = math.prod(plan.unit_shape) * job.out_dtype.itemsize
-    written: list[int] = []
-    with (
-        ThreadPoolExecutor(job.workers, thread_name_prefix="datatools-encode") as pool,
-        progress_bar(
-            len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
-        ) as bar,
-    ):
-        runner: Executor
-        if executor is not None and executor.distributed and remote is not None:
-            func: Callable[[int], int] = remote
-            runner = executor
-        else:
-            func = _ZarrRun(job, path, pool).unit
-            runner = ThreadExecutor(min(2, job.workers))
-        phases = [todo] if not plan.pyramid else [todo, *([] for _ in plan.pyramid)]
-        try:
-            for phase, units in enumerate(phases):
-                if phase:
-                    done = ledger.done()
-                    if not all(i in done for i in range(n_base)):
-                        break
-                    level = plan.pyramid[phase - 1]
-                    units = [level.offset + i for i in range(level.n_units)]
-                    units = [i for i in units if i not in done]
-                    skipped += level.n_units - len(units)
-                for index in runner.map(func, units):
-                    ledger.mark(index)
-                    written.append(index)
-                    if on_unit_done is not None:
-                        on_unit_done(index)
-                    if not phase:
-                        bar.update(unit_bytes / 1e6)
-        except OSError as exc:
-            raise WriteError(
-                f"{path}: write failed ({exc.strerror or exc}); rerun the same command to resume"
-            ) from exc
-    return written, skipped, _finalize(job, path, ledger)
-
-
-def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
-    if len(ledger.done()) < job.plan.n_units:
-        return False
-    if target.is_complete(path):
-        return True
-    # the last tasks of a job array may finish together and all get here: a minute's grace
-    # keeps their files in flight; attributes are replaced atomically
-    target.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
-    levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
-    attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)
-    if job.image_label:
-        image_label = {"source": {"image": "../../"}}
-        if job.zarr_format == 3:
-            attrs["ome"]["image-label"] = image_label
-        else:
-            attrs["image-label"] = {"version": "0.4", **image_label}
-    attrs["datatools"] = _provenance(job, complete=True)
-    target.update_group_attributes(path, attrs)
-    target.mark_complete(path)
-    return True
