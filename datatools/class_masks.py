@@ -6,15 +6,18 @@ where the labels equal the class value, with its voxel count in the ``datatools`
 Scales are written in nanometres when the unit is a length.
 
 Two steps, both streaming in bounded memory: a counting pass over the labels (which values occur,
-how often), then one :func:`datatools.convert.convert` per class of a lazy ``labels == value``
-view, so every class is resumable on its own and shares convert's pyramid, ledger and metadata.
-The labels are read once per class plus once for counting; memory is that of ``convert``.
+how often), then :func:`datatools.convert.convert_many` over lazy ``labels == value`` views, one
+OME-Zarr image per class, so every class is resumable on its own and shares convert's pyramid,
+ledger and metadata. Each unit of the labels is read once for all classes (the views share the
+reading thread's last box), so the labels are read twice in all; memory is that of ``convert``
+plus one labels unit per reading thread.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +27,7 @@ import numpy as np
 import zarr
 
 from datatools import target
-from datatools.convert import ConvertResult, convert
+from datatools.convert import ConvertResult, convert_many
 from datatools.convert_plan import DEFAULT_CHUNK
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
@@ -34,7 +37,40 @@ from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
 
 COUNT_BLOCK_BYTES = 64 * 2**20
+BINCOUNT_LIMIT = 1 << 20
+"""Label values below this are counted with a histogram (8 MiB of counts at most)."""
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+
+
+def _placed(volume: Volume) -> dict[str, Any]:
+    """``volume``'s placement and chunks, as keyword arguments of :class:`Volume`."""
+    return {
+        "voxel_size": volume.voxel_size,
+        "unit": volume.unit,
+        "translation": volume.translation,
+        "chunks": volume.chunks,
+    }
+
+
+class SharedReads(Volume):
+    """``volume`` with each thread's last box kept: views of it asked for the same box on one
+    thread, one after the other (the class masks of a unit), read it once.
+
+    Memory: one box per reading thread.
+    """
+
+    kind = "shared-reads"
+
+    def __init__(self, volume: Volume) -> None:
+        super().__init__(volume.spec, volume.shape, volume.dtype, volume.axes, **_placed(volume))
+        self.volume = volume
+        self._last = threading.local()
+
+    def _read(self, box: Box) -> np.ndarray[Any, Any]:
+        last: tuple[Box, np.ndarray[Any, Any]] | None = getattr(self._last, "box", None)
+        if last is None or last[0] != box:
+            last = self._last.box = (box, self.volume.read(box))
+        return last[1]
 
 
 class ClassMask(Volume):
@@ -43,22 +79,21 @@ class ClassMask(Volume):
     kind = "class-mask"
 
     def __init__(self, labels: Volume, value: int) -> None:
-        super().__init__(
-            f"{labels.spec}=={value}",
-            labels.shape,
-            "uint8",
-            labels.axes,
-            voxel_size=labels.voxel_size,
-            unit=labels.unit,
-            translation=labels.translation,
-            chunks=labels.chunks,
-        )
+        spec = f"{labels.spec}=={value}"
+        super().__init__(spec, labels.shape, "uint8", labels.axes, **_placed(labels))
         self.labels = labels
         self.value = value
 
+    def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """The 0/1 mask of ``box``, computed straight into ``out`` when given."""
+        labels = self.labels.read(box)
+        if out is None:
+            out = np.empty(box.shape, np.uint8)
+        np.equal(labels, self.value, out=out.view(bool))
+        return out
+
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
-        mask: np.ndarray[Any, Any] = self.labels.read(box) == self.value
-        return mask.view(np.uint8)
+        return self.read(box)
 
 
 @dataclass(frozen=True)
@@ -118,12 +153,24 @@ def count_classes(labels: Volume, box: Box, *, progress: bool = False) -> dict[i
     blocks = list(tile_box(box, tile))
     with progress_bar(len(blocks), f"count {Path(labels.spec).name}", enabled=progress) as bar:
         for block in blocks:
-            values, n = np.unique(labels.read(block), return_counts=True)
-            for value, count in zip(values.tolist(), n.tolist(), strict=True):
-                counts[int(value)] = counts.get(int(value), 0) + int(count)
+            for value, count in _value_counts(labels.read(block)):
+                counts[value] = counts.get(value, 0) + count
             bar.update(1)
     counts.pop(0, None)
     return counts
+
+
+def _value_counts(data: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
+    """``(value, count)`` of every value in ``data``: a histogram when the values are small
+    non-negative integers (linear time), else a sort."""
+    if data.size and data.dtype.kind in "biu":
+        low, high = int(data.min()), int(data.max())
+        if low >= 0 and high < BINCOUNT_LIMIT:
+            n = np.bincount(data.ravel(), minlength=high + 1)
+            found = np.flatnonzero(n)
+            return list(zip(found.tolist(), n[found].tolist(), strict=True))
+    values, n = np.unique(data, return_counts=True)
+    return [(int(v), int(c)) for v, c in zip(values.tolist(), n.tolist(), strict=True)]
 
 
 def split_classes(
@@ -192,23 +239,25 @@ def split_classes(
             path, target.RunRecord("split-classes", params), overwrite=overwrite,
             populate=lambda folder: _populate(folder, zarr_format, params),
         )  # fmt: skip
+        classes = sorted(names.items())
+        shared = SharedReads(labels)
+        done = convert_many(
+            [ClassMask(shared, value) for value, _ in classes],
+            [path / name for _, name in classes], names=[name for _, name in classes],
+            roi=box, chunks=chunks, levels=levels, downsample=downsample, factors=factors,
+            codec=codec, zarr_format=zarr_format, voxel_size=size, unit=length_unit,
+            workers=workers, memory_limit=memory_limit, task=task, progress=progress,
+        )  # fmt: skip
         results: dict[str, tuple[int, int, ConvertResult]] = {}
-        for value, name in sorted(names.items()):
-            result = convert(
-                ClassMask(labels, value), path / name, roi=box, chunks=chunks,
-                levels=levels, downsample=downsample, factors=factors, codec=codec,
-                zarr_format=zarr_format, voxel_size=size, unit=length_unit, name=name,
-                workers=workers, memory_limit=memory_limit, task=task, progress=progress,
-            )  # fmt: skip
-            if result.complete:
-                _record_class(path / name, value, counts[value])
+        for (value, name), result in zip(classes, done, strict=True):
             results[name] = (value, counts[value], result)
     finally:
         labels.close()
-    # with --task-count, another task may have finished a class this task left incomplete: the
-    # group is complete once every class is, whichever task sees that last marks it
+    # with --task-count, another task may have finished a class this task saw incomplete: the
+    # group is complete once every class is, and whichever task sees that last marks it
     for name, (value, count, result) in results.items():
-        if not result.complete and target.is_complete(path / name):
+        if result.complete or target.is_complete(path / name):
+            _record_class(path / name, value, count)
             results[name] = (value, count, replace(result, complete=True))
     if all(r.complete for _, _, r in results.values()):
         target.mark_complete(path)

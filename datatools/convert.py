@@ -39,7 +39,7 @@ from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
-__all__ = ["ConvertResult", "convert", "default_workers"]
+__all__ = ["ConvertResult", "convert", "convert_many", "default_workers"]
 
 
 @dataclass(frozen=True)
@@ -193,26 +193,13 @@ def convert(
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
     volume = source if isinstance(source, Volume) else open_volume(source, open_options)
     try:
-        prepare: dict[str, Any] = {
-            "roi": roi,
-            "chunks": chunks if isinstance(chunks, int) else tuple(chunks),
-            "shards": shards if shards is None or isinstance(shards, int) else tuple(shards),
-            "codec": codec,
-            "zarr_format": zarr_format,
-            "voxel_size": None if voxel_size is None else tuple(voxel_size),
-            "unit": unit,
-            "dtype": dtype,
-            "allow_lossy_cast": allow_lossy_cast,
-            "levels": levels,
-            "downsample": downsample,
-            "factors": None if factors is None else tuple(factors),
-            "name": name or path.name.split(".")[0],
-            "workers": workers or default_workers(),
-            "memory_limit": memory_limit,
-            "is_hdf5": is_hdf5,
-            "translation": translation,
-            "as_labels": as_labels,
-        }
+        prepare = _job_options(
+            roi=roi, chunks=chunks, shards=shards, codec=codec, zarr_format=zarr_format,
+            voxel_size=voxel_size, unit=unit, dtype=dtype, allow_lossy_cast=allow_lossy_cast,
+            levels=levels, downsample=downsample, factors=factors,
+            name=name or path.name.split(".")[0], workers=workers, memory_limit=memory_limit,
+        )  # fmt: skip
+        prepare.update(is_hdf5=is_hdf5, translation=translation, as_labels=as_labels)
         job = ConvertJob.prepare(
             volume,
             **prepare,
@@ -238,14 +225,107 @@ def convert(
                 )
             if label is not None:
                 _check_registration(job, label)
-            written, skipped, complete = zarr_image.run(
-                job, path, task, overwrite, progress, on_unit_done, remote, executor
+            [(written, skipped, complete)] = zarr_image.run(
+                [(job, path)], task, overwrite, progress, on_unit_done, remote, executor
             )
             if complete and label is not None:
                 label.register()
     finally:
         if not isinstance(source, Volume):
             volume.close()
+    fmt = "HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
+    return _result(job, path, written, skipped, complete, started, fmt)
+
+
+def convert_many(
+    sources: Sequence[Volume],
+    targets: Sequence[str | Path],
+    *,
+    names: Sequence[str] | None = None,
+    roi: RoiSpec | Box | None = None,
+    chunks: int | Sequence[int] = DEFAULT_CHUNK,
+    codec: str = "zstd",
+    level: int | None = None,
+    zarr_format: int = 3,
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
+    levels: int | Literal["auto"] = 1,
+    downsample: str = "mean",
+    factors: Sequence[int] | None = None,
+    workers: int | None = None,
+    memory_limit: int | None = None,
+    task: TaskSlice | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[ConvertResult]:
+    """Convert volumes of one shape, dtype and placement, each into its own OME-Zarr image,
+    unit by unit: a unit is done for every volume in turn on one thread, so volumes that are
+    views of one source sharing their reads (as the class masks of ``split_classes``) read
+    each unit of it once. Every output is a plain :func:`convert` output (own ledger, resumable
+    alone); options as :func:`convert`; ``names``: image names (default: the targets' stems).
+
+    Memory: as :func:`convert` for one volume (the unit buffers are shared).
+
+    Raises:
+        OptionError: the volumes differ in shape, dtype or plan, or an invalid option.
+        TargetError, ResumeMismatchError, WriteError: as :func:`convert`.
+    """
+    started = time.perf_counter()
+    paths = [Path(t) for t in targets]
+    if not sources or len(sources) != len(paths):
+        raise OptionError(f"convert_many: {len(sources)} volumes for {len(paths)} targets")
+    if any(p.suffix.lower() in HDF5_SUFFIXES for p in paths):
+        raise OptionError("convert_many: writes OME-Zarr targets only")
+    if task is not None and task.count > 1 and overwrite:
+        raise OptionError("--overwrite: cannot be combined with --task-count > 1")
+    parsed = parse_codec(codec, level, hdf5=False)
+    jobs = []
+    for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
+        prepare = _job_options(
+            roi=roi, chunks=chunks, shards=None, codec=parsed, zarr_format=zarr_format,
+            voxel_size=voxel_size, unit=unit, dtype=None, allow_lossy_cast=False,
+            levels=levels, downsample=downsample, factors=factors,
+            name=names[k] if names else path.name.split(".")[0], workers=workers,
+            memory_limit=memory_limit,
+        )  # fmt: skip
+        recorded = None if overwrite else _recorded_unit_shapes(path, False)
+        jobs.append(ConvertJob.prepare(volume, **prepare, existing_unit_shapes=recorded))
+    first = jobs[0]
+    for job, path in zip(jobs[1:], paths[1:], strict=True):
+        if (job.plan.shape, job.out_dtype, job.plan.unit_shapes()) != (
+            first.plan.shape, first.out_dtype, first.plan.unit_shapes()
+        ):  # fmt: skip
+            raise OptionError(
+                f"{path}: its volume or plan differs from {paths[0]}'s (convert_many needs "
+                "volumes of one shape and dtype, and outputs written with the same options)"
+            )
+    outcomes = zarr_image.run(list(zip(jobs, paths, strict=True)), task, overwrite, progress)
+    fmt = f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
+    return [
+        _result(job, path, written, skipped, complete, started, fmt)
+        for job, path, (written, skipped, complete) in zip(jobs, paths, outcomes, strict=True)
+    ]
+
+
+def _job_options(**options: Any) -> dict[str, Any]:
+    """Keyword arguments of :meth:`ConvertJob.prepare` from :func:`convert`'s options, sequences
+    as tuples (a Dask run sends them) and the default worker count filled in."""
+    for key in ("chunks", "shards", "voxel_size", "factors"):
+        if options[key] is not None and not isinstance(options[key], int):
+            options[key] = tuple(options[key])
+    options["workers"] = options["workers"] or default_workers()
+    return {"is_hdf5": False, "translation": None, "as_labels": None, **options}
+
+
+def _result(
+    job: ConvertJob,
+    path: Path,
+    written: list[int],
+    skipped: int,
+    complete: bool,
+    started: float,
+    fmt: str,
+) -> ConvertResult:
     base = [i for i in written if i < job.plan.n_base_units]
     return ConvertResult(
         target=path,
@@ -260,7 +340,7 @@ def convert(
         nbytes=sum(job.plan.unit(i).size for i in base) * job.out_dtype.itemsize,
         seconds=time.perf_counter() - started,
         complete=complete,
-        format="HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})",
+        format=fmt,
         params=job.record.params,
     )
 

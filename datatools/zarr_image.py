@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,13 @@ class _LevelWriter:
 class _ZarrRun:
     """Executes a job's units, by ledger index, into an OME-Zarr folder."""
 
-    def __init__(self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        job: ConvertJob,
+        path: Path,
+        pool: ThreadPoolExecutor,
+        buffers: threading.local | None = None,
+    ) -> None:
         self.job = job
         # levels 0 and 1 are written by base units only, each by one task and read by no one
         # before the unit is recorded; two tasks finishing at once may both build a unit of a
@@ -128,14 +134,16 @@ class _ZarrRun:
             _LevelWriter(job, path / str(k), pool, atomic=k >= 2)
             for k in range(len(job.plan.levels))
         ]
-        self._buffers = threading.local()
+        self._buffers = threading.local() if buffers is None else buffers
 
     def _buffer(self) -> Array:
-        """This thread's reused unit buffer (one per reading thread)."""
-        buffer: Array | None = getattr(self._buffers, "unit", None)
+        """This thread's reused unit buffer (one per reading thread and dtype, shared by the
+        runs given the same ``buffers``: a unit is finished before the thread reads another)."""
+        dtype = self.job.volume.dtype
+        found: dict[str, Array] = self._buffers.__dict__.setdefault("units", {})
+        buffer = found.get(dtype.str)
         if buffer is None:
-            buffer = np.empty(math.prod(self.job.plan.unit_shape), self.job.volume.dtype)
-            self._buffers.unit = buffer
+            buffer = found[dtype.str] = np.empty(math.prod(self.job.plan.unit_shape), dtype)
         return buffer
 
     def unit(self, index: int) -> int:
@@ -217,66 +225,115 @@ def _worker_run(units: RemoteUnits) -> _ZarrRun:
     return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
 
 
+@dataclass
+class _Output:
+    """One output of :func:`run`: its job, folder, ledger and what this call did."""
+
+    job: ConvertJob
+    path: Path
+    ledger: target.Ledger
+    todo: set[int]
+    skipped: int
+    written: list[int] = field(default_factory=list)
+
+
 def run(
-    job: ConvertJob,
-    path: Path,
+    outputs: Sequence[tuple[ConvertJob, Path]],
     task: TaskSlice | None,
     overwrite: bool,
     progress: bool,
-    on_unit_done: Callable[[int], None] | None,
-    remote: RemoteUnits | None,
-    executor: Executor | None,
-) -> tuple[list[int], int, bool]:
-    how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
-    if how == "resumed" and task is None:
-        # temporaries of a killed run; with task slices other tasks may be writing right now,
-        # so those are cleaned by whichever task finalizes
-        target.clean_stray_files(path)
-    ledger = target.Ledger(path)
-    done = ledger.done()
-    plan = job.plan
+    on_unit_done: Callable[[int], None] | None = None,
+    remote: RemoteUnits | None = None,
+    executor: Executor | None = None,
+) -> list[tuple[list[int], int, bool]]:
+    """Run the units of one or more jobs with the same plan (same units) into their folders.
+
+    Each base unit is done for every output in turn on one thread, so sources that share their
+    reads (the class masks of one label volume) read it once. Per output, the units written
+    now, the units found done, and whether the output is complete. ``remote`` (a distributed
+    ``executor``) takes a single output.
+
+    Raises:
+        TargetError, ResumeMismatchError: a target cannot be used or holds another run.
+        WriteError: the disk refused a write (the outputs stay resumable).
+    """
+    plan = outputs[0][0].plan
     n_base = plan.n_base_units
     mine = range(n_base) if task is None else task.select(n_base)
-    todo = [i for i in mine if i not in done]
-    skipped = len(mine) - len(todo)
-    unit_bytes = math.prod(plan.unit_shape) * job.out_dtype.itemsize
-    written: list[int] = []
+    runs: list[_Output] = []
+    for job, path in outputs:
+        how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
+        if how == "resumed" and task is None:
+            # temporaries of a killed run; with task slices other tasks may be writing right
+            # now, so those are cleaned by whichever task finalizes
+            target.clean_stray_files(path)
+        ledger = target.Ledger(path)
+        done = ledger.done()
+        todo = {i for i in mine if i not in done}
+        runs.append(_Output(job, path, ledger, todo, len(mine) - len(todo)))
+    pending = sorted(set().union(*(out.todo for out in runs)))
+    megabytes = [math.prod(plan.unit_shape) * out.job.out_dtype.itemsize / 1e6 for out in runs]
+    total = sum(len(out.todo) * mb for out, mb in zip(runs, megabytes, strict=True))
+    where = runs[0].path if len(runs) == 1 else runs[0].path.parent
+    workers = runs[0].job.workers
     with (
-        ThreadPoolExecutor(job.workers, thread_name_prefix="datatools-encode") as pool,
-        progress_bar(
-            len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
-        ) as bar,
+        ThreadPoolExecutor(workers, thread_name_prefix="datatools-encode") as pool,
+        progress_bar(int(total), f"convert {where.name}", enabled=progress, unit="MB") as bar,
     ):
         runner: Executor
+        units: list[Callable[[int], int]]
         if executor is not None and executor.distributed and remote is not None:
-            func: Callable[[int], int] = remote
-            runner = executor
+            units, runner = [remote], executor
         else:
-            func = _ZarrRun(job, path, pool).unit
-            runner = ThreadExecutor(min(2, job.workers))
-        phases = [todo] if not plan.pyramid else [todo, *([] for _ in plan.pyramid)]
+            buffers = threading.local()
+            units = [_ZarrRun(out.job, out.path, pool, buffers).unit for out in runs]
+            runner = ThreadExecutor(min(2, workers))
+
+        def base_unit(index: int) -> int:
+            for out, unit in zip(runs, units, strict=True):
+                if index in out.todo:
+                    unit(index)
+            return index
+
         try:
-            for phase, units in enumerate(phases):
-                if phase:
-                    done = ledger.done()
-                    if not all(i in done for i in range(n_base)):
-                        break
-                    level = plan.pyramid[phase - 1]
-                    units = [level.offset + i for i in range(level.n_units)]
-                    units = [i for i in units if i not in done]
-                    skipped += level.n_units - len(units)
-                for index in runner.map(func, units):
-                    ledger.mark(index)
-                    written.append(index)
-                    if on_unit_done is not None:
-                        on_unit_done(index)
-                    if not phase:
-                        bar.update(unit_bytes / 1e6)
+            for index in runner.map(base_unit if len(runs) > 1 else units[0], pending):
+                for out, mb in zip(runs, megabytes, strict=True):
+                    if index in out.todo:
+                        out.ledger.mark(index)
+                        out.written.append(index)
+                        bar.update(mb)
+                if on_unit_done is not None:
+                    on_unit_done(index)
+            for out, unit in zip(runs, units, strict=True):
+                _run_pyramid(out, unit, runner, on_unit_done)
         except OSError as exc:
             raise WriteError(
-                f"{path}: write failed ({exc.strerror or exc}); rerun the same command to resume"
+                f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
             ) from exc
-    return written, skipped, _finalize(job, path, ledger)
+    return [(out.written, out.skipped, _finalize(out.job, out.path, out.ledger)) for out in runs]
+
+
+def _run_pyramid(
+    out: _Output,
+    unit: Callable[[int], int],
+    runner: Executor,
+    on_unit_done: Callable[[int], None] | None,
+) -> None:
+    """Levels 2 and below of ``out``, level by level, once every base unit is recorded (by
+    this task or others)."""
+    plan = out.job.plan
+    for level in plan.pyramid:
+        done = out.ledger.done()
+        if not all(i in done for i in range(plan.n_base_units)):
+            return
+        todo = [level.offset + i for i in range(level.n_units)]
+        todo = [i for i in todo if i not in done]
+        out.skipped += level.n_units - len(todo)
+        for index in runner.map(unit, todo):
+            out.ledger.mark(index)
+            out.written.append(index)
+            if on_unit_done is not None:
+                on_unit_done(index)
 
 
 def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,18 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 from datatools import class_masks, target
-from datatools.class_masks import parse_class_names, split_classes
+from datatools.class_masks import (
+    ClassMask,
+    SharedReads,
+    count_classes,
+    parse_class_names,
+    split_classes,
+)
+from datatools.convert import convert_many
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
+from datatools.geometry import Box
+from datatools.sources import ArrayVolume
 
 
 @pytest.fixture
@@ -124,55 +134,92 @@ def test_cli_split_classes(tmp_path: Path, labels: tuple[str, np.ndarray]) -> No
     )
 
 
-def test_two_tasks_that_each_finish_a_different_class_complete_the_group(
+def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_completes_the_group(
     tmp_path: Path, labels: tuple[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Task 0 finishes class 3 and task 1 finishes class 7: neither sees every class finish
-    in its own convert calls, yet the last one done marks the group complete."""
+    """Two job-array tasks finishing together: the last one may have looked at a class before
+    the other finalized it; the group is still marked complete."""
     spec, data = labels
     out = tmp_path / "classes.zarr"
     names = {3: "a", 7: "b"}
-    turns = [(1, "a"), (0, "a"), (0, "b"), (1, "b")]
-    step = [0]
-    turn = threading.Condition()
-    real_convert = class_masks.convert
+    real = class_masks.convert_many
 
-    def convert_in_turn(source: Any, path: Path, **kwargs: Any) -> Any:
-        me = (kwargs["task"].index, Path(path).name)
-        with turn:
-            assert turn.wait_for(lambda: turns[step[0]] == me, timeout=60)
-        try:
-            return real_convert(source, path, **kwargs)
-        finally:
-            with turn:
-                step[0] += 1
-                turn.notify_all()
+    def racing(*args: Any, **kwargs: Any) -> list[Any]:
+        results = real(*args, **kwargs)
+        if kwargs["task"].index == 1:
+            results[0] = replace(results[0], complete=False)  # class a, seen too early
+        return results
 
-    monkeypatch.setattr(class_masks, "convert", convert_in_turn)
-    results: dict[int, Any] = {}
-
-    def run(index: int) -> None:
-        results[index] = split_classes(
-            spec,
-            out,
-            class_names=names,
-            chunks=4,
-            task=TaskSlice(index, 2),
-            workers=1,
-            memory_limit=4096,  # several units, so each task has a share
-        )
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert step[0] == len(turns)
-    assert not results[0].complete
-    assert results[1].complete
+    monkeypatch.setattr(class_masks, "convert_many", racing)
+    options: dict[str, Any] = {"class_names": names, "chunks": 4, "memory_limit": 4096}
+    first = split_classes(spec, out, task=TaskSlice(0, 2), **options)
+    assert not first.complete
+    assert not target.is_complete(out)
+    last = split_classes(spec, out, task=TaskSlice(1, 2), **options)
+    assert last.complete
     assert target.is_complete(out)
     for value, name in names.items():
         group = zarr.open_group(out / name, mode="r")
         np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
         assert group.attrs["datatools"]["class_value"] == value
         assert group.attrs["datatools"]["voxel_count"] == int((data == value).sum())
+
+
+class CountingVolume(ArrayVolume):
+    """Counts the boxes read."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array)
+        self.reads: list[Box] = []
+        self.lock = threading.Lock()
+
+    def _read(self, box: Box) -> np.ndarray:
+        with self.lock:
+            self.reads.append(box)
+        return super()._read(box)
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_labels_are_read_once_per_unit_for_all_classes(
+    tmp_path: Path, rng: np.random.Generator, levels: int
+) -> None:
+    data = rng.integers(0, 4, size=(24, 40, 36)).astype(np.uint16)
+    source = CountingVolume(data)
+    shared = SharedReads(source)
+    masks = [ClassMask(shared, value) for value in (1, 2, 3)]
+    targets = [tmp_path / f"c{value}.zarr" for value in (1, 2, 3)]
+    results = convert_many(masks, targets, chunks=8, levels=levels, downsample="mode",
+                           memory_limit=2**15, workers=2)  # fmt: skip
+    units = results[0].units_total - sum(1 for _ in ())  # all units, base and pyramid
+    assert all(r.complete for r in results)
+    base = len(set(source.reads))
+    assert len(source.reads) == base  # no box read twice
+    assert (base > 1 and base < units) or levels == 1
+    for value, out in zip((1, 2, 3), targets, strict=True):
+        group = zarr.open_group(out, mode="r")
+        np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
+        assert target.is_complete(out)
+
+
+def test_convert_many_refuses_volumes_that_differ(tmp_path: Path) -> None:
+    small = ArrayVolume(np.zeros((4, 5, 6), np.uint8))
+    other = ArrayVolume(np.zeros((4, 5, 7), np.uint8))
+    with pytest.raises(OptionError) as info:
+        convert_many([small, other], [tmp_path / "a.zarr", tmp_path / "b.zarr"])
+    assert str(info.value) == (
+        f"{tmp_path / 'b.zarr'}: its volume or plan differs from {tmp_path / 'a.zarr'}'s "
+        "(convert_many needs volumes of one shape and dtype, and outputs written with the same "
+        "options)"
+    )
+    assert not (tmp_path / "a.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [("uint8", [0, 1, 7]), ("int32", [-5, 0, 3]), ("uint32", [0, 3, 2**21 + 1]), ("bool", [0, 1])],
+)
+def test_count_classes_small_and_large_values(dtype: str, values: list[int]) -> None:
+    data = np.array(values * 7 + values[-1:] * 3, dtype=dtype).reshape(1, 1, -1)
+    volume = ArrayVolume(data)
+    expected = {v: 7 + 3 * (v == values[-1]) for v in values if v != 0}
+    assert count_classes(volume, Box((0, 0, 0), data.shape)) == expected
