@@ -66,7 +66,7 @@ def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
     return {
         name: {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
         for name, node in sorted(group.members(max_depth=None))
-        if isinstance(node, zarr.Array) and not name.startswith(target.MARKER)
+        if isinstance(node, zarr.Array) and target.MARKER not in name.split("/")
     }
 
 

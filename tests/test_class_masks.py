@@ -132,6 +132,10 @@ def test_cli_split_classes(tmp_path: Path, labels: tuple[str, np.ndarray]) -> No
     np.testing.assert_array_equal(
         zarr.open_array(out / "mito" / "0", mode="r")[:], (data == 3).astype(np.uint8)
     )
+    info = CliRunner().invoke(cli, ["info", str(out)])
+    assert info.exit_code == 0, info.output
+    listed = [line.split()[1] for line in info.output.splitlines() if line.startswith("array")]
+    assert listed == ["mito/0:", "mito/1:", "mito/2:", "mito/3:"]  # not the ledgers
 
 
 def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_completes_the_group(
