@@ -66,6 +66,9 @@ class SharedReads(Volume):
         self.volume = volume
         self._last = threading.local()
 
+    def files(self) -> tuple[Path, ...]:
+        return self.volume.files()
+
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
         last: tuple[Box, np.ndarray[Any, Any]] | None = getattr(self._last, "box", None)
         if last is None or last[0] != box:
@@ -83,6 +86,9 @@ class ClassMask(Volume):
         super().__init__(spec, labels.shape, "uint8", labels.axes, **_placed(labels))
         self.labels = labels
         self.value = value
+
+    def files(self) -> tuple[Path, ...]:
+        return self.labels.files()
 
     def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """The 0/1 mask of ``box``, computed straight into ``out`` when given."""
@@ -235,6 +241,7 @@ def split_classes(
             "classes": {str(v): n for v, n in sorted(names.items())},
             "counts": {str(v): counts[v] for v in sorted(names)},
         }
+        target.check_not_input(path, labels.files())
         target.claim(
             path, target.RunRecord("split-classes", params), overwrite=overwrite,
             populate=lambda folder: _populate(folder, zarr_format, params),

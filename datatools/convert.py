@@ -174,7 +174,6 @@ def convert(
         levels = len(label.level_shapes) if levels is None else levels
         downsample = downsample or "mode"
         label_image.check_method(downsample)
-        label.prepare_group()
     levels = 1 if levels is None else levels
     downsample = downsample or "mean"
     if task is not None and task.count > 1 and overwrite:
@@ -193,6 +192,7 @@ def convert(
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
     volume = source if isinstance(source, Volume) else open_volume(source, open_options)
     try:
+        target.check_not_input(path, volume.files())
         prepare = _job_options(
             roi=roi, chunks=chunks, shards=shards, codec=codec, zarr_format=zarr_format,
             voxel_size=voxel_size, unit=unit, dtype=dtype, allow_lossy_cast=allow_lossy_cast,
@@ -225,6 +225,7 @@ def convert(
                 )
             if label is not None:
                 _check_registration(job, label)
+                label.prepare_group()
             [(written, skipped, complete)] = zarr_image.run(
                 [(job, path)], task, overwrite, progress, on_unit_done, remote, executor
             )
@@ -281,6 +282,7 @@ def convert_many(
     parsed = parse_codec(codec, level, hdf5=False)
     jobs = []
     for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
+        target.check_not_input(path, volume.files())
         prepare = _job_options(
             roi=roi, chunks=chunks, shards=None, codec=parsed, zarr_format=zarr_format,
             voxel_size=voxel_size, unit=unit, dtype=None, allow_lossy_cast=False,

@@ -222,6 +222,7 @@ def extract_instances(
     try:
         labels_vol = labels if isinstance(labels, Volume) else open_volume(labels, open_options)
         try:
+            owned.check_not_input(path, image_vol.files() + labels_vol.files())
             job = _Job.prepare(
                 image_vol,
                 labels_vol,

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from datatools import target
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, spatial_axes
 from datatools.patch_output import PatchResult, default_chunk_rows, open_output, previous_extent
@@ -360,6 +361,8 @@ def extract_patches(
         volume = _open(source, open_options, stack)
         lab = None if labels is None else _open(labels, open_options, stack)
         msk = None if mask is None else _open(mask, open_options, stack)
+        inputs = (volume, lab, msk)
+        target.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
         record = {
             **options.to_dict(),
             "source": volume.spec,

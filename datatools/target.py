@@ -77,6 +77,10 @@ class TargetStatus:
         }
 
 
+RESOLVE_EACH = 64
+"""Inputs per folder whose links :func:`check_not_input` resolves one by one."""
+
+
 def marker_dir(path: Path) -> Path:
     return Path(path) / MARKER
 
@@ -172,6 +176,28 @@ def check_target_location(path: Path) -> None:
     parent = path.absolute().parent
     if not parent.is_dir():
         raise TargetError(f"{path}: parent folder {parent} does not exist")
+
+
+def check_not_input(path: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output path that is one of the inputs or a folder holding one: writing it, or
+    replacing it with ``--overwrite``, would destroy them. Links are followed (for long lists
+    of slices, only their folders' links).
+
+    Raises:
+        TargetError: naming the target and the input.
+    """
+    out = Path(path).resolve()
+    by_folder: dict[Path, list[Path]] = {}
+    for item in inputs:
+        by_folder.setdefault(Path(item).parent, []).append(Path(item))
+    for folder, items in by_folder.items():
+        many = len(items) > RESOLVE_EACH
+        real = [folder.resolve() / i.name if many else i.resolve() for i in items]
+        for item, resolved in zip(items, real, strict=True):
+            if resolved == out:
+                raise TargetError(f"{path}: is also an input (write the output elsewhere)")
+            if out in resolved.parents:
+                raise TargetError(f"{path}: holds the input {item} (write the output elsewhere)")
 
 
 def remove_ours(path: Path) -> None:

@@ -289,3 +289,49 @@ def test_ctrl_c_exits_130_with_one_line(
     result = CliRunner().invoke(cli, ["convert", str(folder), str(tmp_path / "o.zarr")])
     assert result.exit_code == 130
     assert result.stderr == "Interrupted; rerun the same command to resume.\n"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_output_that_is_or_holds_an_input_is_refused_and_nothing_changes(
+    tmp_path: Path, stack: tuple[Path, np.ndarray]
+) -> None:
+    folder, data = stack
+    image = tmp_path / "a.zarr"
+    assert run("-q", "convert", str(folder), str(image), "--chunks", "8")[0] == 0
+    labels = tmp_path / "labels.tif"
+    tifffile.imwrite(labels, (data % 3).astype(np.uint16))
+    before = snapshot(image), snapshot(folder), labels.read_bytes()
+    cases = [
+        (["convert", str(image), str(image), "--overwrite"], f"{image}: is also an input"),
+        (["convert", str(image / "0"), str(image), "--overwrite"], f"{image}: holds the input"),
+        (["convert", str(folder), str(folder), "--overwrite"], f"{folder}: holds the input"),
+        (["patches", str(image), str(image), "--size", "8", "--overwrite"], f"{image}: is also"),
+        (
+            ["instances", str(image), str(labels), str(image), "--size", "4", "--overwrite"],
+            f"{image}: is also an input",
+        ),
+        (["convert", str(labels), str(labels), "--split-classes"], f"{labels}: is also an input"),
+    ]
+    for args, message in cases:
+        code, _, err = run(*args)
+        assert code == 2, (args, err)
+        assert err.startswith(f"Error: {message}"), err
+        assert (snapshot(image), snapshot(folder), labels.read_bytes()) == before
+
+
+def test_a_refused_label_image_leaves_the_image_as_it_was(
+    tmp_path: Path, stack: tuple[Path, np.ndarray]
+) -> None:
+    folder, data = stack
+    image = tmp_path / "img.zarr"
+    assert run("-q", "convert", str(folder), str(image))[0] == 0
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, data[:4].astype(np.uint16), photometric="minisblack")
+    before = snapshot(image)
+    code, _, err = run("convert", str(small), str(image), "--as-labels", "cells")
+    assert code == 2
+    assert "level shapes" in err
+    assert snapshot(image) == before

@@ -155,6 +155,12 @@ class Volume(ABC):
         out.update(self.details())
         return out
 
+    def files(self) -> tuple[Path, ...]:
+        """The files and folders this volume reads (no output may be one of them or hold
+        one): by default its spec, when that names an existing path."""
+        path = Path(self.spec)
+        return (path,) if path.exists() else ()
+
     def close(self) -> None:
         """Release open files; reading after close is an error."""
 

@@ -168,6 +168,10 @@ class Hdf5Volume(Volume):
             "file_bytes": Path(self._file.filename).stat().st_size,
         }
 
+    def files(self) -> tuple[Path, ...]:
+        """The HDF5 file."""
+        return (split_spec(self.spec)[0],)
+
     def close(self) -> None:
         """Close the HDF5 file; reading afterwards raises h5py's error."""
         self._file.close()

@@ -210,6 +210,10 @@ class TiffStack(Volume):
             out[...] = block[:, columns[0] : columns[1]]
         return True
 
+    def files(self) -> tuple[Path, ...]:
+        """The slice files."""
+        return self.paths
+
     def details(self) -> dict[str, Any]:
         """Files, first and last file, compression and strip or tile shape of the first slice."""
         out: dict[str, Any] = {
