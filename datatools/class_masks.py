@@ -37,6 +37,8 @@ from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
 
 COUNT_BLOCK_BYTES = 64 * 2**20
+MAX_CLASSES = 256
+"""Classes written without ``class_names`` at most (more: probably not a label image)."""
 BINCOUNT_LIMIT = 1 << 20
 """Label values below this are counted with a histogram (8 MiB of counts at most)."""
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -127,7 +129,8 @@ def parse_class_names(text: str | None) -> dict[int, str] | None:
     """``1=mito,2=er`` -> ``{1: "mito", 2: "er"}``.
 
     Raises:
-        OptionError: a part is not ``value=name`` or a name is not a plain name.
+        OptionError: a part is not ``value=name``, a name is not a plain name, or a value or
+            a name comes twice.
     """
     if text is None:
         return None
@@ -137,9 +140,14 @@ def parse_class_names(text: str | None) -> dict[int, str] | None:
         if not sep or not _NAME.match(name.strip()):
             raise OptionError(f"--class-names {text}: '{part}' is not value=name (e.g. 1=mito)")
         try:
-            names[int(value)] = name.strip()
+            number = int(value)
         except ValueError as exc:
             raise OptionError(f"--class-names {text}: '{value}' is not an integer") from exc
+        if number in names:
+            raise OptionError(f"--class-names {text}: value {number} is named twice")
+        if name.strip() in names.values():
+            raise OptionError(f"--class-names {text}: name '{name.strip()}' is given twice")
+        names[number] = name.strip()
     return names
 
 
@@ -212,7 +220,8 @@ def split_classes(
             :func:`datatools.convert.convert` (``downsample`` must be mode, nearest or max).
 
     Raises:
-        InputError: the labels are not integers, or hold no non-zero value.
+        InputError: the labels are not integers, hold no non-zero value, or (without
+            ``class_names``) more than :data:`MAX_CLASSES` values.
         OptionError: a named class does not occur, or an invalid option.
         TargetError, ResumeMismatchError: as :func:`datatools.convert.convert`.
     """
@@ -227,6 +236,11 @@ def split_classes(
         counts = count_classes(labels, box, progress=progress)
         if not counts:
             raise InputError(f"{labels.spec}: holds no non-zero label in {box.to_text()}")
+        if class_names is None and len(counts) > MAX_CLASSES:
+            raise InputError(
+                f"{labels.spec}: holds {len(counts)} distinct non-zero values, one image each "
+                f"(is it a label image? give --class-names to choose at most {MAX_CLASSES})"
+            )
         names = {v: str(v) for v in sorted(counts)} if class_names is None else dict(class_names)
         missing = sorted(set(names) - set(counts))
         if missing:

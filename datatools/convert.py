@@ -291,7 +291,8 @@ def convert_many(
             memory_limit=memory_limit,
         )  # fmt: skip
         recorded = None if overwrite else _recorded_unit_shapes(path, False)
-        jobs.append(ConvertJob.prepare(volume, **prepare, existing_unit_shapes=recorded))
+        job = ConvertJob.prepare(volume, **prepare, existing_unit_shapes=recorded, warn=not k)
+        jobs.append(job)
     first = jobs[0]
     for job, path in zip(jobs[1:], paths[1:], strict=True):
         if (job.plan.shape, job.out_dtype, job.plan.unit_shapes()) != (
@@ -315,6 +316,8 @@ def _job_options(**options: Any) -> dict[str, Any]:
     for key in ("chunks", "shards", "voxel_size", "factors"):
         if options[key] is not None and not isinstance(options[key], int):
             options[key] = tuple(options[key])
+    if options["workers"] is not None and options["workers"] < 1:
+        raise OptionError(f"--workers {options['workers']}: must be >= 1")
     options["workers"] = options["workers"] or default_workers()
     return {"is_hdf5": False, "translation": None, "as_labels": None, **options}
 

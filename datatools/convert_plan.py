@@ -29,6 +29,10 @@ from datatools.sources import Volume, spec_text
 
 log = logging.getLogger(__name__)
 
+SMALL_CHUNK_BYTES = 4096
+SMALL_CHUNK_COUNT = 10_000
+"""Chunks smaller than ``SMALL_CHUNK_BYTES`` get a warning when there are more than this many."""
+
 DEFAULT_CHUNK = 64
 DEFAULT_UNIT_BYTES = 64 * 2**20
 UNITS_IN_FLIGHT = 3
@@ -228,12 +232,14 @@ class ConvertJob:
         existing_unit_shapes: Sequence[Sequence[int]] | None,
         translation: Sequence[float] | None = None,
         as_labels: str | None = None,
+        warn: bool = True,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
 
         ``translation`` (per spatial axis) replaces the computed placement's translation, for
         label images that must sit exactly on their image. ``as_labels`` names the label image
-        being written (integer data only).
+        being written (integer data only). ``warn``: log the warnings about the options (no
+        voxel size, tiny chunks); off for the second and later of several like jobs.
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format.
@@ -248,7 +254,9 @@ class ConvertJob:
         if is_hdf5 and levels != 1:
             raise OptionError("--levels: pyramids need an OME-Zarr target (.zarr)")
         out_dtype = volume.dtype if dtype is None else _out_dtype(dtype)
-        base = _placement(volume, voxel_size, unit)
+        if warn:
+            _warn_small_chunks(chunk_shape, box.shape, out_dtype.itemsize, volume.spec)
+        base = _placement(volume, voxel_size, unit, warn=warn)
         placement = base.shifted(
             [s for s, a in zip(box.start, volume.axes, strict=True) if a in "zyx"]
         )
@@ -385,6 +393,23 @@ def _plan(
     return ConvertPlan(roi, chunks, shards, shapes[0], levels, tuple(pyramid))
 
 
+def _warn_small_chunks(
+    chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, spec: str
+) -> None:
+    """Warn when chunks under :data:`SMALL_CHUNK_BYTES` split the array into many files."""
+    count = math.prod(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    nbytes = math.prod(chunks) * itemsize
+    if nbytes < SMALL_CHUNK_BYTES and count > SMALL_CHUNK_COUNT:
+        log.warning(
+            "%s: chunks %s hold %d bytes each, %d chunk files in all (give larger --chunks: "
+            "loaders read chunks of 64 KiB to a few MiB best)",
+            spec,
+            " x ".join(map(str, chunks)),
+            nbytes,
+            count,
+        )
+
+
 def _chunk_shape(chunks: int | Sequence[int], shape: Sequence[int], axes: str) -> tuple[int, ...]:
     if isinstance(chunks, int):
         if chunks <= 0:
@@ -464,7 +489,9 @@ def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) ->
     return converted
 
 
-def _placement(volume: Volume, voxel_size: Sequence[float] | None, unit: str | None) -> Placement:
+def _placement(
+    volume: Volume, voxel_size: Sequence[float] | None, unit: str | None, *, warn: bool
+) -> Placement:
     n = len(spatial_axes(volume.axes))
     if voxel_size is not None:
         values = tuple(float(v) for v in voxel_size)
@@ -478,10 +505,11 @@ def _placement(volume: Volume, voxel_size: Sequence[float] | None, unit: str | N
     elif volume.voxel_size is not None:
         values = volume.voxel_size
     else:
-        log.warning(
-            "%s: no voxel size in the source; writing scale 1 (give --voxel-size and --unit)",
-            volume.spec,
-        )
+        if warn:
+            log.warning(
+                "%s: no voxel size in the source; writing scale 1 (give --voxel-size and --unit)",
+                volume.spec,
+            )
         values = (1.0,) * n
     unit_name = normalize_unit(unit) if unit is not None else normalize_unit(volume.unit)
     translation = volume.translation if volume.translation is not None else (0.0,) * n

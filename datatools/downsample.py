@@ -205,7 +205,8 @@ def pyramid_shapes(
 
     Raises:
         OptionError: ``levels`` < 1; ``chunks`` <= 0; bad ``factors`` or voxel size; explicit
-            ``factors`` with which ``levels="auto"`` never fits one chunk.
+            ``factors`` with which ``levels="auto"`` never fits one chunk; a level that would
+            not be smaller than the one above (too many levels, or factors of 1).
     """
     current = tuple(int(s) for s in shape)
     chunk_shape = tuple(int(c) for c in chunks)
@@ -229,6 +230,12 @@ def pyramid_shapes(
             raise OptionError(
                 f"--factors {','.join(map(str, factors))}: --levels auto never fits shape "
                 f"{current} into one chunk {chunk_shape} (give --levels N or more factors > 1)"
+            )
+        if following == current:
+            raise OptionError(
+                f"--levels {levels}: level {len(result)} would repeat level {len(result) - 1} "
+                f"(shape {' x '.join(map(str, current))}); give --levels {len(result)} or less, "
+                "or --levels auto, and factors > 1"
             )
         spatial_factors = tuple(f for f, s in zip(full, flags, strict=True) if s)
         sizes = tuple(v * f for v, f in zip(sizes, spatial_factors, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +93,11 @@ def test_split_errors(tmp_path: Path, labels: tuple[str, np.ndarray]) -> None:
         split_classes(spec, tmp_path / "a.zarr", class_names={5: "x"})
     with pytest.raises(OptionError, match="--class-names 1:mito: '1:mito' is not value=name"):
         parse_class_names("1:mito")
+    with pytest.raises(OptionError, match="--class-names 1=a,1=b: value 1 is named twice"):
+        parse_class_names("1=a,1=b")
+    with pytest.raises(OptionError, match="--class-names 1=a,2=a: name 'a' is given twice"):
+        parse_class_names("1=a,2=a")
+    assert not (tmp_path / "a.zarr").exists()
     with pytest.raises(OptionError, match="class masks take mode, nearest or max"):
         split_classes(spec, tmp_path / "b.zarr", downsample="mean")
     floats = zarr.create_array(tmp_path / "f.zarr", shape=(2, 2), dtype="float32")
@@ -227,3 +233,25 @@ def test_count_classes_small_and_large_values(dtype: str, values: list[int]) -> 
     volume = ArrayVolume(data)
     expected = {v: 7 + 3 * (v == values[-1]) for v in values if v != 0}
     assert count_classes(volume, Box((0, 0, 0), data.shape)) == expected
+
+
+def test_an_intensity_image_is_refused_and_warnings_come_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    grey = tmp_path / "grey.zarr"
+    array = zarr.create_array(grey, shape=(4, 8, 8), chunks=(4, 8, 8), dtype="uint16")
+    array[:] = np.arange(256, dtype=np.uint16).reshape(4, 8, 8) % 7
+    monkeypatch.setattr(class_masks, "MAX_CLASSES", 5)
+    with pytest.raises(InputError) as info:
+        split_classes(str(grey), tmp_path / "many.zarr")
+    assert str(info.value) == (
+        f"{grey}: holds 6 distinct non-zero values, one image each (is it a label image? give "
+        "--class-names to choose at most 5)"
+    )
+    assert not (tmp_path / "many.zarr").exists()
+    with caplog.at_level(logging.WARNING):
+        result = split_classes(str(grey), tmp_path / "few.zarr", class_names={1: "a", 2: "b"})
+    assert result.complete
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{grey}==1: no voxel size in the source; writing scale 1 (give --voxel-size and --unit)"
+    ]

@@ -335,3 +335,23 @@ def test_a_refused_label_image_leaves_the_image_as_it_was(
     assert code == 2
     assert "level shapes" in err
     assert snapshot(image) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--workers", "0"], "Error: --workers 0: must be >= 1"),
+        (["--workers", "-3"], "Error: --workers -3: must be >= 1"),
+        (["--class-names", "1=a"], "Error: --class-names: only with --split-classes"),
+        (["--levels", "9"], "Error: --levels 9: level 6 would repeat level 5 (shape 1 x 1 x 1)"),
+    ],
+)
+def test_convert_option_errors(
+    tmp_path: Path, stack: tuple[Path, np.ndarray], extra: list[str], message: str
+) -> None:
+    folder, _ = stack
+    out = tmp_path / "o.zarr"
+    code, _, err = run("convert", str(folder), str(out), *extra)
+    assert code == 2
+    assert err.startswith(message), err
+    assert not out.exists()

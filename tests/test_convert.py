@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import h5py
@@ -11,7 +12,7 @@ from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
-from datatools import target
+from datatools import convert_plan, target
 from datatools.convert import convert
 from datatools.convert_plan import plan_units
 from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError, WriteError
@@ -437,3 +438,18 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert result.units_skipped == 3
     assert result.complete
     np.testing.assert_array_equal(read_level0(out), data)
+
+
+def test_tiny_chunks_get_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(convert_plan, "SMALL_CHUNK_COUNT", 100)
+    volume = ArrayVolume(np.zeros((4, 8, 8), np.uint16), voxel_size=(1, 1, 1))
+    with caplog.at_level(logging.WARNING):
+        convert(volume, tmp_path / "fine.zarr", chunks=4)
+        assert not caplog.records
+        convert(volume, tmp_path / "tiny.zarr", chunks=(1, 2))
+    assert [r.getMessage() for r in caplog.records] == [
+        "<array>: chunks 1 x 1 x 2 hold 4 bytes each, 128 chunk files in all (give larger "
+        "--chunks: loaders read chunks of 64 KiB to a few MiB best)"
+    ]

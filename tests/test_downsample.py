@@ -411,3 +411,16 @@ def test_pyramid_bad_chunks_and_factors() -> None:
     with pytest.raises(OptionError) as info:
         pyramid_shapes((8, 8), (4, 4), (1, 1), levels=2, factors=(2, 2, 2), spatial=(True, True))
     assert str(info.value) == "--factors 2,2,2: 3 values for 2 axes"
+
+
+def test_levels_that_would_not_shrink_are_refused() -> None:
+    spatial = (True, True)
+    assert len(pyramid_shapes((4, 4), (1, 1), (1, 1), levels=3, spatial=spatial)) == 3
+    with pytest.raises(OptionError) as info:
+        pyramid_shapes((4, 4), (1, 1), (1, 1), levels=5, spatial=spatial)
+    assert str(info.value) == (
+        "--levels 5: level 3 would repeat level 2 (shape 1 x 1); give --levels 3 or less, or "
+        "--levels auto, and factors > 1"
+    )
+    with pytest.raises(OptionError, match="--levels 2: level 1 would repeat level 0"):
+        pyramid_shapes((4, 4), (1, 1), (1, 1), levels=2, factors=(1, 1), spatial=spatial)

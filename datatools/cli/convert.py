@@ -174,6 +174,8 @@ def convert_command(
         "overwrite": overwrite,
         "progress": progress_wanted(),
     }
+    if class_names is not None and not split_classes:
+        raise OptionError("--class-names: only with --split-classes")
     source_spec = resolve_source(source)
     if split_classes:
         result_split = class_masks.split_classes(
