@@ -163,7 +163,13 @@ def _open_hdf5(path: Path) -> tuple[list[Any], dict[str, Any]]:
     if raw is None:
         raise InputError(f"{path}: not an output of datatools convert (no datatools record)")
     record = json.loads(raw)
-    datasets = [k for k, v in fh.items() if isinstance(v, h5py.Dataset)]
+    datasets: list[str] = []
+
+    def collect(name: str, node: object) -> None:
+        if isinstance(node, h5py.Dataset):
+            datasets.append(name)
+
+    fh.visititems(collect)  # --dataset may have put it in a group
     if not datasets:
         raise InputError(f"{path}: holds no dataset")
     return [fh[datasets[0]]], dict(record.get("params", {}))

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
@@ -149,6 +150,12 @@ def test_hdf5_target(tmp_path: Path) -> None:
         assert fh["data"].compression == "gzip"
     assert not (tmp_path / ("out.h5" + target.PARTIAL_SUFFIX)).exists()
     assert verify(out, against=None).ok
+    nested = tmp_path / "nested.h5"
+    assert convert(ArrayVolume(data), nested, dataset="/group/raw").complete
+    tifffile.imwrite(tmp_path / "src.tif", data, photometric="minisblack")
+    checked = verify(nested, against=str(tmp_path / "src.tif"))
+    assert checked.ok
+    assert checked.compared_voxels == data.size
 
 
 def test_dtype_casts(tmp_path: Path) -> None:
