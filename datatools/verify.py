@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import zarr
 
 from datatools import target
+from datatools.class_masks import ClassMask
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.ome_zarr import SPACE_UNITS, ngff_version
@@ -84,6 +86,9 @@ def verify(
     volume = None
     if against is not None:
         volume = open_volume(against, open_options)
+        value = _class_value(params)
+        if value is not None:  # a class image of split-classes: compare with labels == value
+            volume = ClassMask(volume, value)
         roi_text = params.get("roi")
         roi = RoiSpec.parse(roi_text) if isinstance(roi_text, str) else None
         source_box = resolve_roi(
@@ -154,6 +159,12 @@ def _blocks(
     return list(tile_box(Box.from_shape(shape), tile))
 
 
+def _class_value(params: dict[str, Any]) -> int | None:
+    """The label value of a split-classes class image (its source spec ends in ``==value``)."""
+    found = re.search(r"==(-?\d+)$", str(params.get("source", "")))
+    return None if found is None else int(found.group(1))
+
+
 def _open_hdf5(path: Path) -> tuple[list[Any], dict[str, Any]]:
     try:
         fh = h5py.File(path, "r")
@@ -179,6 +190,12 @@ def _open_zarr(path: Path, problems: list[str]) -> tuple[list[Any], dict[str, An
     status = target.status(path)
     if status is None:
         raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
+    command = status.record.command
+    if command != "convert":
+        hint = f"; verify each class image, {path}/<class>" if command == "split-classes" else ""
+        raise InputError(
+            f"{path}: a datatools {command} output (verify checks convert outputs{hint})"
+        )
     if not status.complete:
         problems.append(
             f"incomplete: {status.units_done}/{status.units_total} units done (rerun the "

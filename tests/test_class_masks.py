@@ -27,6 +27,7 @@ from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box
 from datatools.sources import ArrayVolume
+from datatools.verify import verify
 
 
 @pytest.fixture
@@ -255,3 +256,20 @@ def test_an_intensity_image_is_refused_and_warnings_come_once(
     assert [r.getMessage() for r in caplog.records] == [
         f"{grey}==1: no voxel size in the source; writing scale 1 (give --voxel-size and --unit)"
     ]
+
+
+def test_verify_a_class_image_against_its_labels(
+    tmp_path: Path, labels: tuple[str, np.ndarray]
+) -> None:
+    spec, data = labels
+    out = tmp_path / "classes.zarr"
+    split_classes(spec, out, class_names={3: "a", 7: "b"}, chunks=4, levels=2)
+    checked = verify(out / "a", against=spec)
+    assert checked.ok
+    assert checked.compared_voxels == data.size
+    with pytest.raises(InputError) as info:
+        verify(out)
+    assert str(info.value) == (
+        f"{out}: a datatools split-classes output (verify checks convert outputs; verify each "
+        f"class image, {out}/<class>)"
+    )
