@@ -20,7 +20,13 @@ import numpy as np
 
 from datatools import target
 from datatools.convert_plan import ConvertJob
-from datatools.errors import ResumeMismatchError, TargetError, WriteError
+from datatools.errors import (
+    InputError,
+    OptionError,
+    ResumeMismatchError,
+    TargetError,
+    WriteError,
+)
 from datatools.executor import run_units
 from datatools.progress import progress_bar
 
@@ -90,6 +96,7 @@ def run(
             )
         if candidate == path:
             return [], job.plan.n_units, True
+    created = not partial.exists()
     try:
         fh = h5py.File(partial, "a")
     except OSError as exc:
@@ -131,6 +138,11 @@ def run(
                         on_unit_done(index)
             except OSError as exc:
                 raise WriteError(f"{partial}: write failed ({exc}); rerun to resume") from exc
+            except (InputError, OptionError):
+                if created:  # it would only block the corrected command (see zarr_image.run)
+                    fh.close()
+                    partial.unlink()
+                raise
         del fh[LEDGER]
     os.replace(partial, path)
     return written, plan.n_units - len(todo), True

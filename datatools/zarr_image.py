@@ -26,7 +26,7 @@ from datatools import __version__, target
 from datatools.chunk_files import ChunkFiles, spread_order
 from datatools.convert_plan import Array, ConvertJob, LevelPlan
 from datatools.downsample import downsample as merge
-from datatools.errors import WriteError
+from datatools.errors import InputError, OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
 from datatools.ome_zarr import image_attributes
@@ -234,6 +234,7 @@ class _Output:
     ledger: target.Ledger
     todo: set[int]
     skipped: int
+    created: bool
     written: list[int] = field(default_factory=list)
 
 
@@ -256,6 +257,9 @@ def run(
     Raises:
         TargetError, ResumeMismatchError: a target cannot be used or holds another run.
         WriteError: the disk refused a write (the outputs stay resumable).
+        InputError, OptionError: the source refutes the options (a value the dtype cannot
+            hold, a corrupt region); outputs this call created are removed first (not with
+            ``task``: other tasks may share them).
     """
     plan = outputs[0][0].plan
     n_base = plan.n_base_units
@@ -270,7 +274,7 @@ def run(
         ledger = target.Ledger(path)
         done = ledger.done()
         todo = {i for i in mine if i not in done}
-        runs.append(_Output(job, path, ledger, todo, len(mine) - len(todo)))
+        runs.append(_Output(job, path, ledger, todo, len(mine) - len(todo), how == "created"))
     pending = sorted(set().union(*(out.todo for out in runs)))
     megabytes = [math.prod(plan.unit_shape) * out.job.out_dtype.itemsize / 1e6 for out in runs]
     total = sum(len(out.todo) * mb for out, mb in zip(runs, megabytes, strict=True))
@@ -310,6 +314,14 @@ def run(
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
             ) from exc
+        except (InputError, OptionError):
+            # the input refutes the options (a lossy value, a corrupt region): an output this
+            # call created would only block the corrected command; no other task shares it
+            if task is None:
+                for out in runs:
+                    if out.created:
+                        target.remove_ours(out.path)
+            raise
     return [(out.written, out.skipped, _finalize(out.job, out.path, out.ledger)) for out in runs]
 
 

@@ -20,7 +20,7 @@ from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetE
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec
 from datatools.info import inspect
-from datatools.sources import ArrayVolume
+from datatools.sources import ArrayVolume, open_volume
 from datatools.verify import verify
 
 
@@ -132,7 +132,7 @@ def test_shards(tmp_path: Path) -> None:
         convert(ArrayVolume(data), tmp_path / "t.zarr", chunks=(2, 5, 5), shards=(3, 10, 10))
 
 
-def test_hdf5_target(tmp_path: Path) -> None:
+def test_hdf5_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = arange_volume((7, 9, 11), "uint16")
     out = tmp_path / "out.h5"
     result = convert(
@@ -156,15 +156,22 @@ def test_hdf5_target(tmp_path: Path) -> None:
     checked = verify(nested, against=str(tmp_path / "src.tif"))
     assert checked.ok
     assert checked.compared_voxels == data.size
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), open_volume(str(nested)) as reopened:
+        assert reopened.unit is None  # written without a unit: no warning about it either
+    assert not caplog.records
 
 
 def test_dtype_casts(tmp_path: Path) -> None:
     data = arange_volume((4, 8, 10), "uint16")
     convert(ArrayVolume(data), tmp_path / "a.zarr", dtype="uint32")
     assert read_level0(tmp_path / "a.zarr").dtype == np.uint32
-    with pytest.raises(OptionError, match=r"--dtype uint8: <array> holds .*256.* at output voxel"):
-        convert(ArrayVolume(data), tmp_path / "b.zarr", dtype="uint8")
-    assert not target.is_complete(tmp_path / "b.zarr")
+    for name in ("b.zarr", "b.h5"):
+        with pytest.raises(OptionError, match=r"--dtype uint8: <array> holds .*256.* at output"):
+            convert(ArrayVolume(data), tmp_path / name, dtype="uint8", memory_limit=2**14)
+        # the output this call made is gone, so the corrected command needs no --overwrite
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(name)] == []
+        assert convert(ArrayVolume(data), tmp_path / name).complete
     convert(ArrayVolume(data), tmp_path / "c.zarr", dtype="uint8", allow_lossy_cast=True)
     np.testing.assert_array_equal(read_level0(tmp_path / "c.zarr"), np.clip(data, 0, 255))
 

@@ -248,6 +248,8 @@ def _unit(spec: str, value: object) -> str | None:
     if value is None:
         return None
     text = value.decode() if isinstance(value, bytes) else str(value)
+    if not text.strip():
+        return None  # no unit (datatools writes "" when the voxel size has none)
     unit = _UNIT_NAMES.get(text.strip().lower())
     if unit is None:
         logger.warning("%s: ignoring unknown unit attribute %r", spec, text)
