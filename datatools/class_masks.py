@@ -56,7 +56,8 @@ def _placed(volume: Volume) -> dict[str, Any]:
 
 class SharedReads(Volume):
     """``volume`` with each thread's last box kept: views of it asked for the same box on one
-    thread, one after the other (the class masks of a unit), read it once.
+    thread, one after the other (the class masks of a unit), read it once. The array returned
+    is that kept one, read-only.
 
     Memory: one box per reading thread.
     """
@@ -74,7 +75,9 @@ class SharedReads(Volume):
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
         last: tuple[Box, np.ndarray[Any, Any]] | None = getattr(self._last, "box", None)
         if last is None or last[0] != box:
-            last = self._last.box = (box, self.volume.read(box))
+            data = self.volume.read(box)
+            data.setflags(write=False)  # shared by the next reader of the box
+            last = self._last.box = (box, data)
         return last[1]
 
 
@@ -180,7 +183,7 @@ def _value_counts(data: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
     if data.size and data.dtype.kind in "biu":
         low, high = int(data.min()), int(data.max())
         if low >= 0 and high < BINCOUNT_LIMIT:
-            n = np.bincount(data.ravel(), minlength=high + 1)
+            n = np.bincount(data.ravel().astype(np.intp, copy=False), minlength=high + 1)
             found = np.flatnonzero(n)
             return list(zip(found.tolist(), n[found].tolist(), strict=True))
     values, n = np.unique(data, return_counts=True)

@@ -279,7 +279,15 @@ def convert_many(
         raise OptionError("convert_many: writes OME-Zarr targets only")
     if task is not None and task.count > 1 and overwrite:
         raise OptionError("--overwrite: cannot be combined with --task-count > 1")
+    if names is not None and len(names) != len(paths):
+        raise OptionError(f"convert_many: {len(names)} names for {len(paths)} targets")
+    if zarr_format not in (2, 3):
+        raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
     parsed = parse_codec(codec, level, hdf5=False)
+    # outputs that exist keep their unit shapes; new ones (a class added or removed since) take
+    # the same, so every output has one plan
+    recorded = [None if overwrite else _recorded_unit_shapes(p, False) for p in paths]
+    shared = next((r for r in recorded if r is not None), None)
     jobs = []
     for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
         target.check_not_input(path, volume.files())
@@ -290,8 +298,8 @@ def convert_many(
             name=names[k] if names else path.name.split(".")[0], workers=workers,
             memory_limit=memory_limit,
         )  # fmt: skip
-        recorded = None if overwrite else _recorded_unit_shapes(path, False)
-        job = ConvertJob.prepare(volume, **prepare, existing_unit_shapes=recorded, warn=not k)
+        shapes = shared if recorded[k] is None else recorded[k]
+        job = ConvertJob.prepare(volume, **prepare, existing_unit_shapes=shapes, warn=not k)
         jobs.append(job)
     first = jobs[0]
     for job, path in zip(jobs[1:], paths[1:], strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -227,7 +228,13 @@ def test_convert_many_refuses_volumes_that_differ(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "values"),
-    [("uint8", [0, 1, 7]), ("int32", [-5, 0, 3]), ("uint32", [0, 3, 2**21 + 1]), ("bool", [0, 1])],
+    [
+        ("uint8", [0, 1, 7]),
+        ("int32", [-5, 0, 3]),
+        ("uint32", [0, 3, 2**21 + 1]),
+        ("uint64", [0, 2, 9]),
+        ("bool", [0, 1]),
+    ],
 )
 def test_count_classes_small_and_large_values(dtype: str, values: list[int]) -> None:
     data = np.array(values * 7 + values[-1:] * 3, dtype=dtype).reshape(1, 1, -1)
@@ -273,3 +280,15 @@ def test_verify_a_class_image_against_its_labels(
         f"{out}: a datatools split-classes output (verify checks convert outputs; verify each "
         f"class image, {out}/<class>)"
     )
+
+
+def test_classes_added_later_resume_with_another_memory_limit(
+    tmp_path: Path, labels: tuple[str, np.ndarray]
+) -> None:
+    spec, data = labels
+    out = tmp_path / "classes.zarr"
+    split_classes(spec, out, class_names={3: "a", 7: "b"}, chunks=4, memory_limit=2**12)
+    shutil.rmtree(out / "b")
+    again = split_classes(spec, out, class_names={3: "a", 7: "b"}, chunks=4, memory_limit=2**16)
+    assert again.complete
+    np.testing.assert_array_equal(zarr.open_array(out / "b" / "0")[:], (data == 7).astype("u1"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -905,6 +908,56 @@ def test_gzip_nrrd_errors(tmp_path: Path) -> None:
     assert str(wrong.value).startswith(
         f"{bad}: cannot read region 0:4,0:5,0:6 ({tmp_path / 'bad.raw'}: not a gzip stream ("
     )
+
+
+def test_nrrd_header_variants(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((3, 4, 5), "uint16")
+    # "byteskip" without its space, as teem and ITK accept it
+    alias = tmp_path / "alias.nhdr"
+    write_nrrd(alias, data, data_file="alias.raw", junk=b"0123456789")
+    alias.write_text(alias.read_text().replace("byte skip: 0", "byteskip: 10"))
+    # two gzip members one after the other (bgzip, or gzip files joined with cat)
+    joined = tmp_path / "joined.nhdr"
+    write_nrrd(joined, data, data_file="joined.raw.gz")
+    joined.write_text(joined.read_text().replace("encoding: raw", "encoding: gzip"))
+    raw = data.astype("<u2").tobytes()
+    (tmp_path / "joined.raw.gz").write_bytes(gzip.compress(raw[:50]) + gzip.compress(raw[50:]))
+    for path in (alias, joined):
+        with open_volume(str(path)) as volume:
+            refuse_itk_voxels(monkeypatch)
+            check_reads(volume, data, rng)
+            monkeypatch.undo()
+    # components stored last with every size equal: the sizes cannot tell, the kinds can
+    assert _nrrd_layout.nrrd_data(alias, "uint16", (3, 4, 5), 1) is not None
+    cube = tmp_path / "cube.nrrd"
+    cube.write_bytes(
+        b"NRRD0004\ntype: uint8\ndimension: 4\nsizes: 3 3 3 3\n"
+        b"kinds: domain domain domain vector\nencoding: raw\n\n" + bytes(81)
+    )
+    assert _nrrd_layout.nrrd_data(cube, "uint8", (3, 3, 3), 3) is None
+
+
+def test_nrrd_reads_survive_short_reads_and_pickling(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((4, 6, 7), "uint16")
+    raw, packed = tmp_path / "r.nrrd", tmp_path / "z.nrrd"
+    write_itk(raw, data)
+    write_itk(packed, data, compress=True)
+    preadv = os.preadv
+
+    def short(fd: int, buffers: list[Any], offset: int) -> int:  # as a network file system may
+        return preadv(fd, [memoryview(buffers[0])[:5]], offset)
+
+    monkeypatch.setattr(os, "preadv", short)
+    with open_volume(str(raw)) as volume:
+        check_reads(volume, data, rng)
+    with open_volume(str(packed)) as volume:
+        volume.read_all()  # saves decompressor states, which do not pickle
+        copy = pickle.loads(pickle.dumps(volume))
+        check_reads(copy, data, rng)
 
 
 def test_other_nrrd_encodings_go_through_itk_with_a_warning_when_large(

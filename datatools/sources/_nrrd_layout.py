@@ -38,6 +38,8 @@ CHECKPOINT_BYTES = 16 * 2**20
 """Decompressed bytes between two saved decompressor states of a gzip NRRD (at least)."""
 MAX_CHECKPOINTS = 1024
 """Saved states per file at most (the spacing grows with the volume beyond 16 GiB)."""
+_GZIP_WBITS = 47
+"""zlib window bits: 32 (detect a gzip or zlib header) + 15 (the largest window)."""
 _STEP = 2**20
 _INPUT_BLOCK = 2**18
 
@@ -73,22 +75,31 @@ class RawNrrd:
         """
         box = _Box(self, start, stop)
         direct = box.x0 == 0 and box.x1 == box.cols and self.dtype.isnative
+        band = memoryview(bytearray(0 if direct else box.band_bytes))
         fd = os.open(self.data_file, os.O_RDONLY)
         try:
             for k, z in enumerate(box.planes):
                 offset = self.offset + z * box.plane_bytes + box.y0 * box.row_bytes
-                if direct:
-                    got = os.preadv(fd, [box.out[k]], offset)
-                else:
-                    data = os.pread(fd, box.band_bytes, offset)
-                    got = len(data)
-                    if got == box.band_bytes:
-                        box.put(k, data)
-                if got != box.band_bytes:
+                view = memoryview(box.out[k]).cast("B") if direct else band
+                if not _read_exactly(fd, view, offset):
                     raise OSError(f"{self.data_file}: data ends early")
+                if not direct:
+                    box.put(k, band)
         finally:
             os.close(fd)
         return box.result()
+
+
+def _read_exactly(fd: int, view: memoryview, offset: int) -> bool:
+    """Fill ``view`` from ``offset`` (a read returns at most about 2 GiB, fewer bytes on some
+    file systems); ``False`` when the file ends first."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            return False
+        done += got
+    return True
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,18 @@ class GzipNrrd:
     _marks: list[int] = field(default_factory=list, compare=False, repr=False)
     _states: dict[int, tuple[int, Any]] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its saved states (decompressors do not pickle); the copy saves its
+        own."""
+        return {k: getattr(self, k) for k in ("data_file", "offset", "dtype", "shape", "spatial")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_marks", [])
+        object.__setattr__(self, "_states", {})
+        object.__setattr__(self, "_lock", threading.Lock())
 
     @property
     def spacing(self) -> int:
@@ -138,7 +161,7 @@ class GzipNrrd:
         with self._lock:
             if not self._marks:
                 self._marks.append(0)
-                self._states[0] = (self.offset, zlib.decompressobj(wbits=47))
+                self._states[0] = (self.offset, zlib.decompressobj(wbits=_GZIP_WBITS))
             mark = self._marks[bisect.bisect_right(self._marks, position) - 1]
             offset, state = self._states[mark]
             return mark, offset, state.copy()
@@ -174,15 +197,20 @@ class _Inflater:
         spacing = self.data.spacing
         limit = min(limit, _STEP, spacing - self.position % spacing)
         while True:
-            ended = False
-            if not self.tail and not self.state.eof:
+            if self.state.eof:  # a gzip member ended: the next one starts
+                if not self.tail:
+                    self.tail = self.file.read(_INPUT_BLOCK)
+                if not self.tail:
+                    raise OSError(f"{self.data.data_file}: data ends early")
+                self.state = zlib.decompressobj(wbits=_GZIP_WBITS)
+            fresh = not self.tail
+            if fresh:
                 self.tail = self.file.read(_INPUT_BLOCK)
-                ended = not self.tail
             out: bytes = self.state.decompress(self.tail, limit)
-            self.tail = self.state.unconsumed_tail
+            self.tail = self.state.unused_data if self.state.eof else self.state.unconsumed_tail
             if out:
                 break
-            if ended or self.state.eof:
+            if fresh and not self.tail and not self.state.eof:
                 raise OSError(f"{self.data.data_file}: data ends early")
         self.position += len(out)
         if self.position % spacing == 0:
@@ -222,7 +250,7 @@ class _Box:
             data.dtype.newbyteorder("="),
         )
 
-    def put(self, k: int, band: bytes | bytearray) -> None:
+    def put(self, k: int, band: bytes | bytearray | memoryview) -> None:
         """Fill plane ``k`` of the box from the band of its whole rows."""
         rows = np.frombuffer(band, self.dtype).reshape(self.y1 - self.y0, self.cols, *self.tail)
         self.out[k] = rows[:, self.x0 : self.x1]
@@ -249,13 +277,13 @@ def nrrd_data(
     for line in head[: len(head) if end < 0 else end].decode("latin-1").splitlines()[1:]:
         key, sep, value = line.partition(":")
         if sep and not line.startswith("#") and not value.startswith("="):
-            fields[key.strip().lower()] = value.strip()
+            fields[key.replace(" ", "").lower()] = value.strip()  # "byte skip" or "byteskip"
     encoding = fields.get("encoding", "").lower()
-    if encoding not in ("raw", "gzip", "gz") or fields.get("line skip", "0") != "0":
+    if encoding not in ("raw", "gzip", "gz") or fields.get("lineskip", "0") != "0":
         return None
     try:
         sizes = tuple(int(s) for s in fields["sizes"].split())
-        skip = int(fields.get("byte skip", "0"))
+        skip = int(fields.get("byteskip", "0"))
     except (KeyError, ValueError):
         return None
     shape = sizes[::-1]
@@ -263,7 +291,10 @@ def nrrd_data(
         shape = shape[1:]  # a single time point, which ITK drops too
     if shape != spatial_shape + ((components,) if components > 1 else ()):
         return None
-    data_file = _data_file(path, fields.get("data file", fields.get("datafile")), end)
+    kinds = fields.get("kinds", "").lower().split()
+    if components > 1 and kinds and kinds[0] in ("domain", "space", "time"):
+        return None  # the components are not the fastest axis (sizes alone cannot tell)
+    data_file = _data_file(path, fields.get("datafile"), end)
     if data_file is None or skip < -1 or (encoding != "raw" and skip != 0):
         return None
     order: Literal["<", ">"] = "<" if fields.get("endian", "little").lower() == "little" else ">"

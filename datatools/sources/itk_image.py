@@ -136,8 +136,8 @@ class ItkVolume(Volume):
         self._vector = vector
         self._direction = tuple(float(d) for d in reader.GetDirection())
         nrrd = spec.lower().endswith((".nrrd", ".nhdr"))
-        self._raw = nrrd_data(Path(spec), dtype, tuple(size[::-1]), components) if nrrd else None
-        if nrrd and self._raw is None and self.nbytes > WHOLE_READ_WARNING_BYTES:
+        self._nrrd = nrrd_data(Path(spec), dtype, tuple(size[::-1]), components) if nrrd else None
+        if nrrd and self._nrrd is None and self.nbytes > WHOLE_READ_WARNING_BYTES:
             logger.warning(
                 "%s: ITK reads this NRRD file whole (%.1f GiB) for every region; save it raw or "
                 "gzip-compressed, or as .mha or .nii, for a faster conversion",
@@ -176,9 +176,9 @@ class ItkVolume(Volume):
         if box.is_empty:
             return np.empty(box.shape, self.dtype)
         spatial = Box(box.start[1:], box.stop[1:]) if self._vector else box
-        if self._raw is not None:
+        if self._nrrd is not None:
             try:
-                array = self._raw.read(spatial.start, spatial.stop)
+                array = self._nrrd.read(spatial.start, spatial.stop)
             except OSError as exc:
                 raise InputError(
                     f"{self.spec}: cannot read region {box.to_text()} ({exc})"
