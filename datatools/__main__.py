@@ -1,5 +1,5 @@
 """``python -m datatools`` runs the command-line interface."""
 
-from datatools.cli.main import main
+from datatools.cli import run
 
-main()
+run()

@@ -18,16 +18,18 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.spatial import cKDTree
 
 from datatools.edges import place_origins, read_box
 from datatools.errors import OptionError
 from datatools.geometry import Box
 from datatools.sources.base import Volume
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 Sampler = Literal["grid", "random", "blue-noise"]
 SAMPLERS: tuple[Sampler, ...] = ("grid", "random", "blue-noise")
@@ -272,6 +274,8 @@ def poisson_disk(points: Array, min_distance: float, limit: int | None = None) -
     Returns:
         Indices into ``points`` of the kept points, in walking order.
     """
+    from scipy.spatial import cKDTree  # here: importing scipy costs a third of a second
+
     pts = np.asarray(points, dtype=np.float64)
     d2 = float(min_distance) ** 2
     kept: list[int] = []
@@ -296,6 +300,8 @@ def poisson_disk(points: Array, min_distance: float, limit: int | None = None) -
 
 def _greedy(pts: Array, idx: Array, min_distance: float, d2: float) -> list[int]:
     """Sequential greedy pass over candidates ``idx`` (already far from earlier batches)."""
+    from scipy.spatial import cKDTree
+
     if idx.size == 0:
         return []
     sub = pts[idx]

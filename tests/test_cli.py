@@ -339,3 +339,18 @@ def test_a_refused_label_image_leaves_the_image_as_it_was(
     assert code == 2
     assert "level shapes" in err
     assert snapshot(image) == before
+
+
+def test_ctrl_c_while_the_commands_load_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datatools.cli import run
+
+    class Interrupt:
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "datatools.cli.main":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "datatools.cli.main")
+    monkeypatch.setattr(sys, "meta_path", [Interrupt(), *sys.meta_path])
+    with pytest.raises(SystemExit) as info:
+        run()
+    assert info.value.code == 130
