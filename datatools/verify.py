@@ -132,7 +132,7 @@ def verify(
                     voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
                     problems.append(
                         f"differs from {volume.spec} in block {block.to_text()} (first at "
-                        f"voxel {voxel}: {data[where]!r} != {expected[where]!r})"
+                        f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
                     )
     finally:
         if volume is not None:

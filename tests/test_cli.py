@@ -209,7 +209,8 @@ def test_verify_reports_mismatch_exit_1(tmp_path: Path, stack: tuple[Path, np.nd
     tifffile.imwrite(folder / "s5.tif", data[5] + 1)
     code, text, _ = run("verify", str(out), "--against", str(folder))
     assert code == 1
-    assert "differs from" in text
+    first = data[5, 0, 0]
+    assert f"(first at voxel (5, 0, 0): {first} != {first + 1})" in text
 
 
 def test_four_task_processes_match_one(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:

@@ -167,7 +167,7 @@ def test_dtype_casts(tmp_path: Path) -> None:
     convert(ArrayVolume(data), tmp_path / "a.zarr", dtype="uint32")
     assert read_level0(tmp_path / "a.zarr").dtype == np.uint32
     for name in ("b.zarr", "b.h5"):
-        with pytest.raises(OptionError, match=r"--dtype uint8: <array> holds .*256.* at output"):
+        with pytest.raises(OptionError, match=r"--dtype uint8: <array> holds 256 at output"):
             convert(ArrayVolume(data), tmp_path / name, dtype="uint8", memory_limit=2**14)
         # the output this call made is gone, so the corrected command needs no --overwrite
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(name)] == []
