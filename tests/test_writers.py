@@ -380,7 +380,7 @@ def test_an_existing_target_is_refused_without_append(tmp_path: Path, kind: str)
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, chunk_rows=8)
     assert str(info.value) == (
-        f"{path}: exists (use append=True to continue it or overwrite=True to replace it)"
+        f"{path}: exists (append to continue it, or --overwrite to replace it)"
     )
     with pytest.raises(OptionError, match="append=True and overwrite=True exclude each other"):
         open_writer(path, ARRAYS, chunk_rows=8, append=True, overwrite=True)
@@ -396,8 +396,8 @@ def test_an_unfinished_hdf5_file_is_refused_without_append(tmp_path: Path) -> No
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, chunk_rows=8)
     assert str(info.value) == (
-        f"{path}: exists as the unfinished out.h5{target.PARTIAL_SUFFIX} (use append=True to "
-        "continue it or overwrite=True to replace it)"
+        f"{path}: exists as the unfinished out.h5{target.PARTIAL_SUFFIX} (append to continue it, "
+        "or --overwrite to replace it)"
     )
 
 
@@ -409,7 +409,7 @@ def test_an_unreadable_partial_hdf5_file_is_replaced_only_on_request(tmp_path: P
         open_writer(path, ARRAYS, append=True)
     assert str(info.value) == (
         f"{partial}: unfinished file that HDF5 cannot read, left by a run killed while "
-        "flushing (overwrite=True replaces it)"
+        "flushing (--overwrite replaces it)"
     )
     with open_writer(path, ARRAYS, overwrite=True) as writer:
         writer.append(patches=patches(0, 2), origins=origins(0, 2))
@@ -459,7 +459,7 @@ def test_append_with_another_layout_names_the_difference(
     message = str(info.value)
     assert message.startswith(f"{path}: cannot append, {difference}")
     assert message.endswith(
-        "(append with the same arrays, chunk_rows and codec, or overwrite=True to replace it)"
+        "(append with the same arrays, chunk_rows and codec, or --overwrite to replace it)"
     )
     assert_rows(path, 3)
 
@@ -591,7 +591,7 @@ def test_append_checks_command_and_params(tmp_path: Path, kind: str) -> None:
         open_writer(path, ARRAYS, command="patches", params={"size": [32, 32]}, append=True)
     assert str(info.value) == (
         f"{path}: cannot append, size was [64, 64], now [32, 32] (append with the same "
-        "options, or overwrite=True to replace it)"
+        "options, or --overwrite to replace it)"
     )
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, command="instances", params={"size": [64, 64]}, append=True)

@@ -46,12 +46,12 @@ def open_hdf5(setup: Setup, *, overwrite: bool) -> Hdf5Backend:
         elif p == partial and not overwrite:
             raise TargetError(
                 f"{p}: unfinished file that HDF5 cannot read, left by a run killed while "
-                "flushing (overwrite=True replaces it)"
+                "flushing (--overwrite replaces it)"
             )
         elif p != partial:
             raise TargetError(
                 f"{p}: exists and is not a datatools output (choose another target; "
-                "overwrite=True only replaces outputs of datatools)"
+                "--overwrite only replaces outputs of datatools)"
             )
     if present and overwrite:
         for p in present:

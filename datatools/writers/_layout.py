@@ -258,7 +258,7 @@ class Setup:
         if differences:
             raise ResumeMismatchError(
                 f"{self.path}: cannot append, {differences} (append with the same arrays, "
-                "chunk_rows and codec, or overwrite=True to replace it)"
+                "chunk_rows and codec, or --overwrite to replace it)"
             )
         old = owned.RunRecord(existing.command, dict(existing.params.get("options") or {}))
         new = owned.RunRecord(existing.command, dict(self.record.params["options"]))
@@ -266,12 +266,12 @@ class Setup:
         if differences:
             raise ResumeMismatchError(
                 f"{self.path}: cannot append, {differences} (append with the same options, or "
-                "overwrite=True to replace it)"
+                "--overwrite to replace it)"
             )
 
     def exists_error(self, what: str = "exists") -> TargetError:
         return TargetError(
-            f"{self.path}: {what} (use append=True to continue it or overwrite=True to replace it)"
+            f"{self.path}: {what} (append to continue it, or --overwrite to replace it)"
         )
 
 
