@@ -476,8 +476,8 @@ def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) ->
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             voxel = tuple(a + w for a, w in zip(box.start, where, strict=True))
             raise OptionError(
-                f"--dtype {dtype}: {spec} holds {data[where].item()!r} at output voxel {voxel}, which "
-                f"{dtype} cannot hold exactly (add --allow-lossy-cast to round and clip)"
+                f"--dtype {dtype}: {spec} holds {data[where].item()!r} at output voxel {voxel}, "
+                f"which {dtype} cannot hold exactly (add --allow-lossy-cast to round and clip)"
             )
         return data.astype(dtype)
     converted = data.astype(dtype)
