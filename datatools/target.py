@@ -287,16 +287,21 @@ def _join(path: Path, record: RunRecord) -> Literal["resumed"]:
     return "resumed"
 
 
+DERIVED_PARAMS = frozenset({"unit_shapes", "units_total", "chunk_rows", "slab_extent"})
+"""Recorded values that follow from the options; named only when no option differs."""
+
+
 def diff_params(old: RunRecord, new: RunRecord) -> str:
-    """A short text naming options that differ between two runs, empty when they agree."""
+    """A short text naming options that differ between two runs, empty when they agree
+    (values derived from the options are named only when no option differs)."""
     if old.command != new.command:
         return f"command was {old.command}, now {new.command}"
-    parts = []
+    parts: dict[bool, list[str]] = {True: [], False: []}
     for key in sorted(set(old.params) | set(new.params)):
         a, b = old.params.get(key), new.params.get(key)
         if a != b:
-            parts.append(f"{key} was {json.dumps(a)}, now {json.dumps(b)}")
-    return "; ".join(parts)
+            parts[key in DERIVED_PARAMS].append(f"{key} was {json.dumps(a)}, now {json.dumps(b)}")
+    return "; ".join(parts[False] or parts[True])
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -125,3 +125,13 @@ def test_update_group_attributes_merges_atomically(tmp_path: Path, zarr_format: 
     reread = zarr.open_group(tmp_path / "g.zarr", mode="r")
     assert dict(reread.attrs) == {"a": 1, "b": {"d": 3}, "e": [4]}
     assert not list((tmp_path / "g.zarr").glob("*.tmp"))
+
+
+def test_diff_names_options_before_what_follows_from_them() -> None:
+    old = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[64, 64]], "roi": "a"})
+    new = target.RunRecord("convert", {"chunks": [32], "unit_shapes": [[32, 64]], "roi": "a"})
+    assert target.diff_params(old, new) == "chunks was [64], now [32]"
+    planned = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]]})
+    assert target.diff_params(old, planned) == 'roi was "a", now null'  # options first
+    same = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]], "roi": "a"})
+    assert target.diff_params(old, same) == "unit_shapes was [[64, 64]], now [[32, 64]]"
