@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import zarr
 
-from datatools import target
+from datatools import hdf5_image, target
 from datatools.sources import OpenOptions, SourceSpec, open_volume
+from datatools.sources.hdf5 import split_spec
 
 VOLUME_KEYS = (
     "kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation", "nbytes",
@@ -42,7 +44,7 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
         status = target.status(path)
         if status is not None and (not status.complete or status.record.command != "convert"):
             return _describe_output(path, status.to_dict(), _zarr_arrays(path))
-        hdf5 = _hdf5_output(path)
+        hdf5 = _hdf5_output(path) or _hdf5_unfinished(path)
         if hdf5 is not None:
             return hdf5
     else:
@@ -50,7 +52,41 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
     with open_volume(spec, options) as volume:
         out = volume.describe()
     out["status"] = None if status is None else status.to_dict()
+    if status is None and isinstance(spec, str | Path):
+        record = hdf5_image.read_record(split_spec(str(spec))[0])
+        if record is not None and record.command == "convert":
+            out["status"] = {"complete": True, "command": "convert", "units_done": None,
+                             "units_total": None, "state": {}}  # fmt: skip
     return out
+
+
+def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
+    """An HDF5 convert output still under its partial name (interrupted, or running)."""
+    partial = hdf5_image.partial_path(path)
+    if path.exists() or not partial.is_file():
+        return None
+    record = hdf5_image.read_record(partial)
+    if record is None:
+        return None
+    try:
+        with h5py.File(partial, "r") as fh:
+            ledger = np.asarray(fh[hdf5_image.LEDGER][:])
+            arrays = {
+                name: {"shape": list(node.shape), "dtype": str(node.dtype),
+                       "chunks": None if node.chunks is None else list(node.chunks)}
+                for name, node in fh.items()
+                if isinstance(node, h5py.Dataset) and name != hdf5_image.LEDGER
+            }  # fmt: skip
+    except (OSError, KeyError):
+        return None
+    status = {
+        "complete": False,
+        "command": record.command,
+        "units_done": int(np.count_nonzero(ledger)),
+        "units_total": len(ledger),
+        "state": {"partial": str(partial)},
+    }
+    return _describe_output(path, status, arrays)
 
 
 def _describe_output(

@@ -467,3 +467,21 @@ def test_tiny_chunks_get_a_warning(
         "<array>: chunks 1 x 1 x 2 hold 4 bytes each, 128 chunk files in all (give larger "
         "--chunks: loaders read chunks of 64 KiB to a few MiB best)"
     ]
+
+
+def test_info_reports_an_unfinished_hdf5_output(tmp_path: Path) -> None:
+    data = arange_volume((8, 9, 11), "uint16")
+    out = tmp_path / "out.h5"
+
+    def stop(index: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(ArrayVolume(data), out, chunks=4, memory_limit=4 * 2 * 128 * 2, on_unit_done=stop)
+    info = inspect(out)
+    assert info["status"]["complete"] is False
+    assert info["status"]["units_done"] == 1
+    assert info["status"]["units_total"] > 1
+    assert list(info["arrays"]) == ["data"]
+    assert convert(ArrayVolume(data), out, chunks=4, memory_limit=4 * 2 * 128 * 2).complete
+    assert inspect(out)["status"]["complete"] is True
