@@ -33,7 +33,7 @@ from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.ome_zarr import normalize_unit, to_nanometers
-from datatools.progress import progress_bar
+from datatools.progress import counted, progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
 
 COUNT_BLOCK_BYTES = 64 * 2**20
@@ -119,12 +119,11 @@ class SplitResult:
         return all(result.complete for _, _, result in self.classes.values())
 
     def summary(self) -> str:
-        lines = [f"{self.target}: {len(self.classes)} class masks"]
+        lines = [f"{self.target}: {counted(len(self.classes), 'class mask')}"]
         for name, (value, count, result) in self.classes.items():
             state = "complete" if result.complete else "INCOMPLETE"
-            lines.append(
-                f"  {name}: label {value}, {count} voxels, {result.levels} levels, {state}"
-            )
+            levels = counted(result.levels, "level")
+            lines.append(f"  {name}: label {value}, {counted(count, 'voxel')}, {levels}, {state}")
         return "\n".join(lines)
 
 

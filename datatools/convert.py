@@ -35,6 +35,7 @@ from datatools.convert_plan import DEFAULT_CHUNK, ConvertJob, default_workers
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice
 from datatools.geometry import Box, RoiSpec
+from datatools.progress import counted
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -77,12 +78,12 @@ class ConvertResult:
         dims = " x ".join(map(str, self.shape))
         state = "complete" if self.complete else "INCOMPLETE"
         rate = self.nbytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
-        levels = f", {self.levels} levels" if self.levels > 1 else ""
+        levels = f", {counted(self.levels, 'level')}" if self.levels > 1 else ""
         lines = [
             f"{self.target}: {dims} {self.dtype}, chunks {' x '.join(map(str, self.chunks))}"
             f"{levels}, {self.format}, {state}",
-            f"  {self.units_written} units written now, {self.units_skipped} already done, "
-            f"of {self.units_total}; {self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
+            f"  {counted(self.units_written, 'unit')} written now, {self.units_skipped} already "
+            f"done, of {self.units_total}; {self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
             f"({rate:.0f} MB/s)",
         ]
         if not self.complete:

@@ -73,6 +73,7 @@ from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
 from datatools.instance_crops import Cropper
 from datatools.instance_plan import InstancePlan, plan_instances
 from datatools.label_stats import label_stats
+from datatools.progress import counted
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
 from datatools.writers import HDF5_SUFFIXES, ArraySpec, open_writer, read_run
 
@@ -136,7 +137,7 @@ class InstanceResult:
         rate = self.rows_written / self.seconds if self.seconds > 0 else 0.0
         filters = ", ".join(f"{k} {v}" for k, v in self.removed.items() if v) or "none"
         lines = [
-            f"{self.target}: {self.count} instances of {self.channels} x {window}, "
+            f"{self.target}: {counted(self.count, 'instance')} of {self.channels} x {window}, "
             f"{self.format}, {state}",
             f"  {self.labelled} labelled; removed by filters: {filters}",
             f"  {self.rows_written} written now, {self.rows_skipped} already done; "

@@ -26,6 +26,7 @@ from datatools import target as owned
 from datatools.errors import ResumeMismatchError, TargetError
 from datatools.geometry import spatial_axes
 from datatools.patch_plan import PatchGeometry, PatchPlan
+from datatools.progress import counted
 from datatools.sources import Volume
 from datatools.writers import ArraySpec, ArrayWriter, open_writer, read_run
 
@@ -192,8 +193,8 @@ class PatchResult:
         """A few lines for the terminal."""
         shape = " x ".join(map(str, self.item_shape))
         lines = [
-            f"{self.target}: {self.total} patches of {shape} {self.dtype} ({self.patch_axes}), "
-            f"{self.chunk_rows} per chunk, complete",
+            f"{self.target}: {counted(self.total, 'patch', 'patches')} of {shape} {self.dtype} "
+            f"({self.patch_axes}), {self.chunk_rows} per chunk, complete",
             f"  {self.written} written now, {self.total - self.written} already done, "
             f"{self.seconds:.1f} s" + ("" if self.seed is None else f"; seed {self.seed}"),
         ]

@@ -1,4 +1,5 @@
-"""Progress bars for long work: tqdm on stderr when wanted, silent otherwise."""
+"""What long work tells the terminal: tqdm progress bars on stderr when wanted, silent
+otherwise, and counts in summaries."""
 
 from __future__ import annotations
 
@@ -16,3 +17,9 @@ def progress_bar(total: float | None, desc: str, *, enabled: bool, unit: str = "
     return tqdm(
         total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True
     )
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 unit"``, ``"3 units"``: ``n`` and ``noun``, in the plural (default ``noun + "s"``)
+    unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"

@@ -562,7 +562,7 @@ def test_cli_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     code, out, err = invoke("patches", "volume.zarr", "--size", "64")
     assert code == 0, out + err
-    assert out.startswith("volume_patches.zarr: 1 patches of 64 x 64 x 64 uint8 (nzyx)")
+    assert out.startswith("volume_patches.zarr: 1 patch of 64 x 64 x 64 uint8 (nzyx)")
     cube = zarr.open_group("volume_patches.zarr", mode="r")["patches"][0]
     np.testing.assert_array_equal(cube, np.pad(data, [(0, 60), (0, 0), (0, 0)], mode="symmetric"))
 
