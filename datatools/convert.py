@@ -98,7 +98,7 @@ def convert(
     roi: RoiSpec | Box | None = None,
     chunks: int | Sequence[int] = DEFAULT_CHUNK,
     shards: int | Sequence[int] | None = None,
-    codec: str | Codec = "zstd",
+    codec: str | Codec | None = None,
     level: int | None = None,
     zarr_format: int = 3,
     voxel_size: Sequence[float] | None = None,
@@ -129,8 +129,8 @@ def convert(
         roi: region of the source, half-open voxels (z, y, x); non-spatial axes kept whole.
         chunks: output chunk shape; one int = every spatial axis (channels: 1), clipped.
         shards: Zarr v3 shard shape, a multiple of ``chunks``; ``None`` for no sharding.
-        codec: ``zstd``, ``blosc-zstd``, ``blosc-lz4``, ``gzip``, ``none`` (HDF5: ``gzip``,
-            ``lzf``, ``none``; ``zstd`` there means ``gzip``); ``level``: compression level.
+        codec: ``zstd`` (default), ``blosc-zstd``, ``blosc-lz4``, ``gzip``, ``none``; HDF5:
+            ``gzip`` (default), ``lzf``, ``none``. ``level``: compression level.
         zarr_format: 3 (OME-NGFF 0.5) or 2 (OME-NGFF 0.4, ``/`` chunk separator).
         voxel_size: physical voxel size per spatial axis (z, y, x); default from the source,
             else 1 with no unit. ``unit``: its OME-NGFF length unit (``nm``, ``um`` accepted).
@@ -187,7 +187,9 @@ def convert(
     if zarr_format not in (2, 3):
         raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
     if isinstance(codec, str):
-        codec = parse_codec("gzip" if is_hdf5 and codec == "zstd" else codec, level, hdf5=is_hdf5)
+        codec = parse_codec(codec, level, hdf5=is_hdf5)
+    elif codec is None:
+        codec = parse_codec("gzip" if is_hdf5 else "zstd", level, hdf5=is_hdf5)
     distributed = executor is not None and executor.distributed
     if distributed and (is_hdf5 or isinstance(source, Volume)):
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")

@@ -150,6 +150,9 @@ def test_hdf5_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         assert fh["data"].compression == "gzip"
     assert not (tmp_path / ("out.h5" + target.PARTIAL_SUFFIX)).exists()
     assert verify(out, against=None).ok
+    with pytest.raises(OptionError, match="--codec zstd: unknown for HDF5 outputs"):
+        convert(ArrayVolume(data), tmp_path / "zstd.h5", codec="zstd")
+    assert not list(tmp_path.glob("zstd.h5*"))
     nested = tmp_path / "nested.h5"
     assert convert(ArrayVolume(data), nested, dataset="/group/raw").complete
     tifffile.imwrite(tmp_path / "src.tif", data, photometric="minisblack")

@@ -154,7 +154,7 @@ def convert_command(
         "roi": roi_from_options(kwargs),
         "chunks": _chunks(chunks),
         "shards": None if shards is None else _chunks(shards, "--shards"),
-        "codec": codec or ("gzip" if target.lower().endswith((".h5", ".hdf5")) else "zstd"),
+        "codec": codec,
         "level": codec_level,
         "zarr_format": int(zarr_format),
         "voxel_size": parse_floats(voxel_size, "--voxel-size"),
