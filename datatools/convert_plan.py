@@ -248,7 +248,9 @@ class ConvertJob:
         chunk_shape = _chunk_shape(chunks, box.shape, volume.axes)
         shard_shape = None
         if shards is not None:
-            if is_hdf5 or zarr_format == 2:
+            if is_hdf5:
+                raise OptionError("--shards: sharding needs a Zarr v3 target, not HDF5")
+            if zarr_format == 2:
                 raise OptionError("--shards: sharding needs a Zarr v3 target (--zarr-format 3)")
             shard_shape = _shard_shape(shards, chunk_shape, box.shape, volume.axes)
         if is_hdf5 and levels != 1:

@@ -18,7 +18,7 @@ from conftest import arange_volume
 from ome_zarr_models.v04 import Image as ImageV04
 from ome_zarr_models.v05 import Image as ImageV05
 
-from datatools.errors import InputError
+from datatools.errors import InputError, OptionError
 from datatools.geometry import Box
 from datatools.sources import OpenOptions, Volume, _nrrd_layout, itk_image, open_volume
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
@@ -1002,3 +1002,19 @@ def test_itk_message_keeps_the_first_meaningful_line() -> None:
     )
     assert itk_message(RuntimeError(text)) == "File cannot be read: a.mhd for reading."
     assert itk_message(RuntimeError("")) == "RuntimeError"
+
+
+def test_level_and_series_only_where_they_exist(tmp_path: Path) -> None:
+    path = tmp_path / "v.mha"
+    write_itk(path, arange_volume((2, 3, 4)))
+    for options, message in (
+        (OpenOptions(level=2), "--source-level 2: {} (itk) has one level (levels are for "
+                               "OME-Zarr images and pyramidal TIFF files)"),
+        (OpenOptions(series=1), "--series 1: {} (itk) has one series (series are for "
+                                "multi-series TIFF files)"),
+    ):  # fmt: skip
+        with pytest.raises(OptionError) as info:
+            open_volume(str(path), options)
+        assert str(info.value) == message.format(path)
+    with open_volume(str(path), OpenOptions(level=0, series=0)) as volume:
+        assert volume.shape == (2, 3, 4)

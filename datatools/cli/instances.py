@@ -88,10 +88,11 @@ def instances_command(
     """Crop a fixed window around every instance of LABELS from IMAGE into TARGET.
 
     IMAGE is (z,y,x), (c,z,y,x), (y,x) or (c,y,x); LABELS are integers with the image's spatial
-    shape, 0 = background. TARGET (.zarr group or .h5 file) gets images (i, c, z, y, x) in the
-    image dtype (2D: (i, c, y, x)), instance_ids (ascending), centroid, bbox, voxel_count and
-    origins (window starts in source voxels), chunked along i. Each window has voxel size // 2
-    on the centroid rounded half up.
+    shape, 0 = background, every other value (negative ones too) an instance. TARGET (.zarr
+    group or .h5 file) gets images (i, c, z, y, x) in the image dtype (2D: (i, c, y, x)),
+    instance_ids (ascending), centroid, bbox, voxel_count and origins (window starts in source
+    voxels), chunked along i. A window of --size s is centred on the instance's centroid: its
+    voxel s // 2 lies on the centroid rounded half up.
 
     Memory: about --memory-limit (half buffers crops, half holds image slabs) plus about 120
     bytes per labelled instance; lower it with --memory-limit. Two passes: labels, then image.

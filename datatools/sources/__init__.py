@@ -11,7 +11,7 @@ import glob
 from collections.abc import Iterable
 from pathlib import Path
 
-from datatools.errors import InputError, InputNotFoundError, UnsupportedInputError
+from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
 from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
 from datatools.sources.hdf5 import Hdf5Volume
 from datatools.sources.itk_image import ItkVolume
@@ -60,15 +60,35 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     """
     options = options or OpenOptions()
     if not isinstance(spec, str | Path):
+        _check_options(TiffStack, "<slice list>", options)
         return TiffStack.open(spec, options)
     text = str(spec)
     if not glob.has_magic(text) and not _exists(text):
         raise InputNotFoundError(f"{text}: no such file or directory")
     for kind in KINDS:
         if kind.can_open(text):
+            _check_options(kind, text, options)
             return kind.open(text, options)
     tried = ", ".join(kind.kind for kind in KINDS)
     raise UnsupportedInputError(f"{text}: not a volume datatools can open (tried: {tried})")
+
+
+def _check_options(kind: type[Volume], text: str, options: OpenOptions) -> None:
+    """Check that the level and series asked for make sense for ``kind``.
+
+    Raises:
+        OptionError: a level for a kind without levels, or a series for one without series.
+    """
+    if options.level not in (None, 0) and kind.kind not in ("zarr", "tiff-file"):
+        raise OptionError(
+            f"--source-level {options.level}: {text} ({kind.kind}) has one level (levels are "
+            "for OME-Zarr images and pyramidal TIFF files)"
+        )
+    if options.series not in (None, 0) and kind.kind != "tiff-file":
+        raise OptionError(
+            f"--series {options.series}: {text} ({kind.kind}) has one series (series are for "
+            "multi-series TIFF files)"
+        )
 
 
 def _exists(text: str) -> bool:
