@@ -34,7 +34,14 @@ from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.ome_zarr import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
+from datatools.sources import (
+    OpenOptions,
+    SourceSpec,
+    Volume,
+    check_source_options,
+    open_volume,
+    spec_text,
+)
 
 COUNT_BLOCK_BYTES = 64 * 2**20
 MAX_CLASSES = 256
@@ -234,6 +241,8 @@ def split_classes(
     try:
         if labels.dtype.kind not in "biu":
             raise InputError(f"{labels.spec}: labels must be integers, not {labels.dtype}")
+        check_source_options(labels, open_options)
+        target.check_not_input(path, labels.files())
         box = resolve_roi(roi, labels.shape, labels.axes)
         counts = count_classes(labels, box, progress=progress)
         if not counts:
@@ -257,7 +266,6 @@ def split_classes(
             "classes": {str(v): n for v, n in sorted(names.items())},
             "counts": {str(v): counts[v] for v in sorted(names)},
         }
-        target.check_not_input(path, labels.files())
         target.claim(
             path, target.RunRecord("split-classes", params), overwrite=overwrite,
             populate=lambda folder: _populate(folder, zarr_format, params),

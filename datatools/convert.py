@@ -36,7 +36,7 @@ from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice
 from datatools.geometry import Box, RoiSpec
 from datatools.progress import counted
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -195,6 +195,7 @@ def convert(
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
     volume = source if isinstance(source, Volume) else open_volume(source, open_options)
     try:
+        check_source_options(volume, open_options)
         target.check_not_input(path, volume.files())
         prepare = _job_options(
             roi=roi, chunks=chunks, shards=shards, codec=codec, zarr_format=zarr_format,

@@ -205,8 +205,9 @@ def pyramid_shapes(
 
     Raises:
         OptionError: ``levels`` < 1; ``chunks`` <= 0; bad ``factors`` or voxel size; explicit
-            ``factors`` with which ``levels="auto"`` never fits one chunk; a level that would
-            not be smaller than the one above (too many levels, or factors of 1).
+            ``factors`` with which ``levels="auto"`` never fits one chunk; a level that could
+            never be smaller than the one above (every spatial axis down to one voxel, or
+            explicit factors of 1 where the axes are not).
     """
     current = tuple(int(s) for s in shape)
     chunk_shape = tuple(int(c) for c in chunks)
@@ -231,7 +232,8 @@ def pyramid_shapes(
                 f"--factors {','.join(map(str, factors))}: --levels auto never fits shape "
                 f"{current} into one chunk {chunk_shape} (give --levels N or more factors > 1)"
             )
-        if following == current:
+        stuck = factors is not None or all(n == 1 for n, s in zip(current, flags, strict=True) if s)
+        if following == current and stuck:
             raise OptionError(
                 f"--levels {levels}: level {len(result)} would repeat level {len(result) - 1} "
                 f"(shape {' x '.join(map(str, current))}); give --levels {len(result)} or less, "

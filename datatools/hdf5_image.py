@@ -21,7 +21,6 @@ import numpy as np
 from datatools import target
 from datatools.convert_plan import ConvertJob
 from datatools.errors import (
-    InputError,
     OptionError,
     ResumeMismatchError,
     TargetError,
@@ -138,7 +137,7 @@ def run(
                         on_unit_done(index)
             except OSError as exc:
                 raise WriteError(f"{partial}: write failed ({exc}); rerun to resume") from exc
-            except (InputError, OptionError):
+            except OptionError:
                 if created:  # it would only block the corrected command (see zarr_image.run)
                     fh.close()
                     partial.unlink()

@@ -74,7 +74,14 @@ from datatools.instance_crops import Cropper
 from datatools.instance_plan import InstancePlan, plan_instances
 from datatools.label_stats import label_stats
 from datatools.progress import counted
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume, spec_text
+from datatools.sources import (
+    OpenOptions,
+    SourceSpec,
+    Volume,
+    check_source_options,
+    open_volume,
+    spec_text,
+)
 from datatools.writers import HDF5_SUFFIXES, ArraySpec, open_writer, read_run
 
 __all__ = ["InstancePlan", "InstanceResult", "extract_instances", "plan_instances"]
@@ -223,6 +230,7 @@ def extract_instances(
     try:
         labels_vol = labels if isinstance(labels, Volume) else open_volume(labels, open_options)
         try:
+            check_source_options(image_vol, open_options)
             owned.check_not_input(path, image_vol.files() + labels_vol.files())
             job = _Job.prepare(
                 image_vol,

@@ -46,7 +46,7 @@ from datatools.patch_output import PatchResult, default_chunk_rows, open_output,
 from datatools.patch_plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
 from datatools.progress import progress_bar
 from datatools.sampling import resolve_seed
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
 from datatools.writers import HDF5_SUFFIXES
 
 __all__ = [
@@ -361,6 +361,7 @@ def extract_patches(
         volume = _open(source, open_options, stack)
         lab = None if labels is None else _open(labels, open_options, stack)
         msk = None if mask is None else _open(mask, open_options, stack)
+        check_source_options(volume, open_options)
         inputs = (volume, lab, msk)
         target.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
         record = {

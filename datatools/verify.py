@@ -174,6 +174,9 @@ def _open_hdf5(path: Path) -> tuple[list[Any], dict[str, Any]]:
     if raw is None:
         raise InputError(f"{path}: not an output of datatools convert (no datatools record)")
     record = json.loads(raw)
+    command = record.get("command")
+    if command not in (None, "convert"):
+        raise InputError(f"{path}: a datatools {command} output (verify checks convert outputs)")
     datasets: list[str] = []
 
     def collect(name: str, node: object) -> None:

@@ -10,6 +10,7 @@ zarr-python. Memory: the units in flight (see :mod:`datatools.convert`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -26,7 +27,7 @@ from datatools import __version__, target
 from datatools.chunk_files import ChunkFiles, spread_order
 from datatools.convert_plan import Array, ConvertJob, LevelPlan
 from datatools.downsample import downsample as merge
-from datatools.errors import InputError, OptionError, WriteError
+from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
 from datatools.ome_zarr import image_attributes
@@ -257,9 +258,9 @@ def run(
     Raises:
         TargetError, ResumeMismatchError: a target cannot be used or holds another run.
         WriteError: the disk refused a write (the outputs stay resumable).
-        InputError, OptionError: the source refutes the options (a value the dtype cannot
-            hold, a corrupt region); outputs this call created are removed first (not with
-            ``task``: other tasks may share them).
+        OptionError: the source refutes the options (a value the dtype cannot hold); outputs
+            this call created are removed first (not with ``task`` or a distributed
+            ``executor``: others may be writing them).
     """
     plan = outputs[0][0].plan
     n_base = plan.n_base_units
@@ -314,13 +315,16 @@ def run(
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
             ) from exc
-        except (InputError, OptionError):
-            # the input refutes the options (a lossy value, a corrupt region): an output this
-            # call created would only block the corrected command; no other task shares it
-            if task is None:
+        except OptionError:
+            # the source refutes the options (a value the dtype cannot hold): an output this
+            # call created would only block the corrected command. Not with task slices or a
+            # distributed executor (others may be writing it); read errors keep the output
+            # resumable
+            if task is None and runner is not executor:
                 for out in runs:
                     if out.created:
-                        target.remove_ours(out.path)
+                        with contextlib.suppress(OSError):
+                            target.remove_ours(out.path)
             raise
     return [(out.written, out.skipped, _finalize(out.job, out.path, out.ledger)) for out in runs]
 

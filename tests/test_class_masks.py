@@ -280,6 +280,15 @@ def test_verify_a_class_image_against_its_labels(
         f"{out}: a datatools split-classes output (verify checks convert outputs; verify each "
         f"class image, {out}/<class>)"
     )
+    from datatools.patches import extract_patches
+
+    patches = tmp_path / "p.h5"
+    extract_patches(str(out / "a" / "0"), patches, size=4)
+    with pytest.raises(InputError) as info:
+        verify(patches)
+    assert (
+        str(info.value) == f"{patches}: a datatools patches output (verify checks convert outputs)"
+    )
 
 
 def test_classes_added_later_resume_with_another_memory_limit(

@@ -16,7 +16,14 @@ from ome_zarr_models.v05.image import Image as Image05
 from datatools import convert_plan, target
 from datatools.convert import convert
 from datatools.convert_plan import plan_units
-from datatools.errors import OptionError, ResumeMismatchError, RoiError, TargetError, WriteError
+from datatools.errors import (
+    InputError,
+    OptionError,
+    ResumeMismatchError,
+    RoiError,
+    TargetError,
+    WriteError,
+)
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec
 from datatools.info import inspect
@@ -488,3 +495,27 @@ def test_info_reports_an_unfinished_hdf5_output(tmp_path: Path) -> None:
     assert list(info["arrays"]) == ["data"]
     assert convert(ArrayVolume(data), out, chunks=4, memory_limit=4 * 2 * 128 * 2).complete
     assert inspect(out)["status"]["complete"] is True
+
+
+def test_a_corrupt_slice_found_mid_run_keeps_the_output_resumable(tmp_path: Path) -> None:
+    data = arange_volume((16, 8, 8), "uint16")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(folder / f"s{z:02d}.tif", plane, compression="zlib")
+    last = folder / "s15.tif"
+    good = last.read_bytes()
+    with tifffile.TiffFile(last) as tif:
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    last.write_bytes(good[:offset] + bytes(count) + good[offset + count :])
+    out = tmp_path / "o.zarr"
+    with pytest.raises(InputError, match=r"s15\.tif"):
+        convert(str(folder), out, chunks=4, memory_limit=4 * 2 * 4 * 8 * 8 * 2, workers=1)
+    status = target.status(out)
+    assert status is not None
+    assert 0 < status.units_done < status.units_total  # kept: fix the slice and rerun
+    last.write_bytes(good)
+    again = convert(str(folder), out, chunks=4, memory_limit=4 * 2 * 4 * 8 * 8 * 2, workers=1)
+    assert again.complete
+    assert again.units_skipped == status.units_done
+    np.testing.assert_array_equal(read_level0(out), data)

@@ -424,3 +424,12 @@ def test_levels_that_would_not_shrink_are_refused() -> None:
     )
     with pytest.raises(OptionError, match="--levels 2: level 1 would repeat level 0"):
         pyramid_shapes((4, 4), (1, 1), (1, 1), levels=2, factors=(1, 1), spatial=spatial)
+
+
+def test_auto_factors_may_repeat_a_level_on_the_way_to_one_chunk() -> None:
+    """Thin anisotropic volumes: y and x reach one voxel before z is coarse enough to halve."""
+    levels = pyramid_shapes(
+        (200, 4, 4), (16, 16, 16), (10.0, 1.0, 1.0), levels="auto", spatial=(True,) * 3
+    )
+    assert levels[-1][0][0] <= 16
+    assert any(a[0] == b[0] for a, b in itertools.pairwise(levels))  # a repeated level, allowed

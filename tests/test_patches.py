@@ -647,3 +647,19 @@ def test_cli_user_error_exit_2(tmp_path: Path) -> None:
     )
     assert code == 2
     assert err == "Error: --size 0: every value must be > 0\n"
+
+
+def test_labels_without_levels_serve_a_source_level(tmp_path: Path) -> None:
+    from datatools.convert import convert
+    from datatools.sources import OpenOptions
+
+    image = tmp_path / "img.zarr"
+    convert(ArrayVolume(arange_volume((8, 16, 16), "uint16")), image, chunks=4, levels=2)
+    labels = tmp_path / "lab.h5"
+    with h5py.File(labels, "w") as fh:
+        fh["seg"] = (arange_volume((4, 8, 8), "uint16") % 3).astype(np.uint8)
+    result = extract_patches(
+        str(image), tmp_path / "p.zarr", size=(4, 4, 4), labels=f"{labels}:/seg",
+        open_options=OpenOptions(level=1),
+    )  # fmt: skip
+    assert result.total == 4  # level 1 is 4 x 8 x 8

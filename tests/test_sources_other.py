@@ -20,7 +20,14 @@ from ome_zarr_models.v05 import Image as ImageV05
 
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box
-from datatools.sources import OpenOptions, Volume, _nrrd_layout, itk_image, open_volume
+from datatools.sources import (
+    OpenOptions,
+    Volume,
+    _nrrd_layout,
+    check_source_options,
+    itk_image,
+    open_volume,
+)
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
 from datatools.sources.itk_image import ItkVolume, itk_message
 from datatools.sources.zarr_array import ZarrVolume
@@ -1013,8 +1020,9 @@ def test_level_and_series_only_where_they_exist(tmp_path: Path) -> None:
         (OpenOptions(series=1), "--series 1: {} (itk) has one series (series are for "
                                 "multi-series TIFF files)"),
     ):  # fmt: skip
+        volume = open_volume(str(path), options)  # labels and masks open as they are
         with pytest.raises(OptionError) as info:
-            open_volume(str(path), options)
+            check_source_options(volume, options)  # a main source is refused
         assert str(info.value) == message.format(path)
-    with open_volume(str(path), OpenOptions(level=0, series=0)) as volume:
-        assert volume.shape == (2, 3, 4)
+    with open_volume(str(path)) as volume:
+        check_source_options(volume, OpenOptions(level=0, series=0))

@@ -27,6 +27,7 @@ __all__ = [
     "OpenOptions",
     "SourceSpec",
     "Volume",
+    "check_source_options",
     "open_volume",
     "paths_from_lines",
     "spec_text",
@@ -60,34 +61,35 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     """
     options = options or OpenOptions()
     if not isinstance(spec, str | Path):
-        _check_options(TiffStack, "<slice list>", options)
         return TiffStack.open(spec, options)
     text = str(spec)
     if not glob.has_magic(text) and not _exists(text):
         raise InputNotFoundError(f"{text}: no such file or directory")
     for kind in KINDS:
         if kind.can_open(text):
-            _check_options(kind, text, options)
             return kind.open(text, options)
     tried = ", ".join(kind.kind for kind in KINDS)
     raise UnsupportedInputError(f"{text}: not a volume datatools can open (tried: {tried})")
 
 
-def _check_options(kind: type[Volume], text: str, options: OpenOptions) -> None:
-    """Check that the level and series asked for make sense for ``kind``.
+def check_source_options(volume: Volume, options: OpenOptions | None) -> None:
+    """Refuse a level or a series asked of a main source that has none. (Labels and masks are
+    opened with the same options and simply have one level and one series.)
 
     Raises:
-        OptionError: a level for a kind without levels, or a series for one without series.
+        OptionError: naming the option, the source and its kind.
     """
-    if options.level not in (None, 0) and kind.kind not in ("zarr", "tiff-file"):
+    if options is None:
+        return
+    if options.level not in (None, 0) and volume.kind not in ("zarr", "tiff-file"):
         raise OptionError(
-            f"--source-level {options.level}: {text} ({kind.kind}) has one level (levels are "
-            "for OME-Zarr images and pyramidal TIFF files)"
+            f"--source-level {options.level}: {volume.spec} ({volume.kind}) has one level "
+            "(levels are for OME-Zarr images and pyramidal TIFF files)"
         )
-    if options.series not in (None, 0) and kind.kind != "tiff-file":
+    if options.series not in (None, 0) and volume.kind != "tiff-file":
         raise OptionError(
-            f"--series {options.series}: {text} ({kind.kind}) has one series (series are for "
-            "multi-series TIFF files)"
+            f"--series {options.series}: {volume.spec} ({volume.kind}) has one series (series "
+            "are for multi-series TIFF files)"
         )
 
 
