@@ -58,7 +58,7 @@ def previous_extent(
     if overwrite:
         return None
     stored = read_run(path)
-    if stored is None and not (path.exists() or path.is_symlink()):
+    if stored is None and owned.is_absent(path):
         return None
     if stored is None or stored.command != COMMAND:
         raise TargetError(

@@ -164,6 +164,14 @@ def read_record(path: Path) -> RunRecord:
     return RunRecord.from_dict(_read_attrs(path)["run"])
 
 
+def is_absent(path: Path) -> bool:
+    """No output at ``path``: nothing there, or an empty folder (made by ``mkdir`` in a job
+    script), which a new output may replace."""
+    if path.is_symlink():
+        return False
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 def check_target_location(path: Path) -> None:
     """Refuse a target whose parent folder is missing or that is a symlink.
 
@@ -225,6 +233,7 @@ def claim(
     populate: Callable[[Path], None],
 ) -> Literal["created", "resumed"]:
     """Create the output directory ``path`` or join an unfinished run with the same options.
+    An empty folder at ``path`` counts as no output (:func:`is_absent`).
 
     A new output is built in a temporary sibling by ``populate(tmp_dir)`` (which writes the
     Zarr group and empty arrays), the marker is added, and the folder is renamed into place.
@@ -245,7 +254,7 @@ def claim(
     """
     path = Path(path)
     check_target_location(path)
-    if path.exists() or path.is_symlink():
+    if not is_absent(path):  # the rename below replaces an empty folder
         if overwrite:
             remove_ours(path)
         else:

@@ -355,3 +355,22 @@ def test_ctrl_c_while_the_commands_load_exits_130(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SystemExit) as info:
         run()
     assert info.value.code == 130
+
+
+def test_an_empty_target_folder_counts_as_no_output(
+    tmp_path: Path, stack: tuple[Path, np.ndarray]
+) -> None:
+    folder, data = stack
+    labels = tmp_path / "labels.tif"
+    tifffile.imwrite(labels, (data % 3).astype(np.uint16))
+    for name, command in (
+        ("c.zarr", ["convert", str(folder)]),
+        ("p.zarr", ["patches", str(folder), "--size", "4"]),
+        ("i.zarr", ["instances", str(folder), str(labels), "--size", "4"]),
+    ):
+        out = tmp_path / name
+        out.mkdir()  # as a job script's mkdir -p would
+        code, _, err = run(*command, str(out))
+        assert code == 0, err
+        assert target.is_complete(out)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "c.zarr" / "0", mode="r")[:], data)
