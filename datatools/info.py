@@ -147,10 +147,13 @@ def format_info(info: dict[str, Any]) -> str:
     status = info.get("status")
     if status is not None:
         done, total = status["units_done"], status["units_total"]
-        progress = f"{done}/{total} units" if total is not None else f"{done} units"
-        state = "complete" if status["complete"] else f"INCOMPLETE ({progress} done)"
-        lines.append(f"status       {state} ({status['command']})")
         rows = status.get("state", {}).get("rows")
+        if total is not None:
+            progress = f"{done}/{total} units done"
+        else:  # row writers (patches, instances) count rows, not units
+            progress = f"{rows if rows is not None else 0} rows written"
+        state = "complete" if status["complete"] else f"INCOMPLETE ({progress})"
+        lines.append(f"status       {state} ({status['command']})")
         if rows is not None:
             lines.append(f"rows         {rows}")
     for key in ("kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation"):

@@ -18,6 +18,7 @@ from datatools import target
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box
+from datatools.info import format_info, inspect
 from datatools.patches import extract_patches, iter_patches
 from datatools.sampling import SamplingWarning
 from datatools.sources import ArrayVolume
@@ -387,6 +388,10 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
         extract_patches(FailingVolume(data, 3), tmp_path / "out.zarr", **options)
     partial = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     assert 0 < partial["origins"].shape[0] < complete.total
+    shown = format_info(inspect(tmp_path / "out.zarr")).splitlines()[0]
+    assert shown == (
+        f"status       INCOMPLETE ({partial['origins'].shape[0]} rows written) (patches)"
+    )
     resumed = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / "out.zarr", **options)
     assert 0 < resumed.written < complete.total
     a = zarr.open_group(str(tmp_path / "full.zarr"), mode="r")
