@@ -22,7 +22,6 @@ import zarr
 
 from datatools import hdf5_image, target
 from datatools.sources import OpenOptions, SourceSpec, open_volume
-from datatools.sources.hdf5 import split_spec
 
 VOLUME_KEYS = (
     "kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation", "nbytes",
@@ -51,9 +50,10 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
         status = None
     with open_volume(spec, options) as volume:
         out = volume.describe()
+        files = volume.files()
     out["status"] = None if status is None else status.to_dict()
-    if status is None and isinstance(spec, str | Path):
-        record = hdf5_image.read_record(split_spec(str(spec))[0])
+    if status is None and out["kind"] == "hdf5":  # a finished HDF5 convert output
+        record = hdf5_image.read_record(files[0])
         if record is not None and record.command == "convert":
             out["status"] = {"complete": True, "command": "convert", "units_done": None,
                              "units_total": None, "state": {}}  # fmt: skip
