@@ -433,3 +433,19 @@ def test_auto_factors_may_repeat_a_level_on_the_way_to_one_chunk() -> None:
     )
     assert levels[-1][0][0] <= 16
     assert any(a[0] == b[0] for a, b in itertools.pairwise(levels))  # a repeated level, allowed
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32"])
+def test_mean_at_the_limits_of_the_dtype(dtype: str) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    block = rng.choice(
+        np.array([info.min, info.min + 1, -1 if info.min else 1, 0, info.max - 1, info.max]),
+        size=(6, 10, 12),
+    ).astype(dtype)
+    block[:2] = info.max
+    block[2:4] = info.min
+    for factors in [(2, 2, 2), (1, 2, 2), (2, 1, 1)]:
+        np.testing.assert_array_equal(
+            downsample(block, factors, "mean"), reference(block, factors, "mean")
+        )
