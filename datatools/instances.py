@@ -68,8 +68,15 @@ from datatools import __version__
 from datatools import target as owned
 from datatools.codecs import parse_codec
 from datatools.edges import EdgeMode, check_edge
-from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
+from datatools.errors import OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
+from datatools.instance_checks import (
+    check_channels,
+    check_inputs,
+    pick_chunk_rows,
+    spatial_shape,
+    window_size,
+)
 from datatools.instance_crops import Cropper
 from datatools.instance_plan import InstancePlan, plan_instances
 from datatools.label_stats import label_stats
@@ -91,11 +98,8 @@ Array = np.ndarray[Any, Any]
 COMMAND = "instances"
 ATTRIBUTE = "instances"
 DEFAULT_MEMORY = 512 * 2**20
-CHUNK_BYTES = 8 * 2**20
-MAX_CHUNK_ROWS = 256
 TABLE_ROWS = 16384
 """Rows per chunk of the per-instance tables, about (a multiple of at least 2 of the crops')."""
-IMAGE_AXES = ("zyx", "czyx", "yx", "cyx")
 CHECKED = (
     "image", "labels", "roi", "size", "edge", "channels", "masks", "zero_others",
     "zero_background", "ids", "min_voxels", "max_voxels", "exclude_border", "chunk_rows",
@@ -263,88 +267,6 @@ def extract_instances(
             image_vol.close()
 
 
-def _normalize_size(size: int | Sequence[int], spatial: str) -> tuple[int, ...]:
-    values = (size,) if isinstance(size, int) else tuple(int(s) for s in size)
-    text = ",".join(map(str, values))
-    if len(values) not in (1, len(spatial)):
-        raise OptionError(
-            f"--size {text}: {len(values)} values for an image with {len(spatial)} spatial "
-            f"axes ({','.join(spatial)}) (give 1 or {len(spatial)} values)"
-        )
-    if any(v <= 0 for v in values):
-        raise OptionError(f"--size {text}: every value must be > 0")
-    return values * len(spatial) if len(values) == 1 else values
-
-
-def _check_inputs(image: Volume, labels: Volume) -> None:
-    if image.axes not in IMAGE_AXES:
-        raise InputError(
-            f"{image.spec}: axes ({','.join(image.axes)}) are not (z,y,x), (c,z,y,x), (y,x) or "
-            "(c,y,x) (instances need a 2D or 3D image, optionally with channels)"
-        )
-    spatial = spatial_axes(image.axes)
-    if labels.dtype.kind not in "iu":
-        raise InputError(
-            f"{labels.spec}: labels have dtype {labels.dtype} (instance labels must be integers, "
-            "0 = background)"
-        )
-    image_shape = _spatial_shape(image)
-    labels_shape = _spatial_shape(labels)
-    extra = [n for n, a in zip(labels.shape, labels.axes, strict=True) if a not in "zyx"]
-    if (
-        spatial_axes(labels.axes) != spatial
-        or labels_shape != image_shape
-        or any(n != 1 for n in extra)
-    ):
-        raise InputError(
-            f"{labels.spec}: labels shape {_dims(labels.shape)} ({','.join(labels.axes)}) does "
-            f"not match the spatial shape {_dims(image_shape)} ({','.join(spatial)}) of the "
-            f"image {image.spec} (give labels of the same volume)"
-        )
-
-
-def _spatial_shape(volume: Volume) -> tuple[int, ...]:
-    return tuple(n for n, a in zip(volume.shape, volume.axes, strict=True) if a in "zyx")
-
-
-def _dims(shape: Sequence[int]) -> str:
-    return " x ".join(map(str, shape))
-
-
-def _check_channels(channels: Sequence[int] | None, count: int, spec: str) -> tuple[int, ...]:
-    if channels is None:
-        return tuple(range(count))
-    chosen = tuple(int(c) for c in channels)
-    text = ",".join(map(str, chosen))
-    if not chosen or any(not 0 <= c < count for c in chosen):
-        raise OptionError(
-            f"--channels {text}: {spec} has {count} channel{'s' if count > 1 else ''} "
-            f"(indices 0..{count - 1})"
-        )
-    if len(set(chosen)) != len(chosen):
-        raise OptionError(f"--channels {text}: a channel is named twice")
-    return chosen
-
-
-def _chunk_rows(chunk_rows: int | None, row_bytes: int, memory_limit: int) -> int:
-    """Rows per chunk: as given, else the largest power of two with crops of at most
-    ``CHUNK_BYTES`` (at most ``MAX_CHUNK_ROWS``)."""
-    if chunk_rows is not None:
-        if isinstance(chunk_rows, bool) or chunk_rows < 1:
-            raise OptionError(f"--chunk-rows {chunk_rows}: must be a positive number of rows")
-        rows = int(chunk_rows)
-    else:
-        fit = max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, row_bytes)))
-        rows = 1 << (fit.bit_length() - 1)
-    if rows * row_bytes > memory_limit // 4:
-        raise OptionError(
-            f"--memory-limit {memory_limit}: too small for one chunk row of crops "
-            f"({rows} x {row_bytes} bytes; give at least {4 * rows * row_bytes} or lower "
-            "--chunk-rows)"
-        )
-    return rows
-
-
 @dataclass
 class _Job:
     """Everything both passes need, checked before anything is written."""
@@ -393,9 +315,9 @@ class _Job:
         memory_limit: int,
         workers: int,
     ) -> _Job:
-        _check_inputs(image, labels)
+        check_inputs(image, labels)
         spatial = spatial_axes(image.axes)
-        window = _normalize_size(size, spatial)
+        window = window_size(size, spatial)
         mode = check_edge(edge)
         if zarr_format not in (2, 3):
             raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
@@ -413,9 +335,9 @@ class _Job:
             tuple(b for b, ax in zip(box.stop, image.axes, strict=True) if ax in spatial),
         )
         n_channels = image.shape[0] if image.axes[0] == "c" else 1
-        chosen = _check_channels(channels, n_channels, image.spec)
+        chosen = check_channels(channels, n_channels, image.spec)
         row_bytes = (len(chosen) * image.dtype.itemsize + (1 if masks else 0)) * math.prod(window)
-        rows = _chunk_rows(chunk_rows, row_bytes, memory_limit)
+        rows = pick_chunk_rows(chunk_rows, row_bytes, memory_limit)
         hdf5 = path.suffix.lower() in HDF5_SUFFIXES
         chosen_codec = parse_codec(codec or ("gzip" if hdf5 else "zstd"), level, hdf5=hdf5)
         filters: dict[str, Any] = {
@@ -483,7 +405,7 @@ class _Job:
     @property
     def volume_shape(self) -> tuple[int, ...]:
         """Spatial shape of the image (and labels), voxels."""
-        return _spatial_shape(self.image)
+        return spatial_shape(self.image)
 
     @property
     def slab_bytes(self) -> int:
