@@ -17,7 +17,9 @@ RSS is its own:
   convert  datatools convert, default options
   levels   datatools convert --levels auto (full volume only)
 and the same for an ROI of 80 x 1024 x 1536 from the middle. It prints MB/s of input bytes,
-peak RSS and the ratios convert/bound, convert/zarr and levels/convert time. Goals:
+peak RSS and the ratios convert/bound, convert/zarr and levels/convert time, and splits
+convert's peak RSS into what the process held before converting and the data, next to the
+memory formula of ``datatools.convert`` (units in flight + encoded chunks). Goals:
 convert/bound >= 0.85, convert/zarr >= 2.2 (or 0.85 x bound/zarr where the bound caps the
 gain), ROI convert MB/s >= 2x the reference's ROI MB/s, levels/convert time <= 1.25.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -36,6 +39,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -85,9 +89,14 @@ class Clock:
     def __init__(self) -> None:
         self.wall = 0.0
         self.cpu = 0.0
+        self.notes: dict[str, float] = {}
 
     @contextmanager
     def timed(self) -> Iterator[None]:
+        # peak RSS before the first timed part: the interpreter, libraries and open inputs
+        self.notes.setdefault(
+            "baseline_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
         wall, cpu = time.perf_counter(), time.process_time()
         yield
         self.wall += time.perf_counter() - wall
@@ -188,7 +197,8 @@ def phase_convert(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     spec = None if box is None else RoiSpec(tuple((s.start, s.stop) for s in box))
     clock = Clock()
     with clock.timed():
-        convert(str(folder), out, roi=spec)
+        result = convert(str(folder), out, roi=spec)
+    _memory_note(clock, result.params, result.chunks)
     return roi_bytes(folder, roi), clock
 
 
@@ -198,8 +208,23 @@ def phase_levels(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
 
     clock = Clock()
     with clock.timed():
-        convert(str(folder), out, levels="auto")
+        result = convert(str(folder), out, levels="auto")
+    _memory_note(clock, result.params, result.chunks)
     return roi_bytes(folder, roi), clock
+
+
+def _memory_note(clock: Clock, params: dict[str, Any], chunks: tuple[int, ...]) -> None:
+    """Record the data convert's docstring says it holds: UNITS_IN_FLIGHT units of the plan's
+    unit shape plus one encoded chunk per worker (uint16, no cast copy)."""
+    from datatools.convert import default_workers
+    from datatools.convert_plan import UNITS_IN_FLIGHT
+
+    unit = 2 * math.prod(params["unit_shapes"][0])
+    clock.notes["unit_mib"] = unit / 2**20
+    clock.notes["units_in_flight"] = UNITS_IN_FLIGHT
+    clock.notes["formula_mib"] = (
+        UNITS_IN_FLIGHT * unit + default_workers() * 2 * math.prod(chunks)
+    ) / 2**20
 
 
 def roi_bytes(folder: Path, roi: bool) -> int:
@@ -243,7 +268,17 @@ def child(args: argparse.Namespace) -> None:
     }
     nbytes, clock = phases[args.phase]()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": clock.wall, "cpu": clock.cpu, "bytes": nbytes, "rss_mib": rss}))
+    print(
+        json.dumps(
+            {
+                "seconds": clock.wall,
+                "cpu": clock.cpu,
+                "bytes": nbytes,
+                "rss_mib": rss,
+                **clock.notes,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -319,6 +354,16 @@ def main() -> None:
             f"(goal >= 0.85), convert/zarr {mbps['convert'] / mbps['zarr']:.2f} "
             f"(goal >= 2.2 or {0.85 * bound / mbps['zarr']:.2f} where the bound caps it)"
         )
+        for name in ("convert", "levels"):
+            if name in r:
+                got = r[name]
+                print(
+                    f"  {label:<22} memory   {name}: peak RSS {got['rss_mib']:.0f} MiB = "
+                    f"{got['baseline_mib']:.0f} MiB before converting (interpreter, libraries) + "
+                    f"{got['rss_mib'] - got['baseline_mib']:.0f} MiB of data; formula "
+                    f"{got['formula_mib']:.0f} MiB ({got['units_in_flight']:.0f} units of "
+                    f"{got['unit_mib']:.0f} MiB + one encoded chunk per worker)"
+                )
         if roi:
             print(
                 f"  {label:<22} ratios   ROI convert MB/s / reference ROI MB/s "
