@@ -187,8 +187,8 @@ class _ZarrRun:
                 for b, f, n in zip(box.stop, level.factors, above.array.shape, strict=True)
             ),
         )
-        self.levels[level.level].write(box, merge(above.read(source), level.factors,
-                                                   self.job.method))  # fmt: skip
+        merged = merge(above.read(source), level.factors, self.job.method)
+        self.levels[level.level].write(box, merged)
 
 
 def _call(task: Callable[[], None]) -> None:
