@@ -11,9 +11,11 @@ completion flag are written when the last unit is recorded.
 Memory: one unit is read while the previous one's chunks are encoded on ``workers`` threads, so
 peak memory is about ``UNITS_IN_FLIGHT * 2 * unit_bytes`` (input plus a cast copy) plus
 ``workers`` encoded chunks. ``unit_bytes`` is 64 MiB by default, or
-``memory_limit / (2 * UNITS_IN_FLIGHT)``, but at least one chunk (shard) row that covers whole
-source strips or chunks (each source byte is decoded once) and whole level-1 chunks. It never
-grows with the volume.
+``memory_limit / (2 * UNITS_IN_FLIGHT)``. Units cover whole level-1 chunks, and whole source
+strips or chunks where such a step fits in ``unit_bytes`` (each source byte is then decoded
+once; source chunks that do not nest with the output's are cut, and those on unit borders are
+decoded twice). A unit of level 2 or below reads ``prod(factors)`` times its size from the
+level above, so it is that much smaller. Nothing grows with the volume.
 
 Job arrays: each task converts its slice of the base units; whichever task sees every base unit
 done builds levels 2 and below (a sixth of the work at most, by 2x2x2 factors) and finalizes. Two

@@ -375,6 +375,11 @@ def _plan(
     if len(levels) > 1:
         below = tuple(b * f for b, f in zip(block(1), levels[1][1], strict=True))
     granule = _granule(block(0), roi.shape, source_chunks, below)
+    if math.prod(granule) * itemsize > unit_bytes:
+        # source chunks that do not nest with the output's (100 against 64: a step of 1600)
+        # would make a unit grow with the volume: cut through them instead (the source chunks
+        # on a unit border are then decoded by both units)
+        granule = _granule(block(0), roi.shape, below)
     shapes = [tuple(s) for s in existing] if existing else []
     if len(shapes) != max(1, len(levels) - 1) or any(len(s) != len(chunks) for s in shapes):
         shapes = [
@@ -382,8 +387,12 @@ def _plan(
                        granule=granule)
         ]  # fmt: skip
         for k in range(2, len(levels)):
+            # a level unit reads prod(factors) times its own size from the level above
+            read_factor = math.prod(levels[k][1])
             shapes.append(
-                plan_units(levels[k][0], block(k), itemsize=itemsize, unit_bytes=unit_bytes)
+                plan_units(
+                    levels[k][0], block(k), itemsize=itemsize, unit_bytes=unit_bytes // read_factor
+                )
             )
     base = ConvertPlan(roi, chunks, shards, shapes[0], levels)
     pyramid: list[LevelPlan] = []

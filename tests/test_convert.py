@@ -16,6 +16,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from datatools import convert_plan, target
 from datatools.convert import convert
 from datatools.convert_plan import plan_units
+from datatools.downsample import downsample
 from datatools.errors import (
     InputError,
     OptionError,
@@ -316,6 +317,31 @@ def test_plan_respects_source_strips() -> None:
         shape, (64, 64, 64), itemsize=2, unit_bytes=64 * 2**20, granule=(64, 64, 2048)
     )
     assert bands == (64, 256, 2048)
+
+
+def test_source_chunks_that_do_not_nest_do_not_grow_the_units(tmp_path: Path) -> None:
+    # source chunks of 50 against output chunks of 32: whole source chunks would need steps of
+    # 800 (the whole 130-voxel volume, 2 MiB) but the limit allows 1 MiB units
+    data = (arange_volume((130, 130, 130), "uint16") % 251).astype(np.uint8)
+    source = tmp_path / "src.zarr"
+    zarr.create_array(source, shape=data.shape, chunks=(50, 50, 50), dtype=data.dtype)[:] = data
+    result = convert(str(source), tmp_path / "o.zarr", chunks=32, memory_limit=6 * 2**20)
+    assert np.prod(result.params["unit_shapes"][0]) <= 2**20
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "0")[:], data)
+
+
+def test_level_units_read_at_most_the_unit_size_from_the_level_above(tmp_path: Path) -> None:
+    data = (arange_volume((128, 128, 128), "uint16") % 251).astype(np.uint8)
+    result = convert(
+        ArrayVolume(data), tmp_path / "o.zarr", chunks=16, levels=3, memory_limit=6 * 2**15
+    )
+    unit_bytes = 2**15
+    base, level2 = result.params["unit_shapes"]
+    assert np.prod(base) <= unit_bytes
+    assert np.prod(level2) * 8 <= unit_bytes
+    written = zarr.open_array(tmp_path / "o.zarr" / "2")[:]
+    level1 = downsample(data, (2, 2, 2), "mean")
+    np.testing.assert_array_equal(written, downsample(level1, (2, 2, 2), "mean"))
 
 
 def test_verify_finds_mismatch(tmp_path: Path) -> None:
