@@ -30,7 +30,7 @@ from datatools import target
 from datatools.convert import ConvertResult, convert_many
 from datatools.convert_plan import DEFAULT_CHUNK
 from datatools.errors import InputError, OptionError
-from datatools.executor import TaskSlice
+from datatools.executor import TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.ome_zarr import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
@@ -236,6 +236,7 @@ def split_classes(
     """
     if downsample not in ("mode", "nearest", "max"):
         raise OptionError(f"--downsample {downsample}: class masks take mode, nearest or max")
+    check_overwrite(task, overwrite)
     path = Path(target_path)
     labels = open_volume(source, open_options)
     try:

@@ -35,7 +35,7 @@ from datatools import hdf5_image, label_image, target, zarr_image
 from datatools.codecs import Codec, parse_codec
 from datatools.convert_plan import DEFAULT_CHUNK, ConvertJob, default_workers
 from datatools.errors import OptionError
-from datatools.executor import Executor, TaskSlice
+from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec
 from datatools.progress import counted
 from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
@@ -179,11 +179,7 @@ def convert(
         label_image.check_method(downsample)
     levels = 1 if levels is None else levels
     downsample = downsample or "mean"
-    if task is not None and task.count > 1 and overwrite:
-        raise OptionError(
-            "--overwrite: cannot be combined with --task-count > 1 (a task would remove the "
-            "others' work); remove the target first"
-        )
+    check_overwrite(task, overwrite)
     if is_hdf5 and task is not None and task.count > 1:
         raise OptionError(f"{path}: HDF5 has a single writer; --task-count needs Zarr")
     if zarr_format not in (2, 3):

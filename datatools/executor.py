@@ -42,6 +42,19 @@ class TaskSlice:
         return range(n_units * self.index // self.count, n_units * (self.index + 1) // self.count)
 
 
+def check_overwrite(task: TaskSlice | None, overwrite: bool) -> None:
+    """Refuse ``overwrite`` for one of several tasks: it would remove the others' work.
+
+    Raises:
+        OptionError: ``overwrite`` with a ``task`` of a count above 1.
+    """
+    if task is not None and task.count > 1 and overwrite:
+        raise OptionError(
+            "--overwrite: cannot be combined with --task-count > 1 (a task would remove the "
+            "others' work); remove the target first"
+        )
+
+
 def run_units(
     func: Callable[[T], R],
     items: Iterable[T],

@@ -185,4 +185,5 @@ def to_nanometers(values: Sequence[float], unit: str) -> tuple[float, ...]:
     if unit not in METERS:
         raise OptionError(f"--unit {unit}: cannot express it in nanometres")
     factor = METERS[unit] / METERS["nanometer"]
-    return tuple(float(v) * factor for v in values)
+    # 12 significant digits: 4 micrometres are 4000 nm, not 3999.9999999999995 (1e-6 / 1e-9)
+    return tuple(float(f"{float(v) * factor:.12g}") for v in values)

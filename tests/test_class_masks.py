@@ -72,9 +72,8 @@ def test_every_class_mask_equals_labels_eq_value(
         attrs = group.attrs["ome"] if zarr_format == 3 else group.attrs
         ms = attrs["multiscales"][0]
         assert ms["axes"][0]["unit"] == "nanometer"
-        assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == pytest.approx(
-            [40, 8, 8]
-        )
+        # exactly: 0.04 micrometre is 40 nm, not 40.00000000000001
+        assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [40.0, 8.0, 8.0]
 
 
 def test_class_names_select_and_name(tmp_path: Path, labels: tuple[str, np.ndarray]) -> None:
@@ -99,6 +98,9 @@ def test_split_errors(tmp_path: Path, labels: tuple[str, np.ndarray]) -> None:
         parse_class_names("1=a,1=b")
     with pytest.raises(OptionError, match="--class-names 1=a,2=a: name 'a' is given twice"):
         parse_class_names("1=a,2=a")
+    assert not (tmp_path / "a.zarr").exists()
+    with pytest.raises(OptionError, match="--overwrite: cannot be combined with --task-count"):
+        split_classes(spec, tmp_path / "a.zarr", task=TaskSlice(1, 2), overwrite=True)
     assert not (tmp_path / "a.zarr").exists()
     with pytest.raises(OptionError, match="class masks take mode, nearest or max"):
         split_classes(spec, tmp_path / "b.zarr", downsample="mean")
