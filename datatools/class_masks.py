@@ -40,6 +40,7 @@ from datatools.sources import (
     Volume,
     check_source_options,
     open_volume,
+    source_choices,
     spec_text,
 )
 
@@ -266,6 +267,7 @@ def split_classes(
             "roi": box.to_text(),
             "classes": {str(v): n for v, n in sorted(names.items())},
             "counts": {str(v): counts[v] for v in sorted(names)},
+            **source_choices(open_options),
         }
         target.claim(
             path, target.RunRecord("split-classes", params), overwrite=overwrite,
@@ -279,6 +281,7 @@ def split_classes(
             roi=box, chunks=chunks, levels=levels, downsample=downsample, factors=factors,
             codec=codec, zarr_format=zarr_format, voxel_size=size, unit=length_unit,
             workers=workers, memory_limit=memory_limit, task=task, progress=progress,
+            opened_with=open_options,
         )  # fmt: skip
         results: dict[str, tuple[int, int, ConvertResult]] = {}
         for (value, name), result in zip(classes, done, strict=True):

@@ -201,7 +201,9 @@ def convert(
             levels=levels, downsample=downsample, factors=factors,
             name=name or path.name.split(".")[0], workers=workers, memory_limit=memory_limit,
         )  # fmt: skip
-        prepare.update(is_hdf5=is_hdf5, translation=translation, as_labels=as_labels)
+        prepare.update(
+            is_hdf5=is_hdf5, translation=translation, as_labels=as_labels, opened_with=open_options
+        )
         job = ConvertJob.prepare(
             volume,
             **prepare,
@@ -260,12 +262,14 @@ def convert_many(
     task: TaskSlice | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    opened_with: OpenOptions | None = None,
 ) -> list[ConvertResult]:
     """Convert volumes of one shape, dtype and placement, each into its own OME-Zarr image,
     unit by unit: a unit is done for every volume in turn on one thread, so volumes that are
     views of one source sharing their reads (as the class masks of ``split_classes``) read
     each unit of it once. Every output is a plain :func:`convert` output (own ledger, resumable
-    alone); options as :func:`convert`; ``names``: image names (default: the targets' stems).
+    alone); options as :func:`convert`; ``names``: image names (default: the targets' stems);
+    ``opened_with``: the open options of the volumes' source, recorded in each output.
 
     Memory: as :func:`convert` for one volume (the unit buffers are shared).
 
@@ -279,8 +283,7 @@ def convert_many(
         raise OptionError(f"convert_many: {len(sources)} volumes for {len(paths)} targets")
     if any(p.suffix.lower() in HDF5_SUFFIXES for p in paths):
         raise OptionError("convert_many: writes OME-Zarr targets only")
-    if task is not None and task.count > 1 and overwrite:
-        raise OptionError("--overwrite: cannot be combined with --task-count > 1")
+    check_overwrite(task, overwrite)
     if names is not None and len(names) != len(paths):
         raise OptionError(f"convert_many: {len(names)} names for {len(paths)} targets")
     if zarr_format not in (2, 3):
@@ -300,6 +303,7 @@ def convert_many(
             name=names[k] if names else path.name.split(".")[0], workers=workers,
             memory_limit=memory_limit,
         )  # fmt: skip
+        prepare["opened_with"] = opened_with
         shapes = shared if recorded[k] is None else recorded[k]
         job = ConvertJob.prepare(volume, **prepare, existing_unit_shapes=shapes, warn=not k)
         jobs.append(job)
@@ -329,7 +333,13 @@ def _job_options(**options: Any) -> dict[str, Any]:
     if options["workers"] is not None and options["workers"] < 1:
         raise OptionError(f"--workers {options['workers']}: must be >= 1")
     options["workers"] = options["workers"] or default_workers()
-    return {"is_hdf5": False, "translation": None, "as_labels": None, **options}
+    return {
+        "is_hdf5": False,
+        "translation": None,
+        "as_labels": None,
+        "opened_with": None,
+        **options,
+    }
 
 
 def _result(

@@ -25,7 +25,7 @@ from datatools.downsample import centred, pyramid_shapes
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, normalize_chunks, resolve_roi, spatial_axes
 from datatools.ome_zarr import Placement, normalize_unit
-from datatools.sources import Volume, spec_text
+from datatools.sources import OpenOptions, Volume, source_choices, spec_text
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,7 @@ class ConvertJob:
         translation: Sequence[float] | None = None,
         as_labels: str | None = None,
         warn: bool = True,
+        opened_with: OpenOptions | None = None,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
 
@@ -240,6 +241,8 @@ class ConvertJob:
         label images that must sit exactly on their image. ``as_labels`` names the label image
         being written (integer data only). ``warn``: log the warnings about the options (no
         voxel size, tiny chunks); off for the second and later of several like jobs.
+        ``opened_with``: the level and series the source was opened at, recorded with the
+        options so that a resume from another part of the input is refused.
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format.
@@ -298,6 +301,7 @@ class ConvertJob:
             "as_labels": as_labels,
             "unit_shapes": plan.unit_shapes(),
             "units_total": plan.n_units,
+            **source_choices(opened_with),
         }
         return cls(
             volume=volume,

@@ -87,6 +87,7 @@ from datatools.sources import (
     Volume,
     check_source_options,
     open_volume,
+    source_choices,
     spec_text,
 )
 from datatools.writers import HDF5_SUFFIXES, ArraySpec, open_writer, read_run
@@ -103,7 +104,7 @@ TABLE_ROWS = 16384
 CHECKED = (
     "image", "labels", "roi", "size", "edge", "channels", "masks", "zero_others",
     "zero_background", "ids", "min_voxels", "max_voxels", "exclude_border", "chunk_rows",
-    "format", "codec", "level",
+    "format", "codec", "level", "source_level", "series",
 )  # fmt: skip
 """Options a rerun must repeat to resume an output."""
 PLANNED = ("count", "plan_digest", "labelled", "removed")
@@ -257,6 +258,7 @@ def extract_instances(
                 zarr_format=zarr_format,
                 memory_limit=DEFAULT_MEMORY if memory_limit is None else memory_limit,
                 workers=max(1, workers),
+                opened_with=open_options,
             )
             return job.run(overwrite=overwrite, progress=progress, started=started)
         finally:
@@ -314,6 +316,7 @@ class _Job:
         zarr_format: int,
         memory_limit: int,
         workers: int,
+        opened_with: OpenOptions | None,
     ) -> _Job:
         check_inputs(image, labels)
         spatial = spatial_axes(image.axes)
@@ -361,6 +364,7 @@ class _Job:
             "format": "hdf5" if hdf5 else f"zarr{zarr_format}",
             "codec": chosen_codec.name,
             "level": chosen_codec.effective_level,
+            **source_choices(opened_with),
         }
         return cls(
             image=image,

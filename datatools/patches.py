@@ -46,7 +46,14 @@ from datatools.patch_output import PatchResult, default_chunk_rows, open_output,
 from datatools.patch_plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
 from datatools.progress import progress_bar
 from datatools.sampling import resolve_seed
-from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
+from datatools.sources import (
+    OpenOptions,
+    SourceSpec,
+    Volume,
+    check_source_options,
+    open_volume,
+    source_choices,
+)
 from datatools.writers import HDF5_SUFFIXES
 
 __all__ = [
@@ -374,6 +381,7 @@ def extract_patches(
             "codec": codec,
             "level": level,
             "zarr_format": None if hdf5 else zarr_format,
+            **source_choices(open_options),
         }
         extent = previous_extent(path, record, overwrite=overwrite)
         plan = plan_patches(

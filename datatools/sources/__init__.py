@@ -30,6 +30,7 @@ __all__ = [
     "check_source_options",
     "open_volume",
     "paths_from_lines",
+    "source_choices",
     "spec_text",
 ]
 
@@ -91,6 +92,15 @@ def check_source_options(volume: Volume, options: OpenOptions | None) -> None:
             f"--series {options.series}: {volume.spec} ({volume.kind}) has one series (series "
             "are for multi-series TIFF files)"
         )
+
+
+def source_choices(options: OpenOptions | None) -> dict[str, int]:
+    """The parts of ``options`` that change which data a source gives (``source_level``,
+    ``series``), for run records; empty for the defaults, so records stay as they were."""
+    if options is None:
+        return {}
+    chosen = {"source_level": options.level, "series": options.series}
+    return {k: v for k, v in chosen.items() if v is not None}
 
 
 def _exists(text: str) -> bool:

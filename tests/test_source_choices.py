@@ -1,0 +1,65 @@
+"""A resume from another series or level of the input is refused by every command that writes
+from a source (the series would otherwise be mixed in one output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from datatools.convert import convert
+from datatools.errors import ResumeMismatchError
+from datatools.executor import TaskSlice
+from datatools.instances import extract_instances
+from datatools.patches import extract_patches
+from datatools.sources import OpenOptions
+
+
+@pytest.fixture
+def two_series(tmp_path: Path) -> str:
+    """A TIFF file of two series of the same shape: zeros, then nines."""
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(np.zeros((8, 16, 16), np.uint8), photometric="minisblack")
+        writer.write(np.full((8, 16, 16), 9, np.uint8), photometric="minisblack")
+    return str(path)
+
+
+def test_convert_task_of_another_series_is_refused(tmp_path: Path, two_series: str) -> None:
+    out = tmp_path / "o.zarr"
+    first = convert(
+        two_series, out, chunks=4, task=TaskSlice(0, 2), open_options=OpenOptions(series=0)
+    )
+    assert not first.complete
+    with pytest.raises(ResumeMismatchError, match="series was 0, now 1"):
+        convert(two_series, out, chunks=4, task=TaskSlice(1, 2), open_options=OpenOptions(series=1))
+    done = convert(
+        two_series, out, chunks=4, task=TaskSlice(1, 2), open_options=OpenOptions(series=0)
+    )
+    assert done.complete
+
+
+def test_default_choices_leave_the_record_as_before(tmp_path: Path, two_series: str) -> None:
+    result = convert(two_series, tmp_path / "o.zarr", chunks=4)
+    assert "series" not in result.params
+    assert "source_level" not in result.params
+
+
+def test_patches_and_instances_resume_only_the_same_series(tmp_path: Path, two_series: str) -> None:
+    labels = tmp_path / "labels.zarr"
+    ids = zarr.create_array(labels, shape=(8, 16, 16), chunks=(8, 16, 16), dtype="uint16")
+    ids[2:5, 3:7, 3:7] = 1
+    ids[4:7, 9:13, 8:12] = 2
+    patches = tmp_path / "p.zarr"
+    extract_patches(two_series, patches, size=4, open_options=OpenOptions(series=0))
+    with pytest.raises(ResumeMismatchError, match="series was 0, now 1"):
+        extract_patches(two_series, patches, size=4, open_options=OpenOptions(series=1))
+    crops = tmp_path / "i.zarr"
+    extract_instances(two_series, str(labels), crops, size=4, open_options=OpenOptions(series=0))
+    with pytest.raises(ResumeMismatchError, match="series was 0, now 1"):
+        extract_instances(
+            two_series, str(labels), crops, size=4, open_options=OpenOptions(series=1)
+        )
