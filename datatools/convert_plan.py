@@ -496,7 +496,8 @@ def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) ->
             )
         return data.astype(dtype)
     converted = data.astype(dtype)
-    if not lossy and not np.array_equal(converted.astype(data.dtype), data):
+    back = converted.astype(data.dtype)
+    if not lossy and not np.array_equal(back, data, equal_nan=data.dtype.kind in "fc"):
         raise OptionError(
             f"--dtype {dtype}: casting {data.dtype} data from {spec} to {dtype} loses precision "
             "(add --allow-lossy-cast)"

@@ -545,3 +545,26 @@ def test_a_corrupt_slice_found_mid_run_keeps_the_output_resumable(tmp_path: Path
     assert again.complete
     assert again.units_skipped == status.units_done
     np.testing.assert_array_equal(read_level0(out), data)
+
+
+def test_nan_survives_a_float_cast_and_verify(tmp_path: Path) -> None:
+    data = arange_volume((6, 8, 8), "float64")
+    data[2, 3, 4] = np.nan  # whole numbers and NaN: float32 holds every value exactly
+    zarr.create_array(tmp_path / "n.zarr", shape=data.shape, dtype="float64")[:] = data
+    out = tmp_path / "o.zarr"
+    convert(str(tmp_path / "n.zarr"), out, chunks=4, dtype="float32")
+    assert np.isnan(zarr.open_array(out / "0")[2, 3, 4])
+    result = verify(out, against=str(tmp_path / "n.zarr"))
+    assert result.ok, result.problems
+
+
+def test_verify_accepts_a_lossy_cast_as_convert_made_it(tmp_path: Path) -> None:
+    data = np.linspace(-20.4, 300.6, 6 * 8 * 8).reshape(6, 8, 8)
+    source = tmp_path / "f.zarr"
+    zarr.create_array(source, shape=data.shape, chunks=(6, 8, 8), dtype=data.dtype)[:] = data
+    out = tmp_path / "o.zarr"
+    convert(str(source), out, chunks=4, dtype="uint8", allow_lossy_cast=True)
+    written = zarr.open_array(out / "0")[:]
+    np.testing.assert_array_equal(written, np.clip(np.rint(data), 0, 255))
+    result = verify(out, against=str(source))
+    assert result.ok, result.problems
