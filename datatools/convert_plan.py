@@ -448,11 +448,14 @@ def _shard_shape(
     text = ",".join(map(str, values))
     if any(v <= 0 for v in values):
         raise OptionError(f"--shards {text}: every value must be > 0")
-    if any(s % c for s, c in zip(values, chunks, strict=True)):
+    # a shard that spans its axis becomes the axis in whole chunks (chunks are clipped to thin
+    # volumes the same way), whatever multiple of the given chunks it was
+    spanned = [-(-n // c) * c for c, n in zip(chunks, shape, strict=True)]
+    if any(s % c and s < f for s, c, f in zip(values, chunks, spanned, strict=True)):
         raise OptionError(
             f"--shards {text}: not a multiple of the chunks {','.join(map(str, chunks))}"
         )
-    return tuple(min(s, -(-n // c) * c) for s, c, n in zip(values, chunks, shape, strict=True))
+    return tuple(min(s, f) for s, f in zip(values, spanned, strict=True))
 
 
 def _out_dtype(dtype: str) -> np.dtype[Any]:

@@ -140,6 +140,15 @@ def test_shards(tmp_path: Path) -> None:
         convert(ArrayVolume(data), tmp_path / "t.zarr", chunks=(2, 5, 5), shards=(3, 10, 10))
 
 
+def test_shards_on_a_volume_thinner_than_the_chunks(tmp_path: Path) -> None:
+    data = arange_volume((3, 20, 20), "uint16")
+    out = tmp_path / "s.zarr"
+    convert(ArrayVolume(data), out, chunks=4, shards=8)  # z chunks clipped to 3; shards too
+    array = zarr.open_array(out / "0", mode="r")
+    assert (array.chunks, array.shards) == ((3, 4, 4), (3, 8, 8))
+    np.testing.assert_array_equal(array[:], data)
+
+
 def test_hdf5_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = arange_volume((7, 9, 11), "uint16")
     out = tmp_path / "out.h5"
