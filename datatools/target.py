@@ -259,7 +259,12 @@ def claim(
             remove_ours(path)
         else:
             return _join(path, record)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+    try:
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+        )
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
     try:
         populate(tmp)
         _create_marker(tmp, record, 2 if (tmp / ".zgroup").is_file() else 3)

@@ -311,6 +311,7 @@ def run(
                     on_unit_done(index)
             for out, unit in zip(runs, units, strict=True):
                 _run_pyramid(out, unit, runner, on_unit_done)
+            complete = [_finalize(out.job, out.path, out.ledger) for out in runs]
         except OSError as exc:
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
@@ -326,7 +327,7 @@ def run(
                         with contextlib.suppress(OSError):
                             target.remove_ours(out.path)
             raise
-    return [(out.written, out.skipped, _finalize(out.job, out.path, out.ledger)) for out in runs]
+    return [(out.written, out.skipped, done) for out, done in zip(runs, complete, strict=True)]
 
 
 def _run_pyramid(

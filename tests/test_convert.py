@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from pathlib import Path
 
 import h5py
@@ -430,9 +432,6 @@ def test_every_source_kind(tmp_path: Path, kind: str) -> None:
 def test_write_failure_is_clean_and_resumable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-    import os
-
     data = arange_volume((8, 8, 8), "uint16")
     out = tmp_path / "full.zarr"
     real_write = os.write
@@ -454,6 +453,34 @@ def test_write_failure_is_clean_and_resumable(
     )
     assert result.complete
     np.testing.assert_array_equal(read_level0(out), data)
+
+
+def test_disk_full_while_finalizing_is_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((8, 8, 8), "uint16")
+    out = tmp_path / "full.zarr"
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(target, "update_group_attributes", full)
+    with pytest.raises(WriteError, match="write failed \\(No space left on device\\); rerun"):
+        convert(ArrayVolume(data), out, chunks=4)
+    monkeypatch.undo()
+    assert inspect(str(out))["status"]["complete"] is False
+    assert convert(ArrayVolume(data), out, chunks=4).complete
+
+
+def test_parent_that_refuses_a_folder_is_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(target.tempfile, "mkdtemp", refused)
+    with pytest.raises(WriteError, match="o.zarr: cannot create output \\(Permission denied\\)"):
+        convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "o.zarr")
 
 
 KILL_CHILD = """
