@@ -479,7 +479,7 @@ def test_parent_that_refuses_a_folder_is_a_write_error(
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(target.tempfile, "mkdtemp", refused)
-    with pytest.raises(WriteError, match="o.zarr: cannot create output \\(Permission denied\\)"):
+    with pytest.raises(WriteError, match=r"o\.zarr: cannot create output \(Permission denied\)"):
         convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "o.zarr")
 
 
