@@ -9,6 +9,7 @@ every level-0 voxel equals the source ROI recorded in the output. Memory: one bl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -27,7 +28,7 @@ from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.ome_zarr import SPACE_UNITS, ngff_version
 from datatools.progress import progress_bar
-from datatools.sources import OpenOptions, SourceSpec, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
@@ -78,15 +79,28 @@ def verify(
     path = Path(target_path)
     if not path.exists():
         raise InputNotFoundError(f"{path}: no such file or directory")
+    with contextlib.ExitStack() as opened:
+        return _verify(path, opened, against, open_options, block_bytes, progress)
+
+
+def _verify(
+    path: Path,
+    opened: contextlib.ExitStack,
+    against: SourceSpec | None,
+    open_options: OpenOptions | None,
+    block_bytes: int,
+    progress: bool,
+) -> VerifyResult:
+    """:func:`verify` with the files it opens closed by ``opened``."""
     problems: list[str] = []
     if path.is_file():
-        arrays, params = _open_hdf5(path)
+        arrays, params = _open_hdf5(path, opened)
     else:
         arrays, params = _open_zarr(path, problems)
     source_box: Box | None = None
-    volume = None
+    volume: Volume | None = None
     if against is not None:
-        volume = open_volume(against, open_options)
+        volume = opened.enter_context(open_volume(against, open_options))
         value = _class_value(params)
         if value is not None:  # a class image of split-classes: compare with labels == value
             volume = ClassMask(volume, value)
@@ -100,7 +114,6 @@ def verify(
                 f"shape {tuple(arrays[0].shape)} differs from the source ROI "
                 f"{source_box.to_text()} of {volume.spec}"
             )
-            volume.close()
             volume = None
     first_mismatch: Box | None = None
     compared = 0
@@ -108,41 +121,35 @@ def verify(
         (level, array, _blocks(array.shape, array.chunks, array.dtype.itemsize, block_bytes))
         for level, array in enumerate(arrays)
     ]
-    try:
-        with progress_bar(
-            sum(len(blocks) for *_, blocks in plans), f"verify {path.name}", enabled=progress
-        ) as bar:
-            for level, array, blocks in plans:
-                for block in blocks:
-                    bar.update(1)
-                    try:
-                        data = np.asarray(array[block.slices()])
-                    except Exception as exc:  # a codec or I/O failure is a finding, not a crash
-                        problems.append(
-                            f"level {level} block {block.to_text()} is unreadable ({exc})"
-                        )
-                        break
-                    if level or volume is None or source_box is None or first_mismatch is not None:
-                        continue
-                    box = block.shift(source_box.start)
-                    # the cast convert made: rounded and clipped where --allow-lossy-cast was
-                    expected = cast(volume.read(box), data.dtype, True, volume.spec, box)
-                    same = data == expected
-                    if data.dtype.kind in "fc":
-                        same |= np.isnan(data) & np.isnan(expected)
-                    if same.all():
-                        compared += block.size
-                        continue
-                    first_mismatch = block
-                    where = tuple(int(i) for i in np.argwhere(~same)[0])
-                    voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
-                    problems.append(
-                        f"differs from {volume.spec} in block {block.to_text()} (first at "
-                        f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
-                    )
-    finally:
-        if volume is not None:
-            volume.close()
+    with progress_bar(
+        sum(len(blocks) for *_, blocks in plans), f"verify {path.name}", enabled=progress
+    ) as bar:
+        for level, array, blocks in plans:
+            for block in blocks:
+                bar.update(1)
+                try:
+                    data = np.asarray(array[block.slices()])
+                except Exception as exc:  # a codec or I/O failure is a finding, not a crash
+                    problems.append(f"level {level} block {block.to_text()} is unreadable ({exc})")
+                    break
+                if level or volume is None or source_box is None or first_mismatch is not None:
+                    continue
+                box = block.shift(source_box.start)
+                # the cast convert made: rounded and clipped where --allow-lossy-cast was
+                expected = cast(volume.read(box), data.dtype, True, volume.spec, box)
+                same = data == expected
+                if data.dtype.kind in "fc":
+                    same |= np.isnan(data) & np.isnan(expected)
+                if same.all():
+                    compared += block.size
+                    continue
+                first_mismatch = block
+                where = tuple(int(i) for i in np.argwhere(~same)[0])
+                voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
+                problems.append(
+                    f"differs from {volume.spec} in block {block.to_text()} (first at "
+                    f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
+                )
     return VerifyResult(path, problems, first_mismatch, compared)
 
 
@@ -171,9 +178,9 @@ def _class_value(params: dict[str, Any]) -> int | None:
     return None if found is None else int(found.group(1))
 
 
-def _open_hdf5(path: Path) -> tuple[list[Any], dict[str, Any]]:
+def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dict[str, Any]]:
     try:
-        fh = h5py.File(path, "r")
+        fh = opened.enter_context(h5py.File(path, "r"))
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
     raw = fh.attrs.get("datatools")
