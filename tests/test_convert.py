@@ -604,4 +604,3 @@ def test_verify_accepts_a_lossy_cast_as_convert_made_it(tmp_path: Path) -> None:
     np.testing.assert_array_equal(written, np.clip(np.rint(data), 0, 255))
     result = verify(out, against=str(source))
     assert result.ok, result.problems
-
