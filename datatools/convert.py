@@ -17,6 +17,10 @@ once; source chunks that do not nest with the output's are cut, and those on uni
 decoded twice). A unit of level 2 or below reads ``prod(factors)`` times its size from the
 level above, so it is that much smaller. Nothing grows with the volume.
 
+Crash safety: a unit is recorded only after all its chunk files are written, so any killed
+process leaves a resumable output. The files are not fsynced (one per chunk would cost more
+than encoding them): after a power loss, verify the outputs that were being written.
+
 Job arrays: each task converts its slice of the base units; whichever task sees every base unit
 done builds levels 2 and below (a sixth of the work at most, by 2x2x2 factors) and finalizes. Two
 tasks finishing at the same moment may both build a level unit; they write identical bytes
