@@ -2,7 +2,8 @@
 
 The layout class-mask loaders such as cellmap-data expect: ``target.zarr/<class>/0, 1, ...``,
 each ``<class>`` an OME-Zarr image (NGFF 0.5 on Zarr v3, 0.4 on Zarr v2) whose voxels are 1
-where the labels equal the class value, with its voxel count in the ``datatools`` attribute.
+where the labels equal the class value, with its voxel count in the ``datatools`` attribute
+(and in level 0's ``class_counts``, where cellmap-data looks before counting the whole level).
 Scales are written in nanometres when the unit is a length.
 
 Two steps, both streaming in bounded memory: a counting pass over the labels (which values occur,
@@ -300,13 +301,15 @@ def split_classes(
 
 
 def _record_class(folder: Path, value: int, count: int) -> None:
-    """Add the class value and voxel count to a finished class image's ``datatools`` attribute
-    (replaced atomically: several tasks may finish classes at once)."""
+    """Add the class value and voxel count to a finished class image's ``datatools`` attribute,
+    and the count as cellmap-data caches it, ``class_counts`` ``{<class>: count}`` on level 0
+    (each file replaced atomically: several tasks may finish classes at once)."""
     info: dict[str, Any] = json.loads(
         json.dumps(zarr.open_group(folder, mode="r").attrs["datatools"])
     )
     info.update(class_value=value, voxel_count=count)
-    target.update_group_attributes(folder, {"datatools": info})
+    target.update_attributes(folder / "0", {"class_counts": {folder.name: count}})
+    target.update_attributes(folder, {"datatools": info})
 
 
 def _populate(folder: Path, zarr_format: int, params: dict[str, Any]) -> None:

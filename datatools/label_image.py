@@ -83,7 +83,7 @@ class LabelTarget:
         names = list((attrs.get("ome") or {}).get("labels", attrs.get("labels", [])))
         if self.name not in names:
             names.append(self.name)
-        target.update_group_attributes(folder, _labels_attrs(names, self.zarr_format))
+        target.update_attributes(folder, _labels_attrs(names, self.zarr_format))
 
 
 def _labels_attrs(names: list[str], zarr_format: int) -> dict[str, Any]:

@@ -421,9 +421,9 @@ def clean_stray_files(path: Path, *, older_than: float = 0.0) -> int:
     return removed
 
 
-def update_group_attributes(folder: Path, changes: Mapping[str, Any]) -> None:
-    """Set top-level attributes of the Zarr group (v3 or v2) at ``folder``, replacing its
-    attribute file atomically: several processes finishing at once never see a torn file.
+def update_attributes(folder: Path, changes: Mapping[str, Any]) -> None:
+    """Set top-level attributes of the Zarr group or array (v3 or v2) at ``folder``, replacing
+    its attribute file atomically: several processes finishing at once never see a torn file.
     """
     folder = Path(folder)
     v3 = folder / "zarr.json"

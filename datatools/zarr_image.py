@@ -370,6 +370,6 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
         else:
             attrs["image-label"] = {"version": "0.4", **image_label}
     attrs["datatools"] = _provenance(job, complete=True)
-    target.update_group_attributes(path, attrs)
+    target.update_attributes(path, attrs)
     target.mark_complete(path)
     return True

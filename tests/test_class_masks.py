@@ -68,6 +68,7 @@ def test_every_class_mask_equals_labels_eq_value(
         np.testing.assert_array_equal(mask, (data == value).astype(np.uint8))
         assert count == int((data == value).sum())
         assert group.attrs["datatools"]["voxel_count"] == count
+        assert group["0"].attrs["class_counts"] == {name: count}  # where cellmap-data looks
         (Image05 if zarr_format == 3 else Image04).from_zarr(group)
         attrs = group.attrs["ome"] if zarr_format == 3 else group.attrs
         ms = attrs["multiscales"][0]

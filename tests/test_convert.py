@@ -464,7 +464,7 @@ def test_disk_full_while_finalizing_is_a_write_error(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(target, "update_group_attributes", full)
+    monkeypatch.setattr(target, "update_attributes", full)
     with pytest.raises(WriteError, match="write failed \\(No space left on device\\); rerun"):
         convert(ArrayVolume(data), out, chunks=4)
     monkeypatch.undo()

@@ -118,10 +118,10 @@ def test_clean_stray_files_spares_young_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_update_group_attributes_merges_atomically(tmp_path: Path, zarr_format: int) -> None:
+def test_update_attributes_merges_atomically(tmp_path: Path, zarr_format: int) -> None:
     group = zarr.create_group(tmp_path / "g.zarr", zarr_format=zarr_format)
     group.attrs.update({"a": 1, "b": {"c": 2}})
-    target.update_group_attributes(tmp_path / "g.zarr", {"b": {"d": 3}, "e": [4]})
+    target.update_attributes(tmp_path / "g.zarr", {"b": {"d": 3}, "e": [4]})
     reread = zarr.open_group(tmp_path / "g.zarr", mode="r")
     assert dict(reread.attrs) == {"a": 1, "b": {"d": 3}, "e": [4]}
     assert not list((tmp_path / "g.zarr").glob("*.tmp"))
