@@ -86,6 +86,7 @@ from datatools.sources import (
     SourceSpec,
     Volume,
     check_source_options,
+    open_companion,
     open_volume,
     source_choices,
     spec_text,
@@ -233,7 +234,7 @@ def extract_instances(
     path = Path(target)
     image_vol = image if isinstance(image, Volume) else open_volume(image, open_options)
     try:
-        labels_vol = labels if isinstance(labels, Volume) else open_volume(labels, open_options)
+        labels_vol = labels if isinstance(labels, Volume) else open_companion(labels, open_options)
         try:
             check_source_options(image_vol, open_options)
             owned.check_not_input(path, image_vol.files() + labels_vol.files())

@@ -51,6 +51,7 @@ from datatools.sources import (
     SourceSpec,
     Volume,
     check_source_options,
+    open_companion,
     open_volume,
     source_choices,
 )
@@ -366,8 +367,8 @@ def extract_patches(
         raise OptionError(f"--chunk-rows {chunk_rows}: must be > 0")
     with ExitStack() as stack:
         volume = _open(source, open_options, stack)
-        lab = None if labels is None else _open(labels, open_options, stack)
-        msk = None if mask is None else _open(mask, open_options, stack)
+        lab = None if labels is None else _open(labels, open_options, stack, companion=True)
+        msk = None if mask is None else _open(mask, open_options, stack, companion=True)
         check_source_options(volume, open_options)
         inputs = (volume, lab, msk)
         target.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
@@ -436,7 +437,13 @@ def _row_bytes(g: PatchGeometry, volume: Volume, labels: Volume | None) -> int:
     return row + (0 if labels is None else math.prod(g.label_shape) * labels.dtype.itemsize)
 
 
-def _open(spec: SourceSpec | Volume, options: OpenOptions | None, stack: ExitStack) -> Volume:
+def _open(
+    spec: SourceSpec | Volume,
+    options: OpenOptions | None,
+    stack: ExitStack,
+    companion: bool = False,
+) -> Volume:
+    """``spec`` opened (closed by ``stack``); labels and masks as :func:`open_companion`."""
     if isinstance(spec, Volume):
         return spec
-    return stack.enter_context(open_volume(spec, options))
+    return stack.enter_context((open_companion if companion else open_volume)(spec, options))

@@ -15,7 +15,7 @@ from datatools.errors import ResumeMismatchError
 from datatools.executor import TaskSlice
 from datatools.instances import extract_instances
 from datatools.patches import extract_patches
-from datatools.sources import OpenOptions
+from datatools.sources import ArrayVolume, OpenOptions
 
 
 @pytest.fixture
@@ -63,3 +63,30 @@ def test_patches_and_instances_resume_only_the_same_series(tmp_path: Path, two_s
         extract_instances(
             two_series, str(labels), crops, size=4, open_options=OpenOptions(series=1)
         )
+
+
+def test_labels_with_one_series_go_with_any_series_of_the_image(
+    tmp_path: Path, two_series: str
+) -> None:
+    labels = tmp_path / "labels.tif"
+    ids = np.zeros((8, 16, 16), np.uint16)
+    ids[2:5, 3:7, 3:7] = 1
+    tifffile.imwrite(labels, ids)
+    out = tmp_path / "i.zarr"
+    extract_instances(two_series, str(labels), out, size=4, open_options=OpenOptions(series=1))
+    crops = zarr.open_array(out / "images")[:]
+    assert crops.shape == (1, 1, 4, 4, 4)
+    assert (crops == 9).all()  # series 1 of the image; the labels' only series
+
+
+def test_plain_labels_go_with_a_level_of_an_ome_zarr_image(tmp_path: Path) -> None:
+    image = tmp_path / "image.zarr"
+    data = np.arange(8 * 16 * 16, dtype=np.uint16).reshape(8, 16, 16)
+    convert(ArrayVolume(data), image, chunks=4, levels=2)
+    labels = tmp_path / "labels.zarr"
+    ids = zarr.create_array(labels, shape=(4, 8, 8), chunks=(4, 8, 8), dtype="uint8")
+    ids[1:3, 2:5, 2:5] = 1  # drawn on level 1
+    out = tmp_path / "i.zarr"
+    extract_instances(str(image), str(labels), out, size=2, open_options=OpenOptions(level=1))
+    level1 = zarr.open_array(image / "1")[:]
+    np.testing.assert_array_equal(zarr.open_array(out / "images")[0, 0], level1[1:3, 2:4, 2:4])

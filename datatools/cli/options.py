@@ -79,9 +79,16 @@ def source_options(level_flag: str = "--level") -> Callable[[F], F]:
             "source_level",
             type=int,
             default=None,
-            help="Resolution level of an OME-Zarr image or pyramidal TIFF (0 = full).",
+            help="Resolution level of an OME-Zarr image or pyramidal TIFF (0 = full); labels "
+            "and masks with one level are read as they are.",
         ),
-        click.option("--series", type=int, default=None, help="Series of a multi-series TIFF."),
+        click.option(
+            "--series",
+            type=int,
+            default=None,
+            help="Series of a multi-series TIFF; labels and masks with one series are read as "
+            "they are.",
+        ),
         click.option(
             "--allow-gaps", is_flag=True, help="Accept a slice folder whose numbering has gaps."
         ),

@@ -48,7 +48,7 @@ from datatools.patch_plan import (
     plan_patches,
 )
 from datatools.sampling import SamplingWarning
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
 
 Array: TypeAlias = np.ndarray[Any, Any]
 Transform: TypeAlias = Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
@@ -217,7 +217,8 @@ class VolumePatchStream:
                     if spec is None or isinstance(spec, Volume):
                         opened[role] = spec
                     else:
-                        opened[role] = stack.enter_context(open_volume(spec, self._open_options))
+                        opener = open_volume if role == "source" else open_companion
+                        opened[role] = stack.enter_context(opener(spec, self._open_options))
                 self._stack = stack.pop_all()
             self._volumes, self._pid = opened, os.getpid()
         return self._volumes

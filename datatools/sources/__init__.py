@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
@@ -28,6 +29,7 @@ __all__ = [
     "SourceSpec",
     "Volume",
     "check_source_options",
+    "open_companion",
     "open_volume",
     "paths_from_lines",
     "source_choices",
@@ -73,9 +75,34 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     raise UnsupportedInputError(f"{text}: not a volume datatools can open (tried: {tried})")
 
 
+def open_companion(spec: SourceSpec, options: OpenOptions | None) -> Volume:
+    """Open labels or a mask that go with a main source opened with ``options``: the series
+    and the level apply where the input has several; an input with one (a plain array, a
+    single-series TIFF) is read as it is, and the caller checks its shape against the image.
+
+    Raises:
+        InputError, InputNotFoundError: as :func:`open_volume`.
+    """
+    if options is None or (options.level in (None, 0) and options.series in (None, 0)):
+        return open_volume(spec, options)
+    gaps = OpenOptions(allow_gaps=options.allow_gaps)
+    volume = open_volume(spec, gaps)
+    chosen = gaps
+    if options.series not in (None, 0) and volume.details().get("series_count", 1) > 1:
+        chosen = OpenOptions(series=options.series, allow_gaps=options.allow_gaps)
+        volume.close()
+        volume = open_volume(spec, chosen)
+    levels = volume.details().get("levels")
+    count = levels if isinstance(levels, int) else len(levels or [None])
+    if options.level not in (None, 0) and count > 1:
+        volume.close()
+        volume = open_volume(spec, replace(chosen, level=options.level))
+    return volume
+
+
 def check_source_options(volume: Volume, options: OpenOptions | None) -> None:
     """Refuse a level or a series asked of a main source that has none. (Labels and masks are
-    opened with the same options and simply have one level and one series.)
+    opened with :func:`open_companion`: the choices apply where they have several.)
 
     Raises:
         OptionError: naming the option, the source and its kind.
