@@ -7,11 +7,13 @@ datatools reads a box itself:
 - ``raw``: :class:`RawNrrd` reads each slice's rows with one ``pread``;
 - ``gzip``: :class:`GzipNrrd` decompresses the stream from the nearest checkpoint before the box
   (a copy of the decompressor's state saved every :data:`CHECKPOINT_BYTES` of voxels as the
-  stream is first read, at most :data:`MAX_CHECKPOINTS` of them, about 40 KiB each). A box
-  costs decompressing every plane it crosses, whole: reading in order by bands of whole planes
-  (what ``convert`` does when a unit holds whole planes, as for 512 x 512 CT slices)
-  decompresses the volume about once; units of part of a plane decompress each plane once per
-  unit across it.
+  stream is first read, at most :data:`MAX_CHECKPOINTS` of them, about 40 KiB each). A read
+  also keeps the state where its band of rows ends in each plane (the last
+  :data:`MAX_BAND_STATES` of them), which is where the next band starts: reading in order by
+  bands of rows (what ``convert`` does when a unit holds part of each plane) starts every plane
+  of a band where the previous band stopped, so only the first band of a slab passes through
+  whole planes: the volume is decompressed about twice, not once per band (units of whole
+  planes, as for 512 x 512 CT slices, decompress it once).
 
 Only plain layouts take these paths: one data file (attached, or a detached ``.nhdr`` naming one
 file), no ``line skip``, no ``byte skip`` for gzip (any for raw), and ``sizes`` that agree with
@@ -26,6 +28,7 @@ import math
 import os
 import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +41,9 @@ CHECKPOINT_BYTES = 16 * 2**20
 """Decompressed bytes between two saved decompressor states of a gzip NRRD (at least)."""
 MAX_CHECKPOINTS = 1024
 """Saved states per file at most (the spacing grows with the volume beyond 16 GiB)."""
+MAX_BAND_STATES = 256
+"""Decompressor states kept where a read's band of rows ended in a plane (the latest ones,
+about 40 KiB each; a band of units needs those its predecessor left, one per plane)."""
 _GZIP_WBITS = 47
 """zlib window bits: 32 (detect a gzip or zlib header) + 15 (the largest window)."""
 _STEP = 2**20
@@ -116,6 +122,9 @@ class GzipNrrd:
     spatial: int
     _marks: list[int] = field(default_factory=list, compare=False, repr=False)
     _states: dict[int, tuple[int, Any]] = field(default_factory=dict, compare=False, repr=False)
+    _bands: OrderedDict[int, tuple[int, Any]] = field(
+        default_factory=OrderedDict, compare=False, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -128,6 +137,7 @@ class GzipNrrd:
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_marks", [])
         object.__setattr__(self, "_states", {})
+        object.__setattr__(self, "_bands", OrderedDict())
         object.__setattr__(self, "_lock", threading.Lock())
 
     @property
@@ -149,22 +159,37 @@ class GzipNrrd:
             with _Inflater(self, first) as stream:
                 for k in range(len(box.planes)):
                     if k:
-                        stream.skip(box.plane_bytes - box.band_bytes)
+                        stream.move_to(first + k * box.plane_bytes)
                     box.put(k, stream.take(box.band_bytes))
+                    stream.keep_band_end()
         except zlib.error as exc:
             raise OSError(f"{self.data_file}: not a gzip stream ({exc})") from exc
         return box.result()
 
     def state_before(self, position: int) -> tuple[int, int, Any]:
         """``(decompressed position, compressed offset, decompressor copy)`` of the latest
-        saved state at or before ``position``."""
+        saved state at or before ``position`` (a band end exactly there, else a checkpoint)."""
         with self._lock:
+            band = self._bands.get(position)
+            if band is not None:
+                self._bands.move_to_end(position)
+                return position, band[0], band[1].copy()
             if not self._marks:
                 self._marks.append(0)
                 self._states[0] = (self.offset, zlib.decompressobj(wbits=_GZIP_WBITS))
             mark = self._marks[bisect.bisect_right(self._marks, position) - 1]
             offset, state = self._states[mark]
             return mark, offset, state.copy()
+
+    def save_band_end(self, position: int, offset: int, state: Any) -> None:
+        """Keep a copy of the decompressor ``state`` where a band of rows ended (the latest
+        :data:`MAX_BAND_STATES`)."""
+        with self._lock:
+            if position in self._states or position in self._bands:
+                return
+            self._bands[position] = (offset, state.copy())
+            while len(self._bands) > MAX_BAND_STATES:
+                self._bands.popitem(last=False)
 
     def save_state(self, position: int, offset: int, state: Any) -> None:
         """Keep a copy of the decompressor ``state`` at decompressed ``position`` (compressed
@@ -216,6 +241,18 @@ class _Inflater:
         if self.position % spacing == 0:
             self.data.save_state(self.position, self.file.tell() - len(self.tail), self.state)
         return out
+
+    def move_to(self, position: int) -> None:
+        """Go forward to ``position``, from a saved state past the current one if there is."""
+        mark, offset, state = self.data.state_before(position)
+        if mark > self.position:
+            self.position, self.state, self.tail = mark, state, b""
+            self.file.seek(offset)
+        self.skip(position - self.position)
+
+    def keep_band_end(self) -> None:
+        """Save the state here: the next band of rows starts where this one ended."""
+        self.data.save_band_end(self.position, self.file.tell() - len(self.tail), self.state)
 
     def skip(self, n: int) -> None:
         """Pass over ``n`` decompressed bytes."""
