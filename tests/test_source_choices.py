@@ -3,6 +3,7 @@ from a source (the series would otherwise be mixed in one output)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import tifffile
 import zarr
 
 from datatools.convert import convert
-from datatools.errors import ResumeMismatchError
+from datatools.errors import InputError, ResumeMismatchError
 from datatools.executor import TaskSlice
 from datatools.instances import extract_instances
 from datatools.patches import extract_patches
@@ -90,3 +91,22 @@ def test_plain_labels_go_with_a_level_of_an_ome_zarr_image(tmp_path: Path) -> No
     extract_instances(str(image), str(labels), out, size=2, open_options=OpenOptions(level=1))
     level1 = zarr.open_array(image / "1")[:]
     np.testing.assert_array_equal(zarr.open_array(out / "images")[0, 0], level1[1:3, 2:4, 2:4])
+
+
+def test_an_unfinished_output_is_refused_as_an_input(tmp_path: Path) -> None:
+    data = np.arange(16 * 16 * 16, dtype=np.uint16).reshape(16, 16, 16)
+    out = tmp_path / "r.zarr"
+
+    def stop(index: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(ArrayVolume(data), out, chunks=4, memory_limit=2**12 * 6, on_unit_done=stop)
+    for spec, where in [(out, ""), (out / "0", f"inside {out}, ")]:
+        with pytest.raises(InputError, match=re.escape(f"{spec}: {where}a datatools output th")):
+            convert(str(spec), tmp_path / "next.zarr")
+    with pytest.raises(InputError, match="1/2 units done"):
+        extract_patches(str(out / "0"), tmp_path / "p.zarr", size=4)
+    assert not (tmp_path / "next.zarr").exists()
+    convert(ArrayVolume(data), out, chunks=4, memory_limit=2**12 * 6)
+    assert convert(str(out), tmp_path / "next.zarr").complete  # finished: an input like any

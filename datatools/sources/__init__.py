@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from datatools import target
 from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
 from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
 from datatools.sources.hdf5 import Hdf5Volume
@@ -35,6 +36,10 @@ __all__ = [
     "source_choices",
     "spec_text",
 ]
+
+
+UNFINISHED_DEPTH = 3
+"""Folders above an input searched for the datatools output holding it (image/labels/name/0)."""
 
 
 def paths_from_lines(lines: Iterable[str]) -> list[Path]:
@@ -68,6 +73,7 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     text = str(spec)
     if not glob.has_magic(text) and not _exists(text):
         raise InputNotFoundError(f"{text}: no such file or directory")
+    _refuse_unfinished(Path(text))
     for kind in KINDS:
         if kind.can_open(text):
             return kind.open(text, options)
@@ -128,6 +134,33 @@ def source_choices(options: OpenOptions | None) -> dict[str, int]:
         return {}
     chosen = {"source_level": options.level, "series": options.series}
     return {k: v for k, v in chosen.items() if v is not None}
+
+
+def _refuse_unfinished(path: Path) -> None:
+    """Refuse a folder inside (or at) a datatools output that is not finished: its missing
+    units would read as zeros.
+
+    Raises:
+        InputError: naming the output and its progress.
+    """
+    if not path.is_dir():
+        return
+    for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
+        state = target.status(folder)
+        if state is None:
+            continue
+        if not state.complete:
+            done = (
+                f"{state.units_done}/{state.units_total} units done"
+                if state.units_total
+                else "unfinished"
+            )
+            where = "" if folder == path else f"inside {folder}, "
+            raise InputError(
+                f"{path}: {where}a datatools output that is not finished ({done}; its missing "
+                "parts would read as zeros); rerun the command that makes it first"
+            )
+        return
 
 
 def _exists(text: str) -> bool:
