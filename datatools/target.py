@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -260,9 +260,7 @@ def claim(
         else:
             return _join(path, record)
     try:
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-        )
+        tmp = _fresh_name(path, PARTIAL_SUFFIX, lambda p: os.mkdir(p))
     except OSError as exc:
         raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
     try:
@@ -318,10 +316,31 @@ def diff_params(old: RunRecord, new: RunRecord) -> str:
     return "; ".join(parts[False] or parts[True])
 
 
+def _fresh_name(path: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """A new hidden sibling of ``path``, made by ``create`` (which fails if it exists).
+
+    Unlike ``tempfile``, which makes owner-only files (0600) and folders (0700), this leaves
+    the mode to ``create`` and the umask, so outputs are shared as the user's files are.
+    """
+    while True:
+        name = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            create(name)
+        except FileExistsError:
+            continue
+        return name
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` via a temporary file and rename (readers never see half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd = -1
+
+    def create(name: Path) -> None:
+        nonlocal fd
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+    tmp = _fresh_name(path, ".tmp", create)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)

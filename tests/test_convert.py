@@ -478,7 +478,7 @@ def test_parent_that_refuses_a_folder_is_a_write_error(
     def refused(*args: object, **kwargs: object) -> str:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(target.tempfile, "mkdtemp", refused)
+    monkeypatch.setattr(target.os, "mkdir", refused)
     with pytest.raises(WriteError, match=r"o\.zarr: cannot create output \(Permission denied\)"):
         convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "o.zarr")
 
@@ -604,3 +604,19 @@ def test_verify_accepts_a_lossy_cast_as_convert_made_it(tmp_path: Path) -> None:
     np.testing.assert_array_equal(written, np.clip(np.rint(data), 0, 255))
     result = verify(out, against=str(source))
     assert result.ok, result.problems
+
+
+def test_outputs_take_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    # shared cluster folders: colleagues must read the output (not 0700 / 0600 as tempfile makes)
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o.zarr"
+        convert(ArrayVolume(arange_volume((4, 8, 8))), out, chunks=4)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    modes["."] = out.stat().st_mode & 0o777
+    assert {m for p, m in modes.items() if (out / p).is_dir()} == {0o755}
+    assert {m for p, m in modes.items() if (out / p).is_file()} == {0o644}
+    assert "zarr.json" in modes
+    assert ".datatools/zarr.json" in modes
