@@ -745,3 +745,34 @@ def test_tiff_file_bad_inputs(tmp_path: Path) -> None:
         ),
     ):
         open_volume(str(complex_file))
+
+
+@pytest.mark.parametrize(
+    ("write_kw", "memory_mapped"),
+    [({}, True), ({"compression": "zlib", "tile": (16, 16)}, False)],
+    ids=["raw-contiguous", "zlib-tiled"],
+)
+def test_pyramidal_ome_tiff_every_level_reads_like_tifffile(
+    tmp_path: Path, write_kw: dict[str, Any], memory_mapped: bool
+) -> None:
+    base = arange_volume((4, 40, 48), "uint16")  # 40 rows: partial 16-row tiles at every level
+    path = tmp_path / "pyr.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as writer:
+        writer.write(base, subifds=2, metadata={"axes": "ZYX"}, **write_kw)
+        writer.write(base[:, ::2, ::2], subfiletype=1, **write_kw)
+        writer.write(base[:, ::4, ::4], subfiletype=1, **write_kw)
+    with tifffile.TiffFile(path) as tif:
+        expected = [level.asarray() for level in tif.series[0].levels]
+    assert [e.shape for e in expected] == [(4, 40, 48), (4, 20, 24), (4, 10, 12)]
+    np.testing.assert_array_equal(expected[1], base[:, ::2, ::2])  # tifffile's levels differ
+    for level, want in enumerate(expected):
+        with open_volume(str(path), OpenOptions(level=level)) as volume:
+            assert (volume.shape, volume.axes) == (want.shape, "zyx")
+            assert volume.describe()["level"] == level
+            assert volume.describe()["memory_mapped"] is memory_mapped
+            np.testing.assert_array_equal(volume.read_all(), want)
+            np.testing.assert_array_equal(
+                volume.read(Box((1, 3, 5), (3, want.shape[1], 9))), want[1:3, 3:, 5:9]
+            )
+    with open_volume(str(path)) as volume:  # no level named: full resolution
+        np.testing.assert_array_equal(volume.read_all(), base)

@@ -127,7 +127,9 @@ class TiffFileVolume(Volume):
                     n if a in "YXS" else 1 for a, n in zip(data.axes, data.shape, strict=True)
                 )
             else:
-                store = data.aszarr()
+                # A multi-level series' own store is a group of all levels; a level's
+                # TiffPageSeries has only itself as a level, so ask the base series.
+                store = series.aszarr(level=level)
                 array = zarr.open_array(store, mode="r")
                 stored = array.chunks
             compression = compression_name(data.keyframe.compression)
