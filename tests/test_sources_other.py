@@ -1050,3 +1050,94 @@ def test_level_and_series_only_where_they_exist(tmp_path: Path) -> None:
         assert str(info.value) == message.format(path)
     with open_volume(str(path)) as volume:
         check_source_options(volume, OpenOptions(level=0, series=0))
+
+
+@pytest.mark.parametrize(
+    ("axes", "voxel_size", "unit", "translation", "roi_start"),
+    [
+        ("zyx", (3.0, 2.0, 0.5), "um", (10.0, -4.0, 2.5), (1, 2, 3)),
+        ("zyx", (1.0, 1.0, 1.0), None, (0.0, 0.0, 0.0), (0, 0, 0)),
+        ("cyx", (2.0, 0.25), "cm", (-1.5, 7.0), (0, 1, 2)),
+        ("czyx", (4.0, 1.0, 1.0), "nanometer", (0.0, 5.0, 6.0), (0, 2, 0, 1)),
+    ],
+    ids=["zyx-roi", "zyx-no-unit", "cyx-centimeter", "czyx"],
+)
+def test_hdf5_written_by_datatools_keeps_its_placement(
+    tmp_path: Path,
+    axes: str,
+    voxel_size: tuple[float, ...],
+    unit: str | None,
+    translation: tuple[float, ...],
+    roi_start: tuple[int, ...],
+) -> None:
+    from datatools.convert import convert
+    from datatools.ome_zarr import normalize_unit
+    from datatools.sources import ArrayVolume
+
+    shape = {"zyx": (5, 7, 9), "cyx": (3, 7, 9), "czyx": (2, 5, 7, 9)}[axes]
+    data = arange_volume(shape, "uint16")
+    source = ArrayVolume(data, axes, voxel_size=voxel_size, unit=unit, translation=translation)
+    roi = Box(roi_start, shape)
+    spatial_start = [s for s, a in zip(roi_start, axes, strict=True) if a != "c"]
+    placed = tuple(
+        t + s * v for t, s, v in zip(translation, spatial_start, voxel_size, strict=True)
+    )
+    h5 = tmp_path / "img.h5"
+    assert convert(source, h5, roi=roi, chunks=4).complete
+    with open_volume(str(h5), OpenOptions()) as volume:
+        assert volume.axes == axes
+        assert volume.voxel_size == voxel_size
+        assert volume.unit == normalize_unit(unit)
+        assert volume.translation == placed
+        assert volume.describe()["translation"] == list(placed)
+        np.testing.assert_array_equal(volume.read_all(), data[roi.slices()])
+
+    out = tmp_path / "img.zarr"
+    assert convert(str(h5), out, chunks=4).complete
+    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    scale, shift = ms["datasets"][0]["coordinateTransformations"]
+    channel = [1.0] if axes[0] == "c" else []
+    assert scale["scale"] == channel + list(voxel_size)
+    assert shift["translation"] == [0.0] * len(channel) + list(placed)
+    assert [a.get("unit") for a in ms["axes"] if a["type"] == "space"] == [
+        normalize_unit(unit)
+    ] * len(voxel_size)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "logged", "axes"),
+    [
+        ({"translation": [1.0, 2.0]}, "ignoring attribute translation", "zyx"),
+        ({"translation": [1.0, np.nan, 2.0]}, "ignoring attribute translation", "zyx"),
+        ({"translation": "left"}, "ignoring attribute translation", "zyx"),
+        ({"axes": "xyz"}, "ignoring attribute axes='xyz'", "zyx"),
+        ({"axes": "czyx"}, "ignoring attribute axes='czyx'", "zyx"),
+    ],
+)
+def test_hdf5_unusable_translation_and_axes_attributes_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, attrs: dict[str, Any], logged: str, axes: str
+) -> None:
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = arange_volume((3, 4, 5))
+        f["raw"].attrs.update(attrs)
+    with caplog.at_level(logging.WARNING, "datatools"), open_volume(f"{path}:/raw") as volume:
+        assert volume.translation is None
+        assert volume.axes == axes
+    assert logged in caplog.text
+
+
+def test_hdf5_axes_attribute_as_bytes_and_any_ngff_unit(tmp_path: Path) -> None:
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = arange_volume((3, 4, 5))
+        f["raw"].attrs.update(
+            {"axes": b"cyx", "resolution": [0.5, 0.25], "unit": "Kilometer", "translation": [-1, 3]}
+        )
+    with open_volume(f"{path}:/raw") as volume:
+        assert (volume.axes, volume.voxel_size, volume.translation) == (
+            "cyx",
+            (0.5, 0.25),
+            (-1.0, 3.0),
+        )
+        assert volume.unit == "kilometer"

@@ -1,9 +1,12 @@
 """HDF5 datasets as lazy volumes: ``file.h5:/group/data``, or ``file.h5`` holding one image.
 
 Axes follow the dataset's dimensions in C order: 2D ``(y, x)``, 3D ``(z, y, x)``,
-4D ``(c, z, y, x)``. The voxel size comes from the dataset's attributes when present:
-``element_size_um`` (Fiji, ilastik; micrometer, ``(z, y, x)``) or ``resolution`` /
-``voxel_size`` (``(z, y, x)``) with an optional ``unit`` attribute.
+4D ``(c, z, y, x)``, unless an ``axes`` attribute (as datatools writes, e.g. ``"cyx"``) names
+another order datatools reads. The placement comes from the dataset's attributes when present:
+voxel size from ``element_size_um`` (Fiji, ilastik; micrometer, ``(z, y, x)``) or
+``resolution`` / ``voxel_size`` (``(z, y, x)``) with an optional ``unit`` attribute (an
+OME-NGFF length unit or an alias such as ``um``), and ``translation`` (the physical position of
+voxel 0's centre, spatial axes in C order, in the voxel size's unit), as datatools writes them.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import numpy as np
 
 from datatools.errors import InputError
 from datatools.geometry import Box, spatial_axes
+from datatools.ome_zarr import SPACE_UNITS, UNIT_ALIASES
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 logger = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
+"""Axes of a dataset by its number of dimensions, when it has no usable ``axes`` attribute."""
+KNOWN_AXES = ("yx", "zyx", "cyx", "czyx")
+"""Values of an ``axes`` attribute that are read (datatools writes its volume's axes)."""
 LISTED_MAX = 10
 """At most this many dataset names appear in one error message."""
 
@@ -49,6 +56,8 @@ _UNIT_NAMES = MappingProxyType(
         "å": "angstrom",
         "picometer": "picometer",
         "pm": "picometer",
+        **{name: name for name in SPACE_UNITS},
+        **UNIT_ALIASES,
     }
 )
 
@@ -98,7 +107,9 @@ class Hdf5Volume(Volume):
                 )
             if 0 in shape:
                 raise InputError(f"{spec}: dataset is empty (shape {dims})")
-            voxel_size, unit = _voxel_size(spec, dataset.attrs, len(spatial_axes(axes)))
+            axes = _axes(spec, dataset.attrs, axes)
+            n_spatial = len(spatial_axes(axes))
+            voxel_size, unit = _voxel_size(spec, dataset.attrs, n_spatial)
             super().__init__(
                 spec,
                 shape,
@@ -106,6 +117,7 @@ class Hdf5Volume(Volume):
                 axes,
                 voxel_size=voxel_size,
                 unit=unit,
+                translation=_translation(spec, dataset.attrs, n_spatial),
                 chunks=dataset.chunks,
             )
         except BaseException:
@@ -242,6 +254,49 @@ def _voxel_size(
         )
         return None, None
     return values, unit
+
+
+def _axes(spec: str, attrs: h5py.AttributeManager, default: str) -> str:
+    """The ``axes`` attribute when it is a known order with ``len(default)`` axes, else
+    ``default`` (the order by number of dimensions)."""
+    value = attrs.get("axes")
+    if value is None:
+        return default
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if isinstance(text, str) and text in KNOWN_AXES and len(text) == len(default):
+        return text
+    logger.warning(
+        "%s: ignoring attribute axes=%r (want one of %s with %d axes); reading axes %s",
+        spec,
+        value,
+        ", ".join(KNOWN_AXES),
+        len(default),
+        default,
+    )
+    return default
+
+
+def _translation(
+    spec: str, attrs: h5py.AttributeManager, n_spatial: int
+) -> tuple[float, ...] | None:
+    """Position of voxel 0's centre per spatial axis (C order) from ``translation``, if it fits."""
+    if "translation" not in attrs:
+        return None
+    try:
+        values = tuple(
+            float(v) for v in np.atleast_1d(np.asarray(attrs["translation"], dtype=np.float64))
+        )
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != n_spatial or not all(np.isfinite(v) for v in values):
+        logger.warning(
+            "%s: ignoring attribute translation=%r (want %d finite values, spatial axes)",
+            spec,
+            attrs["translation"],
+            n_spatial,
+        )
+        return None
+    return values
 
 
 def _unit(spec: str, value: object) -> str | None:
