@@ -45,6 +45,7 @@ from datatools.progress import counted
 from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
+DEFAULT_DATASET = "data"
 
 __all__ = ["ConvertResult", "convert", "convert_many", "default_workers"]
 
@@ -116,7 +117,7 @@ def convert(
     factors: Sequence[int] | None = None,
     as_labels: str | None = None,
     name: str | None = None,
-    dataset: str = "data",
+    dataset: str = DEFAULT_DATASET,
     open_options: OpenOptions | None = None,
     workers: int | None = None,
     memory_limit: int | None = None,
@@ -208,6 +209,8 @@ def convert(
         prepare.update(
             is_hdf5=is_hdf5, translation=translation, as_labels=as_labels, opened_with=open_options
         )
+        if is_hdf5 and dataset != DEFAULT_DATASET:  # records of the default stay as they were
+            prepare["dataset"] = dataset
         job = ConvertJob.prepare(
             volume,
             **prepare,

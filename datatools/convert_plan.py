@@ -234,6 +234,7 @@ class ConvertJob:
         as_labels: str | None = None,
         warn: bool = True,
         opened_with: OpenOptions | None = None,
+        dataset: str | None = None,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
 
@@ -242,7 +243,8 @@ class ConvertJob:
         being written (integer data only). ``warn``: log the warnings about the options (no
         voxel size, tiny chunks); off for the second and later of several like jobs.
         ``opened_with``: the level and series the source was opened at, recorded with the
-        options so that a resume from another part of the input is refused.
+        options so that a resume from another part of the input is refused. ``dataset``: the
+        HDF5 dataset path, recorded when given.
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format.
@@ -302,6 +304,7 @@ class ConvertJob:
             "unit_shapes": plan.unit_shapes(),
             "units_total": plan.n_units,
             **source_choices(opened_with),
+            **({} if dataset is None else {"dataset": dataset}),
         }
         return cls(
             volume=volume,

@@ -53,6 +53,23 @@ def read_record(path: Path) -> target.RunRecord | None:
     return target.RunRecord.from_dict(data) if "params" in data else None
 
 
+def _unreadable(path: Path) -> bool:
+    """Whether HDF5 cannot open ``path`` at all (torn by a killed writer).
+
+    Raises:
+        TargetError: another process holds the file open for writing.
+    """
+    try:
+        with h5py.File(path, "r"):
+            return False
+    except OSError as exc:
+        if "lock" in str(exc):
+            raise TargetError(
+                f"{path}: another process is writing it (wait for it, or choose another target)"
+            ) from exc
+        return True
+
+
 def existing_record(path: Path) -> target.RunRecord | None:
     """The record of an unfinished (preferred) or finished HDF5 output at ``path``."""
     return read_record(partial_path(path)) or read_record(path)
@@ -80,6 +97,14 @@ def run(
         if not candidate.exists():
             continue
         record = read_record(candidate)
+        if record is None and candidate == partial and _unreadable(partial):
+            if not overwrite:
+                raise TargetError(
+                    f"{partial}: unfinished file that HDF5 cannot read, left by a run killed "
+                    "while writing (--overwrite replaces it)"
+                )
+            partial.unlink()
+            continue
         if record is None or record.command != "convert":
             raise TargetError(
                 f"{candidate}: exists and is not an output of datatools (choose another target)"

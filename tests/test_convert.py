@@ -620,3 +620,26 @@ def test_outputs_take_the_mode_the_umask_gives(tmp_path: Path) -> None:
     assert {m for p, m in modes.items() if (out / p).is_file()} == {0o644}
     assert "zarr.json" in modes
     assert ".datatools/zarr.json" in modes
+
+
+def test_hdf5_rerun_with_another_dataset_is_refused(tmp_path: Path) -> None:
+    data = arange_volume((4, 6, 8), "uint16")
+    out = tmp_path / "p.h5"
+    convert(ArrayVolume(data), out)
+    with pytest.raises(ResumeMismatchError, match='dataset was null, now "other"'):
+        convert(ArrayVolume(data), out, dataset="other")
+    assert convert(ArrayVolume(data), out).units_written == 0  # the same command: done
+
+
+def test_hdf5_partial_torn_by_a_kill_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    data = arange_volume((4, 6, 8), "uint16")
+    out = tmp_path / "k.h5"
+    torn = tmp_path / "k.h5.datatools-partial"
+    torn.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # an HDF5 signature, then nothing
+    with pytest.raises(TargetError, match=r"k\.h5\.datatools-partial: unfinished file that HDF5"):
+        convert(ArrayVolume(data), out)
+    assert torn.exists()
+    assert convert(ArrayVolume(data), out, overwrite=True).complete
+    assert not torn.exists()
+    with h5py.File(out, "r") as fh:
+        np.testing.assert_array_equal(fh["data"][:], data)
