@@ -246,6 +246,7 @@ def split_classes(
             raise InputError(f"{labels.spec}: labels must be integers, not {labels.dtype}")
         check_source_options(labels, open_options)
         target.check_not_input(path, labels.files())
+        target.check_folder_name(path)
         box = resolve_roi(roi, labels.shape, labels.axes)
         counts = count_classes(labels, box, progress=progress)
         if not counts:

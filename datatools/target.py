@@ -186,6 +186,28 @@ def check_target_location(path: Path) -> None:
         raise TargetError(f"{path}: parent folder {parent} does not exist")
 
 
+FILE_SUFFIXES = frozenset(
+    {".h5", ".hdf5", ".hdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".nrrd", ".nhdr", ".mha",
+     ".mhd", ".nii", ".gz", ".npy", ".npz", ".txt", ".csv", ".json", ".n5"}
+)  # fmt: skip
+"""Name endings of files, refused for the Zarr folder an output is (``out.tif`` would become a
+folder the user takes for a TIFF file)."""
+
+
+def check_folder_name(path: Path) -> None:
+    """Refuse a Zarr output folder named like a file of another format.
+
+    Raises:
+        TargetError: naming the ending and the choices.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in FILE_SUFFIXES:
+        raise TargetError(
+            f"{path}: a Zarr output folder named like a {suffix} file (name it e.g. "
+            f"{Path(path).stem}.zarr)"
+        )
+
+
 def check_not_input(path: Path, inputs: Iterable[Path]) -> None:
     """Refuse an output path that is one of the inputs or a folder holding one: writing it, or
     replacing it with ``--overwrite``, would destroy them. Links are followed (for long lists
@@ -249,11 +271,13 @@ def claim(
         ``"created"`` for a new output, ``"resumed"`` when joining an existing run.
 
     Raises:
-        TargetError: the target is a file, a foreign folder, or its parent is missing.
+        TargetError: the target is a file, a foreign folder, named like a file of another
+            format (:func:`check_folder_name`), or its parent is missing.
         ResumeMismatchError: an unfinished or finished output of ours has other options.
     """
     path = Path(path)
     check_target_location(path)
+    check_folder_name(path)
     if not is_absent(path):  # the rename below replaces an empty folder
         if overwrite:
             remove_ours(path)

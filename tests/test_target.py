@@ -10,7 +10,11 @@ import pytest
 import zarr
 
 from datatools import target
+from datatools.class_masks import split_classes
+from datatools.convert import convert
 from datatools.errors import ResumeMismatchError, TargetError
+from datatools.patches import extract_patches
+from datatools.sources import ArrayVolume
 
 
 def populate(folder: Path) -> None:
@@ -135,3 +139,21 @@ def test_diff_names_options_before_what_follows_from_them() -> None:
     assert target.diff_params(old, planned) == 'roi was "a", now null'  # options first
     same = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]], "roi": "a"})
     assert target.diff_params(old, same) == "unit_shapes was [[64, 64]], now [[32, 64]]"
+
+
+@pytest.mark.parametrize("name", ["out.tif", "classes.h5", "x.nii.gz", "stack.TIFF"])
+def test_zarr_outputs_named_like_files_are_refused(tmp_path: Path, name: str) -> None:
+    data = ArrayVolume(np.arange(64, dtype=np.uint16).reshape(4, 4, 4))
+    out = tmp_path / name
+    suffix = Path(name).suffix.lower()
+    if suffix == ".h5":  # convert writes HDF5 there; split-classes and patches write Zarr
+        labels = tmp_path / "labels.zarr"
+        zarr.create_array(labels, shape=(4, 4, 4), dtype="uint8")[:] = 1
+        with pytest.raises(TargetError, match=rf"{name}: a Zarr output folder named like a \."):
+            split_classes(str(labels), out)
+    else:
+        with pytest.raises(TargetError, match=f"named like a \\{suffix} file"):
+            convert(data, out)
+        with pytest.raises(TargetError, match=f"named like a \\{suffix} file"):
+            extract_patches(data, out, size=2)
+    assert not out.exists()
