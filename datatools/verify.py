@@ -3,23 +3,29 @@ source?
 
 Checks, in order: completion (ledger and marker), OME-NGFF metadata structure (axes, datasets,
 transformations against the arrays), every chunk of every level decodes, and with ``against``
-every level-0 voxel equals the source ROI recorded in the output. Memory: one block of about
-``block_bytes`` (64 MiB by default) from each side at a time.
+every level-0 voxel equals the source ROI recorded in the output, the source opened at the level
+and series the output was converted from (unless ``open_options`` chooses them). Memory: one
+block of about ``block_bytes`` (64 MiB by default) from each side at a time.
+
+Missing chunk files are not findings: convert stores no chunk whose voxels are all the fill
+value (0), and zarr-python reads a missing chunk as that value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from datatools import target
 from datatools.class_masks import ClassMask
@@ -100,7 +106,7 @@ def _verify(
     source_box: Box | None = None
     volume: Volume | None = None
     if against is not None:
-        volume = opened.enter_context(open_volume(against, open_options))
+        volume = opened.enter_context(open_volume(against, _recorded(open_options, params)))
         value = _class_value(params)
         if value is not None:  # a class image of split-classes: compare with labels == value
             volume = ClassMask(volume, value)
@@ -125,13 +131,18 @@ def _verify(
         sum(len(blocks) for *_, blocks in plans), f"verify {path.name}", enabled=progress
     ) as bar:
         for level, array, blocks in plans:
+            unreadable, first_unreadable = 0, ""
             for block in blocks:
                 bar.update(1)
                 try:
-                    data = np.asarray(array[block.slices()])
+                    data = _read(array, block)
                 except Exception as exc:  # a codec or I/O failure is a finding, not a crash
-                    problems.append(f"level {level} block {block.to_text()} is unreadable ({exc})")
-                    break
+                    unreadable += 1
+                    if unreadable == 1:
+                        first_unreadable = (
+                            f"level {level} block {block.to_text()} is unreadable ({exc})"
+                        )
+                    continue
                 if level or volume is None or source_box is None or first_mismatch is not None:
                     continue
                 box = block.shift(source_box.start)
@@ -150,7 +161,50 @@ def _verify(
                     f"differs from {volume.spec} in block {block.to_text()} (first at "
                     f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
                 )
+            if unreadable > 1:
+                first_unreadable += f"; so are {unreadable - 1} more of its {len(blocks)} blocks"
+            if unreadable:
+                problems.append(first_unreadable)
     return VerifyResult(path, problems, first_mismatch, compared)
+
+
+def _recorded(options: OpenOptions | None, params: dict[str, Any]) -> OpenOptions | None:
+    """``options`` with the source level and series the output was converted from filling the
+    choices the user left unset (``None``)."""
+    level, series = params.get("source_level"), params.get("series")
+    if level is None and series is None:
+        return options
+    chosen = options or OpenOptions()
+    return replace(
+        chosen,
+        level=level if chosen.level is None else chosen.level,
+        series=series if chosen.series is None else chosen.series,
+    )
+
+
+def _read(array: Any, block: Box) -> np.ndarray[Any, Any]:
+    """``block`` of ``array`` (a Zarr array or an HDF5 dataset) read into memory.
+
+    Raises:
+        Exception: whatever the codec or the store raised, for a Zarr array only once the
+            chunk reads zarr-python left running had finished.
+    """
+    try:
+        return np.asarray(array[block.slices()])
+    except Exception:
+        if isinstance(array, zarr.Array):
+            # zarr-python reads the chunks in tasks on its event loop and raises at the first
+            # failure while the others still run; left so, the ones still pending at exit are
+            # destroyed with "Task was destroyed but it is pending!" and "Event loop is closed"
+            sync(_settle())
+        raise
+
+
+async def _settle() -> None:
+    """Wait for every other task on the running event loop (zarr-python's) to finish."""
+    me = asyncio.current_task()
+    while pending := [t for t in asyncio.all_tasks() if t is not me]:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _bounds(roi: RoiSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
