@@ -434,6 +434,13 @@ def _chunk_shape(chunks: int | Sequence[int], shape: Sequence[int], axes: str) -
             raise OptionError(f"--chunks {chunks}: every value must be > 0")
         per_axis = tuple(chunks if a in "zyx" else 1 for a in axes)
         return normalize_chunks(per_axis, shape)
+    spatial = spatial_axes(axes)
+    if len(chunks) not in (len(axes), len(spatial)):
+        counts = sorted({1, len(spatial), len(axes)})
+        raise OptionError(
+            f"--chunks {','.join(map(str, chunks))}: {len(chunks)} values for a volume with "
+            f"axes {','.join(axes)} (give {' or '.join(map(str, counts))})"
+        )
     return normalize_chunks(chunks, shape)
 
 

@@ -211,6 +211,10 @@ def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:
     edge = check_edge(options.edge)
     if edge == "constant":
         check_fill(options.fill, volume.dtype)
+    elif options.fill != 0:
+        raise OptionError(
+            f"--fill {options.fill:g}: used only with --edge constant (the edge is {edge})"
+        )
     roi = resolve_roi(options.roi, volume.shape, volume.axes)
     return PatchGeometry(
         volume.axes, volume.shape, roi, full_size, full_stride, kept, edge, options.fill

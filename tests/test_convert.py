@@ -301,13 +301,18 @@ def test_symlinked_target_is_refused(tmp_path: Path) -> None:
         ({"roi": RoiSpec.parse("2:2,:,:")}, RoiError, "empty region"),
         ({"roi": RoiSpec.parse("3:1,:,:")}, RoiError, "start 3 >= end 1"),
         ({"chunks": 0}, OptionError, "--chunks 0: every value must be > 0"),
-        ({"chunks": (1, 2, 3, 4)}, OptionError, "4 values for an array with 3 axes"),
+        (
+            {"chunks": (1, 2, 3, 4)},
+            OptionError,
+            "4 values for a volume with axes z,y,x (give 1 or 3)",
+        ),
         ({"codec": "lz5"}, OptionError, "--codec lz5: unknown for Zarr outputs"),
         ({"shards": (4, 4, 4), "zarr_format": 2}, OptionError, "sharding needs a Zarr v3"),
         ({"unit": "parsecs!"}, OptionError, "--unit parsecs!: not an OME-NGFF length unit"),
         ({"voxel_size": (1, 2)}, OptionError, "give 1 or 3 positive values"),
         ({"dtype": "complex64"}, OptionError, "--dtype complex64: datatools writes"),
         ({"memory_limit": 10}, OptionError, "--memory-limit 10: too small"),
+        ({"chunks": (5, 5)}, OptionError, "--chunks 5,5: 2 values for a volume with axes z,y,x"),
     ],
 )
 def test_bad_options(tmp_path: Path, kwargs: dict, error: type, message: str) -> None:
@@ -534,7 +539,7 @@ def test_tiny_chunks_get_a_warning(
     with caplog.at_level(logging.WARNING):
         convert(volume, tmp_path / "fine.zarr", chunks=4)
         assert not caplog.records
-        convert(volume, tmp_path / "tiny.zarr", chunks=(1, 2))
+        convert(volume, tmp_path / "tiny.zarr", chunks=(1, 1, 2))
     assert [r.getMessage() for r in caplog.records] == [
         "<array>: chunks 1 x 1 x 2 hold 4 bytes each, 128 chunk files in all (give larger "
         "--chunks: loaders read chunks of 64 KiB to a few MiB best)"

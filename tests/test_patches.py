@@ -65,7 +65,8 @@ def test_every_patch_equals_np_pad_at_its_origin(
     mode: str, shape: tuple[int, ...], size: tuple[int, ...], stride: tuple[int, ...], axes: str
 ) -> None:
     data = arange_volume(shape)
-    got = collect(iter_patches(data, size=size, stride=stride, edge=mode, fill=9, axes=axes))[""]
+    fill = 9 if mode == "constant" else 0
+    got = collect(iter_patches(data, size=size, stride=stride, edge=mode, fill=fill, axes=axes))[""]
     n_spatial = len(axes.replace("c", ""))
     full = (1,) * (n_spatial - len(size)) + size
     channels = shape[:1] if "c" in axes else ()
@@ -493,6 +494,7 @@ BAD_INPUT = [
     ),
     ({"size": 4, "edge": "constant", "fill": 7e4}, OptionError, "--fill 70000.0: not a value of"),
     ({"size": 4, "workers": -1}, OptionError, "--workers -1: must be >= 0"),
+    ({"size": 4, "fill": 3}, OptionError, "--fill 3: used only with --edge constant (the edge"),
 ]
 
 
