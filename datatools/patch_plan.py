@@ -10,6 +10,7 @@ slab by slab (C order inside a slab), so extraction reads each slab of the sourc
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +25,8 @@ from datatools.errors import DatatoolsError, InputError, OptionError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
 from datatools.sampling import check_selection, choose_origins, resolve_seed, slab_extent
 from datatools.sources import Volume
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = 256 * 2**20
 """Bytes for slabs in flight (and planning tiles) when the caller gives no limit."""
@@ -216,6 +219,15 @@ def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:
             f"--fill {options.fill:g}: used only with --edge constant (the edge is {edge})"
         )
     roi = resolve_roi(options.roi, volume.shape, volume.axes)
+    extent = [n for n, a in zip(roi.shape, volume.axes, strict=True) if a in "zyx"]
+    larger = [(a, s, e) for a, s, e in zip(letters, full_size, extent, strict=True) if s > e]
+    if larger and edge in PAD_MODES:
+        axis, want, have = larger[0]
+        log.warning(
+            "%s: patches of %d voxels along %s are larger than the ROI's %d: most of each patch "
+            "is %s (give a smaller --size)",
+            volume.spec, want, axis, have, "filled" if edge == "constant" else "mirrored",
+        )  # fmt: skip
     return PatchGeometry(
         volume.axes, volume.shape, roi, full_size, full_stride, kept, edge, options.fill
     )

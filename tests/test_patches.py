@@ -670,3 +670,17 @@ def test_labels_without_levels_serve_a_source_level(tmp_path: Path) -> None:
         open_options=OpenOptions(level=1),
     )  # fmt: skip
     assert result.total == 4  # level 1 is 4 x 8 x 8
+
+
+def test_patches_larger_than_the_roi_get_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = ArrayVolume(arange_volume((5, 12, 12)))
+    with caplog.at_level("WARNING"):
+        extract_patches(data, tmp_path / "fits.zarr", size=(4, 6, 6))
+        assert not caplog.records
+        extract_patches(data, tmp_path / "big.zarr", size=(8, 6, 6))
+    assert caplog.messages == [
+        "<array>: patches of 8 voxels along z are larger than the ROI's 5: most of each patch is "
+        "mirrored (give a smaller --size)"
+    ]
