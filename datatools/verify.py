@@ -32,6 +32,7 @@ from datatools.class_masks import ClassMask
 from datatools.convert_plan import cast
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.hdf5_image import partial_path
 from datatools.ome_zarr import SPACE_UNITS, ngff_version
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
@@ -84,6 +85,11 @@ def verify(
     """
     path = Path(target_path)
     if not path.exists():
+        if partial_path(path).is_file():
+            raise InputError(
+                f"{path}: unfinished (still {partial_path(path).name}); rerun the convert "
+                "command to finish it"
+            )
         raise InputNotFoundError(f"{path}: no such file or directory")
     with contextlib.ExitStack() as opened:
         return _verify(path, opened, against, open_options, block_bytes, progress)

@@ -15,6 +15,7 @@ from zarr.core.sync import cleanup_resources, sync
 
 from datatools.cli.main import cli
 from datatools.convert import convert
+from datatools.errors import InputError
 from datatools.sources import ArrayVolume, OpenOptions
 from datatools.verify import verify
 
@@ -144,3 +145,10 @@ def test_convert_stores_no_zero_chunk_so_verify_accepts_missing_files(
     assert len(stored) == grid**3 // 2  # only the chunks (or shards) of the upper half
     assert all(int(f.parts[0]) >= grid // 2 for f in stored)
     assert verify(out, against=None).ok
+
+
+def test_verify_of_an_unfinished_hdf5_output_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "k.h5"
+    (tmp_path / "k.h5.datatools-partial").write_bytes(b"")
+    with pytest.raises(InputError, match=r"k\.h5: unfinished \(still k\.h5\.datatools-partial\)"):
+        verify(out)
