@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,15 @@ def test_an_empty_target_folder_counts_as_no_output(
         assert code == 0, err
         assert target.is_complete(out)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "c.zarr" / "0", mode="r")[:], data)
+
+
+def test_quiet_drops_warnings(
+    tmp_path: Path, stack: tuple[Path, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, _ = stack
+    with caplog.at_level(logging.WARNING):
+        assert run("convert", str(folder), str(tmp_path / "a.zarr"))[0] == 0
+        assert any("no voxel size" in m for m in caplog.messages)
+        caplog.clear()
+        assert run("-q", "convert", str(folder), str(tmp_path / "b.zarr"))[0] == 0
+    assert caplog.messages == []

@@ -33,7 +33,7 @@ class DatatoolsGroup(click.Group):
 
 @click.group(cls=DatatoolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="datatools")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no warnings (errors only).")
 @click.option("-v", "--verbose", count=True, help="Log what happens (-vv for debug detail).")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
@@ -47,6 +47,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
     """
     ctx.obj = {"quiet": quiet}
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet and not verbose:
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("datatools").setLevel(level)
 
