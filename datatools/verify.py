@@ -2,10 +2,13 @@
 source?
 
 Checks, in order: completion (ledger and marker), OME-NGFF metadata structure (axes, datasets,
-transformations against the arrays), every chunk of every level decodes, and with ``against``
-every level-0 voxel equals the source ROI recorded in the output, the source opened at the level
-and series the output was converted from (unless ``open_options`` chooses them). Memory: one
-block of about ``block_bytes`` (64 MiB by default) from each side at a time.
+transformations against the arrays), every chunk of every level decodes, every voxel of a
+pyramid level equals the level above merged with the recorded method and the factors of the
+metadata's scales, and with ``against`` every level-0 voxel equals the source ROI recorded in
+the output, the source opened at the level and series the output was converted from (unless
+``open_options`` chooses them). Memory: one block of about ``block_bytes`` (64 MiB by default)
+from each side at a time (a level's blocks are smaller by its factors, so the block of the
+level above it read to merge is that size).
 
 Missing chunk files are not findings: convert stores no chunk whose voxels are all the fill
 value (0), and zarr-python reads a missing chunk as that value.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -30,6 +34,7 @@ from zarr.core.sync import sync
 from datatools import target
 from datatools.class_masks import ClassMask
 from datatools.convert_plan import cast
+from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.hdf5_image import partial_path
@@ -105,10 +110,12 @@ def _verify(
 ) -> VerifyResult:
     """:func:`verify` with the files it opens closed by ``opened``."""
     problems: list[str] = []
+    factors: list[tuple[int, ...]] = []
     if path.is_file():
         arrays, params = _open_hdf5(path, opened)
     else:
-        arrays, params = _open_zarr(path, problems)
+        arrays, params, factors = _open_zarr(path, problems)
+    method = str(params.get("downsample") or "mean")
     source_box: Box | None = None
     volume: Volume | None = None
     if against is not None:
@@ -130,7 +137,18 @@ def _verify(
     first_mismatch: Box | None = None
     compared = 0
     plans = [
-        (level, array, _blocks(array.shape, array.chunks, array.dtype.itemsize, block_bytes))
+        (
+            level,
+            array,
+            _blocks(
+                array.shape,
+                array.chunks,
+                array.dtype.itemsize,
+                block_bytes // math.prod(factors[level - 1])
+                if 0 < level <= len(factors)
+                else block_bytes,
+            ),
+        )
         for level, array in enumerate(arrays)
     ]
     with progress_bar(
@@ -138,10 +156,18 @@ def _verify(
     ) as bar:
         for level, array, blocks in plans:
             unreadable, first_unreadable = 0, ""
+            merged_ok = 0 < level <= len(factors)
             for block in blocks:
                 bar.update(1)
                 try:
                     data = _read(array, block)
+                    if merged_ok:
+                        found = _merge_mismatch(
+                            data, arrays[level - 1], block, factors[level - 1], method
+                        )
+                        if found:
+                            problems.append(f"level {level} {found}")
+                            merged_ok = False
                 except Exception as exc:  # a codec or I/O failure is a finding, not a crash
                     unreadable += 1
                     if unreadable == 1:
@@ -172,6 +198,51 @@ def _verify(
             if unreadable:
                 problems.append(first_unreadable)
     return VerifyResult(path, problems, first_mismatch, compared)
+
+
+def _merge_mismatch(
+    data: np.ndarray[Any, Any], above: Any, block: Box, factors: tuple[int, ...], method: str
+) -> str:
+    """Where ``data`` (``block`` of a level) differs from the level ``above`` merged by
+    ``factors`` with ``method``, as a message; empty when they agree.
+
+    Raises:
+        Exception: as :func:`_read`, for the block of the level above.
+    """
+    source = Box(
+        tuple(a * f for a, f in zip(block.start, factors, strict=True)),
+        tuple(min(b * f, n) for b, f, n in zip(block.stop, factors, above.shape, strict=True)),
+    )
+    expected = downsample(_read(above, source), factors, method)
+    same = data == expected
+    if data.dtype.kind in "fc":
+        same |= np.isnan(data) & np.isnan(expected)
+    if same.all():
+        return ""
+    where = tuple(int(i) for i in np.argwhere(~same)[0])
+    voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
+    return (
+        f"block {block.to_text()} differs from the level above merged by {method} (first at "
+        f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
+    )
+
+
+def _level_factors(attrs: dict[str, Any]) -> list[tuple[int, ...]]:
+    """Per level below the first, its factors over the level above, from the ratios of the
+    multiscales' scales; empty when the metadata does not give them (reported elsewhere)."""
+    try:
+        version = ngff_version(attrs)
+        datasets = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]["datasets"]
+        scales = [
+            next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
+            for ds in datasets
+        ]
+        return [
+            tuple(max(1, round(b / a)) for a, b in zip(upper, lower, strict=True))
+            for upper, lower in itertools.pairwise(scales)
+        ]
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError):
+        return []
 
 
 def _recorded(options: OpenOptions | None, params: dict[str, Any]) -> OpenOptions | None:
@@ -262,7 +333,9 @@ def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dic
     return [fh[datasets[0]]], dict(record.get("params", {}))
 
 
-def _open_zarr(path: Path, problems: list[str]) -> tuple[list[Any], dict[str, Any]]:
+def _open_zarr(
+    path: Path, problems: list[str]
+) -> tuple[list[Any], dict[str, Any], list[tuple[int, ...]]]:
     status = target.status(path)
     if status is None:
         raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
@@ -283,9 +356,13 @@ def _open_zarr(path: Path, problems: list[str]) -> tuple[list[Any], dict[str, An
         arrays = [group[str(k)] for k in range(len(levels))]
     except Exception as exc:
         raise InputError(f"{path}: not a readable OME-Zarr image ({exc})") from exc
+    factors: list[tuple[int, ...]] = []
     if status.complete:
-        problems.extend(check_ngff(dict(group.attrs), group))
-    return arrays, status.record.params
+        found = check_ngff(dict(group.attrs), group)
+        problems.extend(found)
+        if not found:
+            factors = _level_factors(dict(group.attrs))
+    return arrays, status.record.params, factors
 
 
 def check_ngff(attrs: dict[str, Any], group: Any) -> list[str]:

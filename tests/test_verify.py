@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tifffile
+import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 from zarr.core.sync import cleanup_resources, sync
@@ -152,3 +153,18 @@ def test_verify_of_an_unfinished_hdf5_output_says_so(tmp_path: Path) -> None:
     (tmp_path / "k.h5.datatools-partial").write_bytes(b"")
     with pytest.raises(InputError, match=r"k\.h5: unfinished \(still k\.h5\.datatools-partial\)"):
         verify(out)
+
+
+@pytest.mark.parametrize("method", ["mean", "mode"])
+def test_verify_checks_each_level_against_the_level_above(tmp_path: Path, method: str) -> None:
+    data = arange_volume((16, 24, 20), "uint16") % 7
+    out = tmp_path / "p.zarr"
+    convert(ArrayVolume(data), out, chunks=4, levels=3, downsample=method)
+    assert verify(out).ok
+    level2 = zarr.open_array(out / "2", mode="r+")
+    right = int(level2[1, 2, 3])
+    level2[1, 2, 3] = 99
+    assert verify(out).problems == [
+        f"level 2 block 0:4,0:6,0:5 differs from the level above merged by {method} (first at "
+        f"voxel (1, 2, 3): 99 != {right})"
+    ]
