@@ -21,8 +21,10 @@ from datatools.cli.options import open_options_from, resolve_source, source_opti
 )
 @source_options()
 def verify_command(target: str, against: str | None, **kwargs: Any) -> None:
-    """Check TARGET: complete, valid OME-NGFF metadata, every chunk readable, and with
-    --against every voxel equal to the source. Exit 0 when all agree, 1 otherwise.
+    """Check TARGET: complete, valid OME-NGFF metadata, every chunk readable, every pyramid
+    level equal to the level above merged, and with --against every voxel equal to the source
+    (opened at the level and series TARGET was converted from). Exit 0 when all agree, 1
+    otherwise.
 
     Memory: one 64 MiB block from each side at a time.
 
