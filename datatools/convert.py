@@ -209,7 +209,7 @@ def convert(
         prepare.update(
             is_hdf5=is_hdf5, translation=translation, as_labels=as_labels, opened_with=open_options
         )
-        if is_hdf5 and dataset != DEFAULT_DATASET:  # records of the default stay as they were
+        if is_hdf5:
             prepare["dataset"] = dataset
         job = ConvertJob.prepare(
             volume,

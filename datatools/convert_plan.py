@@ -434,6 +434,8 @@ def _chunk_shape(chunks: int | Sequence[int], shape: Sequence[int], axes: str) -
             raise OptionError(f"--chunks {chunks}: every value must be > 0")
         per_axis = tuple(chunks if a in "zyx" else 1 for a in axes)
         return normalize_chunks(per_axis, shape)
+    if len(chunks) == 1:
+        return _chunk_shape(int(chunks[0]), shape, axes)
     spatial = spatial_axes(axes)
     if len(chunks) not in (len(axes), len(spatial)):
         counts = sorted({1, len(spatial), len(axes)})
@@ -461,11 +463,11 @@ def _shard_shape(
     # a shard that spans its axis becomes the axis in whole chunks (chunks are clipped to thin
     # volumes the same way), whatever multiple of the given chunks it was
     spanned = [-(-n // c) * c for c, n in zip(chunks, shape, strict=True)]
-    if any(s % c and s < f for s, c, f in zip(values, chunks, spanned, strict=True)):
+    if any(s % c and s < n for s, c, n in zip(values, chunks, shape, strict=True)):
         raise OptionError(
             f"--shards {text}: not a multiple of the chunks {','.join(map(str, chunks))}"
         )
-    return tuple(min(s, f) for s, f in zip(values, spanned, strict=True))
+    return tuple(f if s >= n else s for s, f, n in zip(values, spanned, shape, strict=True))
 
 
 def _out_dtype(dtype: str) -> np.dtype[Any]:

@@ -550,7 +550,8 @@ def _check_resume(
     Raises:
         ResumeMismatchError: naming each difference.
     """
-    old = owned.RunRecord(COMMAND, {k: stored.get(k) for k in keys})
+    # keys an earlier version did not record stay out of the old record (see LATER_PARAMS)
+    old = owned.RunRecord(COMMAND, {k: stored.get(k) for k in keys if k in stored})
     now = owned.RunRecord(COMMAND, {k: new.get(k) for k in keys})
     differences = owned.diff_params(old, now)
     if differences:

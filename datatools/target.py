@@ -21,6 +21,7 @@ unit is done and the metadata is final.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -323,6 +324,9 @@ def _join(path: Path, record: RunRecord) -> Literal["resumed"]:
     return "resumed"
 
 
+LATER_PARAMS = frozenset({"source_level", "series", "dataset"})
+"""Options recorded since the 2026-12 release: a record written before lacks them and is
+compared without them (so its outputs still resume)."""
 DERIVED_PARAMS = frozenset({"unit_shapes", "units_total", "chunk_rows", "slab_extent"})
 """Recorded values that follow from the options; named only when no option differs."""
 
@@ -334,10 +338,27 @@ def diff_params(old: RunRecord, new: RunRecord) -> str:
         return f"command was {old.command}, now {new.command}"
     parts: dict[bool, list[str]] = {True: [], False: []}
     for key in sorted(set(old.params) | set(new.params)):
+        if key in LATER_PARAMS and key not in old.params:
+            continue
         a, b = old.params.get(key), new.params.get(key)
-        if a != b:
+        if not _same(a, b):
             parts[key in DERIVED_PARAMS].append(f"{key} was {json.dumps(a)}, now {json.dumps(b)}")
     return "; ".join(parts[False] or parts[True])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, floats within a relative 1e-9 (a voxel size converted to nanometres by an
+    earlier version may differ in its last digits)."""
+    if isinstance(a, float) or isinstance(b, float):
+        numbers = (int, float)
+        if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+            return math.isclose(a, b, rel_tol=1e-9)
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def _fresh_name(path: Path, suffix: str, create: Callable[[Path], None]) -> Path:

@@ -631,7 +631,7 @@ def test_hdf5_rerun_with_another_dataset_is_refused(tmp_path: Path) -> None:
     data = arange_volume((4, 6, 8), "uint16")
     out = tmp_path / "p.h5"
     convert(ArrayVolume(data), out)
-    with pytest.raises(ResumeMismatchError, match='dataset was null, now "other"'):
+    with pytest.raises(ResumeMismatchError, match='dataset was "data", now "other"'):
         convert(ArrayVolume(data), out, dataset="other")
     assert convert(ArrayVolume(data), out).units_written == 0  # the same command: done
 
@@ -648,3 +648,12 @@ def test_hdf5_partial_torn_by_a_kill_is_replaced_only_with_overwrite(tmp_path: P
     assert not torn.exists()
     with h5py.File(out, "r") as fh:
         np.testing.assert_array_equal(fh["data"][:], data)
+
+
+def test_a_shard_as_long_as_its_axis_and_a_one_value_chunk_list(tmp_path: Path) -> None:
+    data = arange_volume((10, 16, 16), "uint16")
+    out = tmp_path / "s.zarr"
+    convert(ArrayVolume(data), out, chunks=(8,), shards=(10, 16, 16))
+    array = zarr.open_array(out / "0", mode="r")
+    assert (array.chunks, array.shards) == ((8, 8, 8), (16, 16, 16))
+    np.testing.assert_array_equal(array[:], data)

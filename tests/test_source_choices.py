@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import zarr
 
+from datatools import target
 from datatools.convert import convert
 from datatools.errors import InputError, ResumeMismatchError
 from datatools.executor import TaskSlice
@@ -43,10 +44,27 @@ def test_convert_task_of_another_series_is_refused(tmp_path: Path, two_series: s
     assert done.complete
 
 
-def test_default_choices_leave_the_record_as_before(tmp_path: Path, two_series: str) -> None:
-    result = convert(two_series, tmp_path / "o.zarr", chunks=4)
-    assert "series" not in result.params
-    assert "source_level" not in result.params
+def test_no_choice_is_recorded_as_level_and_series_0(tmp_path: Path, two_series: str) -> None:
+    out = tmp_path / "o.zarr"
+    result = convert(two_series, out, chunks=4, task=TaskSlice(0, 2))
+    assert (result.params["source_level"], result.params["series"]) == (0, 0)
+    done = convert(
+        two_series, out, chunks=4, task=TaskSlice(1, 2), open_options=OpenOptions(series=0)
+    )
+    assert done.complete  # --series 0 is the default: the same data
+
+
+def test_records_of_earlier_versions_still_resume(tmp_path: Path, two_series: str) -> None:
+    # an output started before source_level / series were recorded, with a voxel size in
+    # nanometres that differs from today's in its last digits
+    out = tmp_path / "o.zarr"
+    convert(two_series, out, chunks=4, task=TaskSlice(0, 2), voxel_size=(4000, 4000, 4000))
+    record = target.read_record(out)
+    params = {k: v for k, v in record.params.items() if k not in ("source_level", "series")}
+    params["voxel_size"] = [3999.9999999999995] * 3
+    target._update_attrs(out, run=target.RunRecord(record.command, params).to_dict())
+    done = convert(two_series, out, chunks=4, task=TaskSlice(1, 2), voxel_size=(4000, 4000, 4000))
+    assert done.complete
 
 
 def test_patches_and_instances_resume_only_the_same_series(tmp_path: Path, two_series: str) -> None:

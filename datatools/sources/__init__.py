@@ -128,12 +128,10 @@ def check_source_options(volume: Volume, options: OpenOptions | None) -> None:
 
 
 def source_choices(options: OpenOptions | None) -> dict[str, int]:
-    """The parts of ``options`` that change which data a source gives (``source_level``,
-    ``series``), for run records; empty for the defaults, so records stay as they were."""
-    if options is None:
-        return {}
-    chosen = {"source_level": options.level, "series": options.series}
-    return {k: v for k, v in chosen.items() if v is not None}
+    """The parts of ``options`` that change which data a source gives, for run records:
+    ``source_level`` and ``series``, 0 when not chosen (the same data as ``--series 0``)."""
+    chosen = options or OpenOptions()
+    return {"source_level": chosen.level or 0, "series": chosen.series or 0}
 
 
 def _refuse_unfinished(path: Path) -> None:
@@ -146,10 +144,12 @@ def _refuse_unfinished(path: Path) -> None:
     if not path.is_dir():
         return
     for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
-        state = target.status(folder)
-        if state is None:
+        if not target.is_ours(folder):
             continue
-        if not state.complete:
+        if target.is_complete(folder):
+            return
+        state = target.status(folder)  # counts the ledger: only for an unfinished output
+        if state is not None:
             done = (
                 f"{state.units_done}/{state.units_total} units done"
                 if state.units_total
