@@ -119,7 +119,8 @@ def _verify(
     source_box: Box | None = None
     volume: Volume | None = None
     if against is not None:
-        volume = opened.enter_context(open_volume(against, _recorded(open_options, params)))
+        chosen = _recorded(open_options, params) if _same_source(against, params) else open_options
+        volume = opened.enter_context(open_volume(against, chosen))
         value = _class_value(params)
         if value is not None:  # a class image of split-classes: compare with labels == value
             volume = ClassMask(volume, value)
@@ -245,6 +246,14 @@ def _level_factors(attrs: dict[str, Any]) -> list[tuple[int, ...]]:
         return []
 
 
+def _same_source(against: SourceSpec, params: dict[str, Any]) -> bool:
+    """Whether ``against`` names the input the output was converted from (same path)."""
+    recorded = params.get("source")
+    if not isinstance(against, str | Path) or not isinstance(recorded, str):
+        return False
+    return Path(against).absolute().resolve() == Path(recorded).absolute().resolve()
+
+
 def _recorded(options: OpenOptions | None, params: dict[str, Any]) -> OpenOptions | None:
     """``options`` with the source level and series the output was converted from filling the
     choices the user left unset (``None``)."""
@@ -277,11 +286,21 @@ def _read(array: Any, block: Box) -> np.ndarray[Any, Any]:
         raise
 
 
+SETTLE_TASK = "datatools-verify-settle"
+SETTLE_SECONDS = 60.0
+"""How long a failed block read waits at most for zarr's other chunk reads."""
+
+
 async def _settle() -> None:
-    """Wait for every other task on the running event loop (zarr-python's) to finish."""
+    """Wait (at most :data:`SETTLE_SECONDS`) for the tasks running now on zarr-python's event
+    loop, except other waits like this one: reads of other threads finish in their time, and
+    two verifications waiting for each other would never end."""
     me = asyncio.current_task()
-    while pending := [t for t in asyncio.all_tasks() if t is not me]:
-        await asyncio.gather(*pending, return_exceptions=True)
+    if me is not None:
+        me.set_name(SETTLE_TASK)
+    pending = [t for t in asyncio.all_tasks() if t is not me and t.get_name() != SETTLE_TASK]
+    if pending:
+        await asyncio.wait(pending, timeout=SETTLE_SECONDS)
 
 
 def _bounds(roi: RoiSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,29 @@ def test_verify_checks_each_level_against_the_level_above(tmp_path: Path, method
         f"level 2 block 0:4,0:6,0:5 differs from the level above merged by {method} (first at "
         f"voxel (1, 2, 3): 99 != {right})"
     ]
+
+
+def test_two_verifications_of_torn_outputs_at_once_both_finish(
+    small_chunks: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.zarr"
+    shutil.copytree(small_chunks, other)
+    for out in (small_chunks, other):
+        _truncated(out, "0/0/0", "3/7/7")
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(verify, out, block_bytes=2 * 16 * 16) for out in (small_chunks, other)
+        ]
+        # each waits for zarr's reads after its failure, never for the other's wait
+        results = [f.result(timeout=120) for f in futures]
+    assert all(len(r.problems) == 1 for r in results)
+
+
+def test_verify_against_another_path_than_the_recorded_source(tmp_path: Path) -> None:
+    data = arange_volume((8, 16, 16), "uint16")
+    image = tmp_path / "image.zarr"
+    convert(ArrayVolume(data), image, chunks=4, levels=2)
+    out = tmp_path / "level1.zarr"
+    convert(str(image), out, chunks=4, open_options=OpenOptions(level=1))
+    assert verify(out, against=str(image)).ok  # the recorded source: its recorded level
+    assert verify(out, against=str(image / "1")).ok  # the level's own array, taken as it is
