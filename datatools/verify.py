@@ -16,7 +16,6 @@ value (0), and zarr-python reads a missing chunk as that value.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -29,7 +28,6 @@ from typing import Any
 import h5py
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from datatools import target
 from datatools.class_masks import ClassMask
@@ -41,6 +39,7 @@ from datatools.hdf5_image import partial_path
 from datatools.ome_zarr import SPACE_UNITS, ngff_version
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
+from datatools.zarr_tasks import settle
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 
@@ -282,25 +281,12 @@ def _read(array: Any, block: Box) -> np.ndarray[Any, Any]:
             # zarr-python reads the chunks in tasks on its event loop and raises at the first
             # failure while the others still run; left so, the ones still pending at exit are
             # destroyed with "Task was destroyed but it is pending!" and "Event loop is closed"
-            sync(_settle())
+            settle(SETTLE_SECONDS)
         raise
 
 
-SETTLE_TASK = "datatools-verify-settle"
 SETTLE_SECONDS = 60.0
 """How long a failed block read waits at most for zarr's other chunk reads."""
-
-
-async def _settle() -> None:
-    """Wait (at most :data:`SETTLE_SECONDS`) for the tasks running now on zarr-python's event
-    loop, except other waits like this one: reads of other threads finish in their time, and
-    two verifications waiting for each other would never end."""
-    me = asyncio.current_task()
-    if me is not None:
-        me.set_name(SETTLE_TASK)
-    pending = [t for t in asyncio.all_tasks() if t is not me and t.get_name() != SETTLE_TASK]
-    if pending:
-        await asyncio.wait(pending, timeout=SETTLE_SECONDS)
 
 
 def _bounds(roi: RoiSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:

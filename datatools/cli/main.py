@@ -11,6 +11,9 @@ import click
 from datatools import __version__
 from datatools.errors import DatatoolsError
 
+INTERRUPT_SETTLE_SECONDS = 5.0
+"""How long Ctrl-C waits at most for zarr's cancelled reads and writes to end."""
+
 
 class UserError(click.ClickException):
     """A :class:`DatatoolsError` shown as ``Error: <message>`` with exit status 2."""
@@ -28,6 +31,10 @@ class DatatoolsGroup(click.Group):
             raise UserError(str(exc)) from exc
         except KeyboardInterrupt:
             click.echo("Interrupted; rerun the same command to resume.", err=True)
+            if "zarr" in sys.modules:  # its reads in flight would be destroyed noisily at exit
+                from datatools.zarr_tasks import settle
+
+                settle(INTERRUPT_SETTLE_SECONDS, cancel=True)
             ctx.exit(130)
 
 
