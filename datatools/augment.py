@@ -161,23 +161,27 @@ class AddChannel(Transform):
 
 @dataclass(frozen=True)
 class Flip(Transform):
-    """Mirror each spatial axis in ``axes`` (letters of ``zyx``) with probability ``p``.
+    """Mirror each spatial axis in ``axes`` (letters of ``zyx``; default every spatial axis of
+    the sample, ``zyx`` or ``yx``) with probability ``p``.
 
     Raises:
         OptionError: letters other than ``z``, ``y``, ``x``, or ``p`` outside [0, 1].
+        InputError: (when applied) an axis the sample lacks, on every sample, not only when
+            its flip is drawn.
     """
 
-    axes: str = "zyx"
+    axes: str | None = None
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.axes or any(a not in SPATIAL for a in self.axes):
+        if self.axes is not None and (not self.axes or any(a not in SPATIAL for a in self.axes)):
             raise OptionError(f"Flip axes {self.axes!r}: use letters of 'zyx'")
         _check_p("Flip", self.p)
 
     def apply(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         nd = spatial_dims(sample)
-        flips = [_axis(a, nd, "Flip") for a in self.axes if rng.random() < self.p]
+        positions = [_axis(a, nd, "Flip") for a in self.axes or SPATIAL[3 - nd :]]
+        flips = [at for at in positions if rng.random() < self.p]
         if flips:
             for key in _geometric(sample):
                 sample[key] = np.ascontiguousarray(np.flip(sample[key], axis=tuple(flips)))

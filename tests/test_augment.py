@@ -197,3 +197,14 @@ def test_augment_errors() -> None:
         Gamma(gamma=0.0)
     with pytest.raises(OptionError, match=r"^ElasticDeform grid 0: every value must be >= 1$"):
         ElasticDeform(grid=0)
+
+
+def test_flip_defaults_to_the_sample_axes_and_checks_them_on_every_sample() -> None:
+    flat = {"image": np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, 6)}
+    for seed in range(20):  # 2D samples: y and x only, never a missing z
+        out = Flip()(dict(flat), seed)["image"]
+        assert any(
+            np.array_equal(out, flat["image"][:, ::a, ::b]) for a in (1, -1) for b in (1, -1)
+        )
+    with pytest.raises(InputError, match="a 2D sample has no z axis"):
+        Flip("zyx", p=0.0)(dict(flat), 0)  # refused even when no flip is drawn
