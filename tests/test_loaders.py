@@ -612,3 +612,13 @@ def test_shared_epoch_is_not_shared_with_other_processes() -> None:
     assert (queue.get(timeout=5), queue.get(timeout=5)) == (2, 5)
     assert epoch.value == 2  # the child took its own copy
     assert pickle.loads(pickle.dumps(epoch)).value == 2
+
+
+def test_array_dataset_over_one_lazy_view_or_concatenation() -> None:
+    a = np.arange(5 * 3, dtype=np.int32).reshape(5, 3)
+    b = a + 100
+    joined = ArrayDataset(ConcatSources([a, b]))
+    assert len(joined) == 10
+    np.testing.assert_array_equal(joined[7]["image"], b[2])
+    view = ArrayDataset(LazyView(a, np.array([4, 0])))
+    np.testing.assert_array_equal(view[0]["image"], a[4])

@@ -55,7 +55,7 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_CACHE_CHUNKS = 4
 _CLASS_GROUP = re.compile(r"class_(-?\d+)\Z")
 
-GroupLike: TypeAlias = str | Path | zarr.Group | Mapping[str, Any]
+GroupLike: TypeAlias = str | Path | zarr.Group | Mapping[str, Any] | RowSource | Array | zarr.Array
 Transform: TypeAlias = Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
 
 
@@ -64,9 +64,10 @@ def open_arrays(source: GroupLike, *, arrays: Sequence[str] | None = None) -> di
 
     Args:
         source: a Zarr group (path or object; a single Zarr array path also works), an HDF5
-            file (``.h5`` / ``.hdf5``, datasets at its root), or a mapping name -> array
+            file (``.h5`` / ``.hdf5``, datasets at its root), a mapping name -> array
             (numpy, Zarr, h5py, :class:`~datatools.loaders.LazyView`,
-            :class:`~datatools.loaders.ConcatSources`).
+            :class:`~datatools.loaders.ConcatSources`), or one such array (item key
+            ``image``).
         arrays: stored names to read (default: all).
 
     Returns:
@@ -84,6 +85,9 @@ def open_arrays(source: GroupLike, *, arrays: Sequence[str] | None = None) -> di
     elif isinstance(source, zarr.Group):
         where = str(source.store_path)
         named = _zarr_rows(source, where)
+    elif not isinstance(source, str | Path):
+        where = "image"
+        named = {"image": as_rows(source, "image")}
     else:
         path = Path(source)
         where = str(path)
