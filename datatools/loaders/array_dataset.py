@@ -55,7 +55,9 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_CACHE_CHUNKS = 4
 _CLASS_GROUP = re.compile(r"class_(-?\d+)\Z")
 
-GroupLike: TypeAlias = str | Path | zarr.Group | Mapping[str, Any] | RowSource | Array | zarr.Array[Any]
+GroupLike: TypeAlias = (
+    str | Path | zarr.Group | Mapping[str, Any] | RowSource | Array | zarr.Array[Any]
+)
 Transform: TypeAlias = Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
 
 
