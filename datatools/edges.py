@@ -179,6 +179,7 @@ def place_origins(
     size: Sequence[int],
     bounds: Box,
     edge: str,
+    names: str | None = None,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Apply ``edge`` to many boxes ``[origin, origin + size)`` at once (vectorised).
 
@@ -187,6 +188,7 @@ def place_origins(
         size: box extent per axis, voxels.
         bounds: the region boxes must stay in for ``shift`` and ``drop``.
         edge: any :data:`EDGE_MODES` value; padding modes keep every box where it is.
+        names: axis letters of ``bounds`` for messages (default: axis numbers).
 
     Returns:
         ``(origins, keep)``: the (shifted) starts and a boolean ``(n,)`` array, false for boxes
@@ -206,7 +208,8 @@ def place_origins(
             ax = int(too_big[0])
             raise OptionError(
                 f"--edge shift: a box of {int(size_arr[ax])} voxels does not fit in the "
-                f"{int(stop[ax] - start[ax])} voxels of axis {ax} (use --edge symmetric)"
+                f"{int(stop[ax] - start[ax])} voxels of axis {names[ax] if names else ax} "
+                "(use --edge symmetric)"
             )
         origins = np.clip(origins, start, stop - size_arr)
     elif edge == "drop":

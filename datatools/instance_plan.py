@@ -113,7 +113,8 @@ def plan_instances(
         apply("exclude_border", ~touching)
     size_arr = np.asarray(size, np.int64)
     origins = np.floor(stats.centroid + 0.5).astype(np.int64) - size_arr // 2
-    origins, keep = place_origins(origins, tuple(int(s) for s in size), bounds, edge)
+    names = "zyx"[3 - bounds.ndim :]
+    origins, keep = place_origins(origins, tuple(int(s) for s in size), bounds, edge, names)
     if edge == "drop":
         origins = origins[keep]
         apply("edge_drop", keep)

@@ -170,7 +170,9 @@ def resolve_seed(rng: int | np.random.Generator | None) -> int:
     return int(rng)
 
 
-def axis_positions(start: int, stop: int, size: int, stride: int, edge: str) -> Array:
+def axis_positions(
+    start: int, stop: int, size: int, stride: int, edge: str, name: str | None = None
+) -> Array:
     """Grid starts along one axis: ``start, start + stride, ...`` below ``stop``, so patches
     ``[p, p + size)`` cover ``[start, stop)`` when ``stride <= size``; then ``shift`` moves the
     last ones inside (duplicates removed) and ``drop`` removes those crossing ``stop``.
@@ -179,7 +181,7 @@ def axis_positions(start: int, stop: int, size: int, stride: int, edge: str) -> 
         OptionError: ``shift`` with ``size > stop - start``.
     """
     pos = np.arange(start, stop, stride, dtype=np.int64)
-    placed, keep = place_origins(pos[:, None], (size,), Box((start,), (stop,)), edge)
+    placed, keep = place_origins(pos[:, None], (size,), Box((start,), (stop,)), edge, name)
     return np.unique(placed[keep, 0])
 
 
@@ -513,9 +515,12 @@ class _Chooser:
 
     def _grid(self) -> dict[int | None, Array]:
         b = self.bounds
+        letters = "zyx"[3 - b.ndim :] if b.ndim <= 3 else None
         per_axis = [
-            axis_positions(lo, hi, p, s, self.edge)
-            for lo, hi, p, s in zip(b.start, b.stop, self.size, self.stride, strict=True)
+            axis_positions(lo, hi, p, s, self.edge, letters[k] if letters else None)
+            for k, (lo, hi, p, s) in enumerate(
+                zip(b.start, b.stop, self.size, self.stride, strict=True)
+            )
         ]
         if any(p.size == 0 for p in per_axis):
             return {}

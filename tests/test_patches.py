@@ -684,3 +684,9 @@ def test_patches_larger_than_the_roi_get_a_warning(
         "<array>: patches of 8 voxels along z are larger than the ROI's 5: most of each patch is "
         "mirrored (give a smaller --size)"
     ]
+
+
+def test_shift_names_the_axis_a_patch_does_not_fit(tmp_path: Path) -> None:
+    data = ArrayVolume(arange_volume((8, 12, 20)))
+    with pytest.raises(OptionError, match="does not fit in the 20 voxels of axis x"):
+        extract_patches(data, tmp_path / "p.zarr", size=(4, 6, 30), edge="shift")
