@@ -297,6 +297,7 @@ def plan_patches(
         per_class=options.per_class,
         class_rule=options.class_rule,
         has_labels=labels is not None,
+        has_mask=mask is not None,
     )
     for role, companion in (("labels", labels), ("mask", mask)):
         if companion is not None:

@@ -101,6 +101,7 @@ def check_selection(
     per_class: bool = False,
     class_rule: str = "centre",
     has_labels: bool = False,
+    has_mask: bool = False,
 ) -> Selection:
     """Check the sampling options together.
 
@@ -130,6 +131,11 @@ def check_selection(
         raise OptionError(f"--stride: only with --sampler grid (not {chosen})")
     if not 0.0 <= min_fraction <= 1.0:
         raise OptionError(f"--min-fraction {min_fraction}: must be between 0 and 1")
+    if min_fraction > 0 and not (has_mask or has_labels):
+        raise OptionError(
+            f"--min-fraction {min_fraction:g}: needs --mask (or --labels, whose non-zero voxels "
+            "count then)"
+        )
     if per_class and not has_labels:
         raise OptionError("--per-class: needs --labels (a label volume on the source's grid)")
     if max_per_class is not None and not per_class:
@@ -138,6 +144,8 @@ def check_selection(
         raise OptionError(
             f"--class-rule {class_rule}: unknown rule (choose {', '.join(CLASS_RULES)})"
         )
+    if class_rule != "centre" and not per_class:
+        raise OptionError(f"--class-rule {class_rule}: only with --per-class")
     if per_class and class_rule != "centre" and chosen != "grid":
         raise OptionError(
             f"--class-rule {class_rule}: only with --sampler grid ({chosen} picks centres "

@@ -243,6 +243,8 @@ def test_choose_origins_warns_with_number_obtained() -> None:
         ({"per_class": True}, "--per-class: needs --labels"),
         ({"max_per_class": 3}, "--max-per-class: only with --per-class"),
         ({"class_rule": "mode"}, "--class-rule mode: unknown rule"),
+        ({"class_rule": "any"}, "--class-rule any: only with --per-class"),
+        ({"min_fraction": 0.5}, "--min-fraction 0.5: needs --mask (or --labels"),
         (
             {"sampler": "random", "count": 2, "per_class": True, "has_labels": True,
              "class_rule": "any"},
