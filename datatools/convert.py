@@ -63,6 +63,7 @@ class ConvertResult:
         nbytes: uncompressed level-0 bytes written by this call.
         seconds: wall time of this call.
         complete: the output is finished (metadata and completion flag written).
+        task_count: tasks sharing the output (``--task-count``); 1 without task slices.
     """
 
     target: Path
@@ -79,6 +80,7 @@ class ConvertResult:
     complete: bool
     format: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    task_count: int = 1
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -93,8 +95,13 @@ class ConvertResult:
             f"done, of {self.units_total}; {self.nbytes / 1e6:.1f} MB in {self.seconds:.1f} s "
             f"({rate:.0f} MB/s)",
         ]
-        if not self.complete:
-            lines.append("  rerun the same command (or the remaining tasks) to finish it")
+        if not self.complete and self.task_count > 1:
+            lines.append(
+                "  this task's share is done; the output is complete once every task has "
+                "finished (datatools info shows the progress)"
+            )
+        elif not self.complete:
+            lines.append("  rerun the same command to finish it")
         return "\n".join(lines)
 
 
@@ -246,7 +253,7 @@ def convert(
         if not isinstance(source, Volume):
             volume.close()
     fmt = "HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
-    return _result(job, path, written, skipped, complete, started, fmt)
+    return _result(job, path, written, skipped, complete, started, fmt, task)
 
 
 def convert_many(
@@ -326,7 +333,7 @@ def convert_many(
     outcomes = zarr_image.run(list(zip(jobs, paths, strict=True)), task, overwrite, progress)
     fmt = f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
     return [
-        _result(job, path, written, skipped, complete, started, fmt)
+        _result(job, path, written, skipped, complete, started, fmt, task)
         for job, path, (written, skipped, complete) in zip(jobs, paths, outcomes, strict=True)
     ]
 
@@ -357,6 +364,7 @@ def _result(
     complete: bool,
     started: float,
     fmt: str,
+    task: TaskSlice | None,
 ) -> ConvertResult:
     base = [i for i in written if i < job.plan.n_base_units]
     return ConvertResult(
@@ -374,6 +382,7 @@ def _result(
         complete=complete,
         format=fmt,
         params=job.record.params,
+        task_count=1 if task is None else task.count,
     )
 
 

@@ -657,3 +657,14 @@ def test_a_shard_as_long_as_its_axis_and_a_one_value_chunk_list(tmp_path: Path) 
     array = zarr.open_array(out / "0", mode="r")
     assert (array.chunks, array.shards) == ((8, 8, 8), (16, 16, 16))
     np.testing.assert_array_equal(array[:], data)
+
+
+def test_a_task_that_finished_its_share_says_so_not_rerun(tmp_path: Path) -> None:
+    data = arange_volume((16, 16, 16), "uint16")
+    kwargs = {"chunks": 4, "memory_limit": 2 * 4 * 4 * 16 * 2}
+    first = convert(ArrayVolume(data), tmp_path / "o.zarr", task=TaskSlice(0, 2), **kwargs)
+    assert not first.complete
+    assert "this task's share is done; the output is complete once every task" in first.summary()
+    assert "rerun" not in first.summary()
+    last = convert(ArrayVolume(data), tmp_path / "o.zarr", task=TaskSlice(1, 2), **kwargs)
+    assert last.complete
