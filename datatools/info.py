@@ -43,7 +43,11 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
         status = target.status(path)
         if status is not None and (not status.complete or status.record.command != "convert"):
             return _describe_output(path, status.to_dict(), _zarr_arrays(path))
-        hdf5 = _hdf5_output(path) or _hdf5_unfinished(path)
+        hdf5 = (
+            _hdf5_output(path)
+            or _hdf5_unfinished(path)
+            or (None if path.exists() else _hdf5_output(path, hdf5_image.partial_path(path)))
+        )
         if hdf5 is not None:
             return hdf5
     else:
@@ -106,12 +110,14 @@ def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def _hdf5_output(path: Path) -> dict[str, Any] | None:
-    """An HDF5 file written by datatools with several datasets (writers, patches, instances)."""
-    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+def _hdf5_output(path: Path, file: Path | None = None) -> dict[str, Any] | None:
+    """An HDF5 file written by datatools with several datasets (writers, patches, instances),
+    read from ``file`` when it is still under its partial name."""
+    file = path if file is None else file
+    if path.suffix.lower() not in (".h5", ".hdf5") or not file.is_file():
         return None
     try:
-        with h5py.File(path, "r") as fh:
+        with h5py.File(file, "r") as fh:
             raw = fh.attrs.get("datatools")
             if raw is None:
                 return None

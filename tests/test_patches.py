@@ -690,3 +690,15 @@ def test_shift_names_the_axis_a_patch_does_not_fit(tmp_path: Path) -> None:
     data = ArrayVolume(arange_volume((8, 12, 20)))
     with pytest.raises(OptionError, match="does not fit in the 20 voxels of axis x"):
         extract_patches(data, tmp_path / "p.zarr", size=(4, 6, 30), edge="shift")
+
+
+def test_info_shows_an_interrupted_hdf5_patches_run(tmp_path: Path) -> None:
+    data = arange_volume((8, 40, 40))
+    options: dict[str, Any] = {"size": (8, 8), "stride": 6, "memory_limit": 10_000}
+    out = tmp_path / "out.h5"
+    with pytest.raises(KeyboardInterrupt):
+        extract_patches(FailingVolume(data, 3), out, chunk_rows=10, **options)
+    assert not out.exists()
+    shown = format_info(inspect(out)).splitlines()[0]
+    assert shown.startswith("status       INCOMPLETE (")
+    assert shown.endswith("rows written) (patches)")
