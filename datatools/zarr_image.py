@@ -222,7 +222,7 @@ def _worker_run(units: RemoteUnits) -> _ZarrRun:
     one encoding thread, the worker's own parallelism is its process count)."""
     source = units.source if isinstance(units.source, str) else list(units.source)
     volume = open_volume(source, units.open_options)
-    job = ConvertJob.prepare(volume, **dict(units.prepare))
+    job = ConvertJob.prepare(volume, **dict(units.prepare), warn=False)  # warned by the driver
     return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
 
 

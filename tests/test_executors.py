@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,9 +121,15 @@ def test_cli_dask_local(tmp_path: Path, stack: tuple[str, np.ndarray]) -> None:
 
     source, data = stack
     out = tmp_path / "cli.zarr"
-    result = CliRunner().invoke(
-        cli, ["-q", "convert", source, str(out), "--chunks", "8", "--dask-local", "2"]
-    )
+    distributed = logging.getLogger("distributed")
+    before = distributed.level
+    try:
+        result = CliRunner().invoke(
+            cli, ["-q", "convert", source, str(out), "--chunks", "8", "--dask-local", "2"]
+        )
+        assert distributed.level == logging.ERROR  # -q: none of its INFO chatter
+    finally:
+        distributed.setLevel(before)
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -188,6 +189,14 @@ def executor_from_options(kwargs: dict[str, Any]) -> AbstractContextManager[Exec
     scheduler, local = kwargs.pop("dask_scheduler", None), kwargs.pop("dask_local", None)
     if scheduler is None and local is None:
         return nullcontext()
+    try:
+        import distributed  # noqa: F401  (configures its loggers when imported)
+    except ImportError:
+        pass  # dask_executor names the missing extra
+    else:
+        # it logs every scheduler and worker event at INFO: only its warnings, none with -q
+        level = max(logging.WARNING, logging.getLogger("datatools").getEffectiveLevel())
+        logging.getLogger("distributed").setLevel(level)
     return dask_executor(scheduler, local)
 
 
