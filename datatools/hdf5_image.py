@@ -63,7 +63,7 @@ def _unreadable(path: Path) -> bool:
         with h5py.File(path, "r"):
             return False
     except OSError as exc:
-        if "lock" in str(exc):
+        if "unable to lock file" in str(exc):
             raise TargetError(
                 f"{path}: another process is writing it (wait for it, or choose another target)"
             ) from exc
@@ -110,8 +110,9 @@ def run(
                 f"{candidate}: exists and is not an output of datatools (choose another target)"
             )
         if overwrite:
-            candidate.unlink()
-            continue
+            if candidate == partial:
+                candidate.unlink()
+            continue  # a finished file stays until the new one replaces it whole
         differences = target.diff_params(record, job.record)
         if differences:
             raise ResumeMismatchError(

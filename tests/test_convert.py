@@ -668,3 +668,33 @@ def test_a_task_that_finished_its_share_says_so_not_rerun(tmp_path: Path) -> Non
     assert "rerun" not in first.summary()
     last = convert(ArrayVolume(data), tmp_path / "o.zarr", task=TaskSlice(1, 2), **kwargs)
     assert last.complete
+
+
+def test_hdf5_partial_cut_short_is_not_taken_for_a_locked_file(tmp_path: Path) -> None:
+    data = arange_volume((4, 6, 8), "uint16")
+    out = tmp_path / "k.h5"
+    convert(ArrayVolume(data), tmp_path / "whole.h5")
+    torn = tmp_path / "k.h5.datatools-partial"
+    torn.write_bytes((tmp_path / "whole.h5").read_bytes()[:96])  # killed in its first second
+    with pytest.raises(TargetError, match="unfinished file that HDF5 cannot read"):
+        convert(ArrayVolume(data), out)
+    assert convert(ArrayVolume(data), out, overwrite=True).complete
+
+
+def test_hdf5_overwrite_keeps_the_finished_file_until_the_new_one_is_whole(
+    tmp_path: Path,
+) -> None:
+    old = arange_volume((8, 6, 8), "uint16")
+    out = tmp_path / "o.h5"
+    convert(ArrayVolume(old), out, chunks=2)
+
+    def stop(index: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(ArrayVolume(old + 1), out, chunks=2, overwrite=True, on_unit_done=stop)
+    with h5py.File(out, "r") as fh:  # still the finished file
+        np.testing.assert_array_equal(fh["data"][:], old)
+    convert(ArrayVolume(old + 1), out, chunks=2, overwrite=True)
+    with h5py.File(out, "r") as fh:
+        np.testing.assert_array_equal(fh["data"][:], old + 1)
