@@ -484,7 +484,7 @@ def _out_dtype(dtype: str) -> np.dtype[Any]:
 
 def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) -> Array:
     """``data`` in ``dtype``: exact casts always; others only when every value fits exactly,
-    or with ``lossy`` (values rounded and clipped to the dtype's range).
+    or with ``lossy`` (values rounded and clipped to the dtype's range; NaN becomes 0).
 
     Raises:
         OptionError: a value does not fit; names the first one and its output voxel.
@@ -496,7 +496,7 @@ def cast(data: Array, dtype: np.dtype[Any], lossy: bool, spec: str, box: Box) ->
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if lossy:
-            values = np.rint(data) if data.dtype.kind == "f" else data
+            values = np.nan_to_num(np.rint(data), nan=0.0) if data.dtype.kind == "f" else data
             clipped: Array = np.clip(values, info.min, info.max)
             return clipped.astype(dtype)
         bad = (data < info.min) | (data > info.max)

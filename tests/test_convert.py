@@ -698,3 +698,11 @@ def test_hdf5_overwrite_keeps_the_finished_file_until_the_new_one_is_whole(
     convert(ArrayVolume(old + 1), out, chunks=2, overwrite=True)
     with h5py.File(out, "r") as fh:
         np.testing.assert_array_equal(fh["data"][:], old + 1)
+
+
+def test_a_lossy_integer_cast_turns_nan_into_0_and_clips_infinities(tmp_path: Path) -> None:
+    data = np.zeros((2, 4, 4))
+    data[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    out = tmp_path / "o.zarr"
+    convert(ArrayVolume(data), out, dtype="uint8", allow_lossy_cast=True)  # no RuntimeWarning
+    np.testing.assert_array_equal(zarr.open_array(out / "0")[0, 0, :3], [0, 255, 0])
