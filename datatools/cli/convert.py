@@ -48,7 +48,11 @@ from datatools.errors import OptionError
 )
 @output_options
 @click.option("--dtype", default=None, help="Output dtype (lossless casts only by default).")
-@click.option("--allow-lossy-cast", is_flag=True, help="Round and clip values --dtype cannot hold (NaN becomes 0).")
+@click.option(
+    "--allow-lossy-cast",
+    is_flag=True,
+    help="Round and clip values --dtype cannot hold (NaN becomes 0).",
+)
 @click.option(
     "--voxel-size",
     default=None,
