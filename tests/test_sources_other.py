@@ -581,7 +581,8 @@ def test_ngff_level_named_directly(ngff05: tuple[Path, list[np.ndarray]]) -> Non
 def test_ngff_missing_level(ngff04: tuple[Path, list[np.ndarray]]) -> None:
     path, _ = ngff04
     assert error_of(str(path), OpenOptions(level=2)) == (
-        f"{path}: OME-Zarr image has no level 2 (levels: 0, 1; choose one with --level)"
+        f"{path}: OME-Zarr image has no level 2 (levels: 0, 1; choose one with --source-level "
+        "in convert, --level elsewhere)"
     )
 
 

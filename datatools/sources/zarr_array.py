@@ -345,7 +345,7 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: in
         available = ", ".join(str(i) for i in range(n))
         raise InputError(
             f"{name}: OME-Zarr image has no level {level} (levels: {available}; "
-            "choose one with --level)"
+            "choose one with --source-level in convert, --level elsewhere)"
         )
     path = multiscale.paths[level]
     array = _level_array(group, path)
@@ -480,7 +480,7 @@ def _only_array(name: str, group: zarr.Group) -> _Level:
         assert isinstance(node, zarr.Array)
         return _plain_level(name, node, arrays[0])
     if not arrays:
-        groups = sorted(group.group_keys())
+        groups = sorted(k for k in group.group_keys() if not k.startswith("."))  # .datatools
         hint = ""
         if groups:
             hint = f" (it holds groups {_listing(groups)}; name one as {name}/{groups[0]})"
