@@ -23,7 +23,7 @@ from datatools.class_masks import (
     parse_class_names,
     split_classes,
 )
-from datatools.convert import convert_many
+from datatools.convert import convert, convert_many
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box
@@ -304,3 +304,13 @@ def test_classes_added_later_resume_with_another_memory_limit(
     again = split_classes(spec, out, class_names={3: "a", 7: "b"}, chunks=4, memory_limit=2**16)
     assert again.complete
     np.testing.assert_array_equal(zarr.open_array(out / "b" / "0")[:], (data == 7).astype("u1"))
+
+
+def test_a_split_classes_output_as_an_input_names_a_class(
+    tmp_path: Path, labels: tuple[str, np.ndarray]
+) -> None:
+    spec, _ = labels
+    out = tmp_path / "classes.zarr"
+    split_classes(spec, out, chunks=4)
+    with pytest.raises(InputError, match=r"name one as .*classes\.zarr/1000\)$"):
+        convert(str(out), tmp_path / "again.zarr")
