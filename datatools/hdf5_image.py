@@ -27,6 +27,7 @@ from datatools.errors import (
     WriteError,
 )
 from datatools.executor import run_units
+from datatools.interrupts import deferred_interrupt
 from datatools.progress import progress_bar
 
 RECORD_ATTR = "datatools"
@@ -153,14 +154,16 @@ def run(
         ) as bar:
             try:
                 readers = min(2, job.workers)
-                for index, box, data in run_units(job.read_unit, todo, workers=readers):
-                    ds[box.slices()] = data
-                    ledger[index] = 1
-                    fh.flush()
-                    written.append(index)
-                    bar.update(unit_bytes / 1e6)
-                    if on_unit_done is not None:
-                        on_unit_done(index)
+                with deferred_interrupt() as check_interrupt:
+                    for index, box, data in run_units(job.read_unit, todo, workers=readers):
+                        ds[box.slices()] = data
+                        ledger[index] = 1
+                        fh.flush()
+                        written.append(index)
+                        bar.update(unit_bytes / 1e6)
+                        if on_unit_done is not None:
+                            on_unit_done(index)
+                        check_interrupt()
             except OSError as exc:
                 raise WriteError(f"{partial}: write failed ({exc}); rerun to resume") from exc
             except OptionError:

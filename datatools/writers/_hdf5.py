@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from datatools import target as owned
 from datatools.errors import TargetError, WriteError
+from datatools.interrupts import deferred_interrupt
 from datatools.writers._layout import Array, Backend, Setup
 
 META = "datatools"
@@ -172,6 +174,8 @@ class Hdf5Backend(Backend):
         if self.growing:
             self._resize()
         self._save()
+        self._interrupt = ExitStack()
+        self._check_interrupt = self._interrupt.enter_context(deferred_interrupt())
 
     def read_rows(self, key: str, start: int, stop: int) -> Array:
         return np.asarray(self._datasets[key][1][start:stop])
@@ -189,10 +193,12 @@ class Hdf5Backend(Backend):
         self.rows.update(rows)
         self._meta.update(self.setup.state(self.rows))
         self._save()
+        self._check_interrupt()  # Ctrl-C takes effect here, with the rows recorded
 
     def record_done(self, units: Iterable[int]) -> None:
         self._meta["done"] = sorted(set(self._meta["done"]).union(units))
         self._save()
+        self._check_interrupt()
 
     def done(self) -> frozenset[int]:
         return frozenset(self._meta.get("done", ()))
@@ -203,6 +209,7 @@ class Hdf5Backend(Backend):
             self._save()
         finally:
             self._file.close()
+            self._interrupt.close()
         try:
             os.replace(self.partial, self.path)
         except OSError as exc:
@@ -214,6 +221,7 @@ class Hdf5Backend(Backend):
                 self._resize()
         finally:
             self._file.close()
+            self._interrupt.close()
 
     def _resize(self) -> None:
         """Trim every dataset to its group's recorded rows (datasets of a growing writer are
