@@ -71,7 +71,14 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
         return None
     record = hdf5_image.read_record(partial)
     if record is None:
-        return None
+        if not _hdf5_torn(partial):
+            return None
+        torn: dict[str, Any] = {
+            "complete": False, "command": None, "units_done": None, "units_total": None,
+            "state": {"partial": str(partial), "unreadable": "killed while HDF5 wrote it; "
+                      "rerun with --overwrite to start again"},
+        }  # fmt: skip
+        return _describe_output(path, torn, {})
     try:
         with h5py.File(partial, "r") as fh:
             ledger = np.asarray(fh[hdf5_image.LEDGER][:])
@@ -91,6 +98,15 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
         "state": {"partial": str(partial)},
     }
     return _describe_output(path, status, arrays)
+
+
+def _hdf5_torn(path: Path) -> bool:
+    """Whether HDF5 cannot open ``path`` at all (a file torn by a killed writer)."""
+    try:
+        with h5py.File(path, "r"):
+            return False
+    except OSError as exc:
+        return "unable to lock file" not in str(exc)
 
 
 def _describe_output(
@@ -154,12 +170,16 @@ def format_info(info: dict[str, Any]) -> str:
     if status is not None:
         done, total = status["units_done"], status["units_total"]
         rows = status.get("state", {}).get("rows")
-        if total is not None:
+        unreadable = status.get("state", {}).get("unreadable")
+        if unreadable is not None:
+            progress = f"unreadable: {unreadable}"
+        elif total is not None:
             progress = f"{done}/{total} units done"
         else:  # row writers (patches, instances) count rows, not units
             progress = f"{rows if rows is not None else 0} rows written"
         state = "complete" if status["complete"] else f"INCOMPLETE ({progress})"
-        lines.append(f"status       {state} ({status['command']})")
+        command = f" ({status['command']})" if status["command"] else ""
+        lines.append(f"status       {state}{command}")
         if rows is not None:
             lines.append(f"rows         {rows}")
     for key in ("kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation"):

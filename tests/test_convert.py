@@ -29,7 +29,7 @@ from datatools.errors import (
 )
 from datatools.executor import TaskSlice
 from datatools.geometry import Box, RoiSpec
-from datatools.info import inspect
+from datatools.info import format_info, inspect
 from datatools.sources import ArrayVolume, open_volume
 from datatools.verify import verify
 
@@ -706,3 +706,12 @@ def test_a_lossy_integer_cast_turns_nan_into_0_and_clips_infinities(tmp_path: Pa
     out = tmp_path / "o.zarr"
     convert(ArrayVolume(data), out, dtype="uint8", allow_lossy_cast=True)  # no RuntimeWarning
     np.testing.assert_array_equal(zarr.open_array(out / "0")[0, 0, :3], [0, 255, 0])
+
+
+def test_info_names_a_torn_hdf5_partial_file(tmp_path: Path) -> None:
+    (tmp_path / "t.h5.datatools-partial").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(40))
+    shown = format_info(inspect(str(tmp_path / "t.h5"))).splitlines()[0]
+    assert shown == (
+        "status       INCOMPLETE (unreadable: killed while HDF5 wrote it; rerun with "
+        "--overwrite to start again)"
+    )
