@@ -29,6 +29,7 @@ through atomic renames, so the result is the same.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec
 from datatools.progress import counted
 from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
+
+log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_DATASET = "data"
@@ -252,6 +255,12 @@ def convert(
     finally:
         if not isinstance(source, Volume):
             volume.close()
+    if job.lossy_changed:
+        log.warning(
+            "%s: --allow-lossy-cast changed %d voxels (rounded, clipped to the %s range, or "
+            "NaN set to 0)",
+            volume.spec, job.lossy_changed, job.out_dtype,
+        )  # fmt: skip
     fmt = "HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
     return _result(job, path, written, skipped, complete, started, fmt, task)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -207,6 +208,9 @@ class ConvertJob:
     workers: int
     record: target.RunRecord
     image_label: bool = False
+    lossy_changed: int = 0
+    """Voxels ``--allow-lossy-cast`` changed (rounded, clipped, NaN set to 0) in this call."""
+    _lossy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def prepare(
@@ -337,7 +341,12 @@ class ConvertJob:
         box = self.plan.unit(index)
         out = None if buffer is None else buffer[: box.size].reshape(box.shape)
         data = self.volume.read(box.shift(self.plan.roi.start), out=out)
-        return index, box, cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
+        converted = cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
+        if self.allow_lossy_cast and converted is not data:
+            changed = int(np.count_nonzero(converted != data))
+            with self._lossy_lock:
+                self.lossy_changed += changed
+        return index, box, converted
 
     def level_placements(self) -> list[Placement]:
         """Placement of each level (scale and translation from the cumulative factors)."""

@@ -53,12 +53,15 @@ class VerifyResult:
         problems: one line per problem found; empty when everything agrees.
         first_mismatch: the first block (output voxels) that differs from the source.
         compared_voxels: voxels compared with the source (0 without ``against``).
+        cast_to: the output dtype when it differs from the source's (the source was cast as
+            convert casts it before comparing), else ``None``.
     """
 
     target: Path
     problems: list[str] = field(default_factory=list)
     first_mismatch: Box | None = None
     compared_voxels: int = 0
+    cast_to: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,8 +69,11 @@ class VerifyResult:
 
     def summary(self) -> str:
         if self.ok:
+            cast = f" cast to {self.cast_to}" if self.cast_to else ""
             extra = (
-                f", {self.compared_voxels} voxels equal the source" if self.compared_voxels else ""
+                f", {self.compared_voxels} voxels equal the source{cast}"
+                if self.compared_voxels
+                else ""
             )
             return f"{self.target}: OK (complete, metadata valid, all chunks readable{extra})"
         return "\n".join(f"{self.target}: {p}" for p in self.problems)
@@ -197,7 +203,10 @@ def _verify(
                 first_unreadable += f"; so are {unreadable - 1} more of its {len(blocks)} blocks"
             if unreadable:
                 problems.append(first_unreadable)
-    return VerifyResult(path, problems, first_mismatch, compared)
+    cast_to = None
+    if volume is not None and arrays and volume.dtype != arrays[0].dtype:
+        cast_to = str(arrays[0].dtype)
+    return VerifyResult(path, problems, first_mismatch, compared, cast_to)
 
 
 def _merge_mismatch(

@@ -599,16 +599,25 @@ def test_nan_survives_a_float_cast_and_verify(tmp_path: Path) -> None:
     assert result.ok, result.problems
 
 
-def test_verify_accepts_a_lossy_cast_as_convert_made_it(tmp_path: Path) -> None:
+def test_verify_accepts_a_lossy_cast_as_convert_made_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = np.linspace(-20.4, 300.6, 6 * 8 * 8).reshape(6, 8, 8)
     source = tmp_path / "f.zarr"
     zarr.create_array(source, shape=data.shape, chunks=(6, 8, 8), dtype=data.dtype)[:] = data
     out = tmp_path / "o.zarr"
-    convert(str(source), out, chunks=4, dtype="uint8", allow_lossy_cast=True)
+    with caplog.at_level(logging.WARNING):
+        convert(str(source), out, chunks=4, dtype="uint8", allow_lossy_cast=True)
     written = zarr.open_array(out / "0")[:]
     np.testing.assert_array_equal(written, np.clip(np.rint(data), 0, 255))
+    changed = int(np.count_nonzero(written != data))
+    assert caplog.messages[-1] == (
+        f"{source}: --allow-lossy-cast changed {changed} voxels (rounded, clipped to the uint8 "
+        "range, or NaN set to 0)"
+    )
     result = verify(out, against=str(source))
     assert result.ok, result.problems
+    assert result.summary().endswith(f"{data.size} voxels equal the source cast to uint8)")
 
 
 def test_outputs_take_the_mode_the_umask_gives(tmp_path: Path) -> None:
