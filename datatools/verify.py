@@ -123,6 +123,7 @@ def _verify(
     method = str(params.get("downsample") or "mean")
     source_box: Box | None = None
     volume: Volume | None = None
+    chosen: OpenOptions | None = None
     if against is not None:
         chosen = _recorded(open_options, params) if _same_source(against, params) else open_options
         volume = opened.enter_context(open_volume(against, chosen))
@@ -198,6 +199,7 @@ def _verify(
                 problems.append(
                     f"differs from {volume.spec} in block {block.to_text()} (first at "
                     f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
+                    + _other_part(chosen, params)
                 )
             if unreadable > 1:
                 first_unreadable += f"; so are {unreadable - 1} more of its {len(blocks)} blocks"
@@ -252,6 +254,22 @@ def _level_factors(attrs: dict[str, Any]) -> list[tuple[int, ...]]:
         ]
     except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError):
         return []
+
+
+def _other_part(chosen: OpenOptions | None, params: dict[str, Any]) -> str:
+    """A hint when the source was opened at another level or series than the output was
+    converted from (the user's ``--level`` / ``--series``), else empty."""
+    if chosen is None:
+        return ""
+    parts = [
+        f"--{word} {given}, but the output was converted from {word} {recorded}"
+        for word, given, recorded in (
+            ("level", chosen.level, params.get("source_level")),
+            ("series", chosen.series, params.get("series")),
+        )
+        if given is not None and recorded is not None and (given or 0) != recorded
+    ]
+    return f"; {'; '.join(parts)}" if parts else ""
 
 
 def _same_source(against: SourceSpec, params: dict[str, Any]) -> bool:

@@ -50,7 +50,8 @@ def test_verify_against_an_explicit_level_wins(level_1_copy: tuple[Path, Path]) 
     result = verify(out, against=str(image), open_options=OpenOptions(level=0))
     assert result.first_mismatch is not None
     assert result.problems == [
-        f"differs from {image} in block 0:8,0:8,0:8 (first at voxel (0, 0, 0): 136 != 0)"
+        f"differs from {image} in block 0:8,0:8,0:8 (first at voxel (0, 0, 0): 136 != 0); "
+        "--level 0, but the output was converted from level 1"
     ]
 
 
@@ -75,7 +76,8 @@ def test_verify_against_opens_the_recorded_series(tmp_path: Path, suffix: str) -
     assert verify(out, against=str(source)).problems == []
     explicit = verify(out, against=str(source), open_options=OpenOptions(series=0))
     assert explicit.problems == [
-        f"differs from {source} in block 0:8,0:16,0:16 (first at voxel (0, 0, 0): 1 != 0)"
+        f"differs from {source} in block 0:8,0:16,0:16 (first at voxel (0, 0, 0): 1 != 0); "
+        "--series 0, but the output was converted from series 1"
     ]
 
 
