@@ -42,7 +42,12 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
         path = Path(spec)
         status = target.status(path)
         if status is not None and (not status.complete or status.record.command != "convert"):
-            return _describe_output(path, status.to_dict(), _zarr_arrays(path))
+            described = status.to_dict()
+            if status.record.command == "split-classes":
+                names = dict(status.record.params.get("classes") or {}).values()
+                done = sum(target.is_ours(path / n) and target.is_complete(path / n) for n in names)
+                described["state"] = {**described["state"], "classes": [done, len(names)]}
+            return _describe_output(path, described, _zarr_arrays(path))
         hdf5 = (
             _hdf5_output(path)
             or _hdf5_unfinished(path)
@@ -171,8 +176,11 @@ def format_info(info: dict[str, Any]) -> str:
         done, total = status["units_done"], status["units_total"]
         rows = status.get("state", {}).get("rows")
         unreadable = status.get("state", {}).get("unreadable")
+        classes = status.get("state", {}).get("classes")
         if unreadable is not None:
             progress = f"unreadable: {unreadable}"
+        elif classes is not None:
+            progress = f"{classes[0]}/{classes[1]} classes complete"
         elif total is not None:
             progress = f"{done}/{total} units done"
         else:  # row writers (patches, instances) count rows, not units

@@ -27,6 +27,7 @@ from datatools.convert import convert, convert_many
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box
+from datatools.info import format_info, inspect
 from datatools.sources import ArrayVolume
 from datatools.verify import verify
 
@@ -314,3 +315,15 @@ def test_a_split_classes_output_as_an_input_names_a_class(
     split_classes(spec, out, chunks=4)
     with pytest.raises(InputError, match=r"name one as .*classes\.zarr/1000\)$"):
         convert(str(out), tmp_path / "again.zarr")
+
+
+def test_info_counts_the_finished_classes_of_an_unfinished_split(
+    tmp_path: Path, labels: tuple[str, np.ndarray]
+) -> None:
+    spec, _ = labels
+    out = tmp_path / "classes.zarr"
+    first = split_classes(spec, out, task=TaskSlice(0, 2), chunks=4, memory_limit=4096)
+    assert not first.complete
+    done = sum(r.complete for _, _, r in first.classes.values())
+    shown = format_info(inspect(out)).splitlines()[0]
+    assert shown == f"status       INCOMPLETE ({done}/3 classes complete) (split-classes)"
