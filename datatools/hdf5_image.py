@@ -54,7 +54,7 @@ def read_record(path: Path) -> target.RunRecord | None:
     return target.RunRecord.from_dict(data) if "params" in data else None
 
 
-def _unreadable(path: Path) -> bool:
+def is_torn(path: Path) -> bool:
     """Whether HDF5 cannot open ``path`` at all (torn by a killed writer).
 
     Raises:
@@ -98,7 +98,7 @@ def run(
         if not candidate.exists():
             continue
         record = read_record(candidate)
-        if record is None and candidate == partial and _unreadable(partial):
+        if record is None and candidate == partial and is_torn(partial):
             if not overwrite:
                 raise TargetError(
                     f"{partial}: unfinished file that HDF5 cannot read, left by a run killed "

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from datatools import hdf5_image, target
+from datatools.errors import TargetError
 from datatools.sources import OpenOptions, SourceSpec, open_volume
 
 VOLUME_KEYS = (
@@ -76,7 +77,11 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
         return None
     record = hdf5_image.read_record(partial)
     if record is None:
-        if not _hdf5_torn(partial):
+        try:
+            unreadable = hdf5_image.is_torn(partial)
+        except TargetError:  # being written right now: not torn, just not readable yet
+            unreadable = False
+        if not unreadable:
             return None
         torn: dict[str, Any] = {
             "complete": False, "command": None, "units_done": None, "units_total": None,
@@ -103,15 +108,6 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
         "state": {"partial": str(partial)},
     }
     return _describe_output(path, status, arrays)
-
-
-def _hdf5_torn(path: Path) -> bool:
-    """Whether HDF5 cannot open ``path`` at all (a file torn by a killed writer)."""
-    try:
-        with h5py.File(path, "r"):
-            return False
-    except OSError as exc:
-        return "unable to lock file" not in str(exc)
 
 
 def _describe_output(

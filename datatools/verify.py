@@ -187,18 +187,13 @@ def _verify(
                 box = block.shift(source_box.start)
                 # the cast convert made: rounded and clipped where --allow-lossy-cast was
                 expected = cast(volume.read(box), data.dtype, True, volume.spec, box)
-                same = data == expected
-                if data.dtype.kind in "fc":
-                    same |= np.isnan(data) & np.isnan(expected)
-                if same.all():
+                difference = _first_difference(data, expected, block)
+                if not difference:
                     compared += block.size
                     continue
                 first_mismatch = block
-                where = tuple(int(i) for i in np.argwhere(~same)[0])
-                voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
                 problems.append(
-                    f"differs from {volume.spec} in block {block.to_text()} (first at "
-                    f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
+                    f"differs from {volume.spec} in block {block.to_text()} ({difference})"
                     + _other_part(chosen, params)
                 )
             if unreadable > 1:
@@ -224,7 +219,17 @@ def _merge_mismatch(
         tuple(a * f for a, f in zip(block.start, factors, strict=True)),
         tuple(min(b * f, n) for b, f, n in zip(block.stop, factors, above.shape, strict=True)),
     )
-    expected = downsample(_read(above, source), factors, method)
+    difference = _first_difference(data, downsample(_read(above, source), factors, method), block)
+    if not difference:
+        return ""
+    return f"block {block.to_text()} differs from the level above merged by {method} ({difference})"
+
+
+def _first_difference(
+    data: np.ndarray[Any, Any], expected: np.ndarray[Any, Any], block: Box
+) -> str:
+    """``first at voxel (z, y, x): found != expected`` for the first voxel of ``block`` where
+    ``data`` and ``expected`` differ (NaN equals NaN); empty when they agree."""
     same = data == expected
     if data.dtype.kind in "fc":
         same |= np.isnan(data) & np.isnan(expected)
@@ -232,10 +237,7 @@ def _merge_mismatch(
         return ""
     where = tuple(int(i) for i in np.argwhere(~same)[0])
     voxel = tuple(a + w for a, w in zip(block.start, where, strict=True))
-    return (
-        f"block {block.to_text()} differs from the level above merged by {method} (first at "
-        f"voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r})"
-    )
+    return f"first at voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r}"
 
 
 def _level_factors(attrs: dict[str, Any]) -> list[tuple[int, ...]]:
