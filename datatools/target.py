@@ -285,7 +285,7 @@ def claim(
         else:
             return _join(path, record)
     try:
-        tmp = _fresh_name(path, PARTIAL_SUFFIX, lambda p: os.mkdir(p))
+        tmp = _fresh_name(path, PARTIAL_SUFFIX, os.mkdir)
     except OSError as exc:
         raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
     try:
