@@ -155,9 +155,14 @@ def test_hdf5_voxel_size_from_attributes(
         ({"resolution": [1.0, 0.0, 1.0]}, "ignoring attribute resolution"),
         ({"resolution": "fine"}, "ignoring attribute resolution"),
         ({"voxel_size": [1, 1, 1], "unit": "furlong"}, "ignoring unknown unit attribute"),
+        ({"translation": [1.0, 2.0]}, "ignoring attribute translation"),
+        ({"translation": [1.0, np.nan, 2.0]}, "ignoring attribute translation"),
+        ({"translation": "left"}, "ignoring attribute translation"),
+        ({"axes": "xyz"}, "ignoring attribute axes='xyz'"),
+        ({"axes": "czyx"}, "ignoring attribute axes='czyx'"),
     ],
 )
-def test_hdf5_unusable_voxel_attributes_are_logged(
+def test_hdf5_unusable_placement_attributes_are_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, attrs: dict[str, Any], logged: str
 ) -> None:
     path = tmp_path / "vol.h5"
@@ -166,6 +171,8 @@ def test_hdf5_unusable_voxel_attributes_are_logged(
         f["raw"].attrs.update(attrs)
     with caplog.at_level(logging.WARNING, "datatools"), open_volume(f"{path}:/raw") as volume:
         assert volume.unit is None
+        assert volume.translation is None
+        assert volume.axes == "zyx"
     assert logged in caplog.text
 
 
@@ -1103,29 +1110,6 @@ def test_hdf5_written_by_datatools_keeps_its_placement(
     assert [a.get("unit") for a in ms["axes"] if a["type"] == "space"] == [
         normalize_unit(unit)
     ] * len(voxel_size)
-
-
-@pytest.mark.parametrize(
-    ("attrs", "logged", "axes"),
-    [
-        ({"translation": [1.0, 2.0]}, "ignoring attribute translation", "zyx"),
-        ({"translation": [1.0, np.nan, 2.0]}, "ignoring attribute translation", "zyx"),
-        ({"translation": "left"}, "ignoring attribute translation", "zyx"),
-        ({"axes": "xyz"}, "ignoring attribute axes='xyz'", "zyx"),
-        ({"axes": "czyx"}, "ignoring attribute axes='czyx'", "zyx"),
-    ],
-)
-def test_hdf5_unusable_translation_and_axes_attributes_are_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, attrs: dict[str, Any], logged: str, axes: str
-) -> None:
-    path = tmp_path / "vol.h5"
-    with h5py.File(path, "w") as f:
-        f["raw"] = arange_volume((3, 4, 5))
-        f["raw"].attrs.update(attrs)
-    with caplog.at_level(logging.WARNING, "datatools"), open_volume(f"{path}:/raw") as volume:
-        assert volume.translation is None
-        assert volume.axes == axes
-    assert logged in caplog.text
 
 
 def test_hdf5_axes_attribute_as_bytes_and_any_ngff_unit(tmp_path: Path) -> None:
