@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 import zarr
 
-from datatools import hdf5_image, target
+from datatools import ledger
+from datatools.convert import hdf5_target
 from datatools.errors import TargetError
 from datatools.sources import OpenOptions, SourceSpec, open_volume
 
@@ -41,18 +42,18 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
     """
     if isinstance(spec, str | Path):
         path = Path(spec)
-        status = target.status(path)
+        status = ledger.status(path)
         if status is not None and (not status.complete or status.record.command != "convert"):
             described = status.to_dict()
             if status.record.command == "split-classes":
                 names = dict(status.record.params.get("classes") or {}).values()
-                done = sum(target.is_ours(path / n) and target.is_complete(path / n) for n in names)
+                done = sum(ledger.is_ours(path / n) and ledger.is_complete(path / n) for n in names)
                 described["state"] = {**described["state"], "classes": [done, len(names)]}
             return _describe_output(path, described, _zarr_arrays(path))
         hdf5 = (
             _hdf5_output(path)
             or _hdf5_unfinished(path)
-            or (None if path.exists() else _hdf5_output(path, hdf5_image.partial_path(path)))
+            or (None if path.exists() else _hdf5_output(path, hdf5_target.partial_path(path)))
         )
         if hdf5 is not None:
             return hdf5
@@ -63,7 +64,7 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
         files = volume.files()
     out["status"] = None if status is None else status.to_dict()
     if status is None and out["kind"] == "hdf5":  # a finished HDF5 convert output
-        record = hdf5_image.read_record(files[0])
+        record = hdf5_target.read_record(files[0])
         if record is not None and record.command == "convert":
             out["status"] = {"complete": True, "command": "convert", "units_done": None,
                              "units_total": None, "state": {}}  # fmt: skip
@@ -72,13 +73,13 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
 
 def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
     """An HDF5 convert output still under its partial name (interrupted, or running)."""
-    partial = hdf5_image.partial_path(path)
+    partial = hdf5_target.partial_path(path)
     if path.exists() or not partial.is_file():
         return None
-    record = hdf5_image.read_record(partial)
+    record = hdf5_target.read_record(partial)
     if record is None:
         try:
-            unreadable = hdf5_image.is_torn(partial)
+            unreadable = hdf5_target.is_torn(partial)
         except TargetError:  # being written right now: not torn, just not readable yet
             unreadable = False
         if not unreadable:
@@ -91,20 +92,20 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
         return _describe_output(path, torn, {})
     try:
         with h5py.File(partial, "r") as fh:
-            ledger = np.asarray(fh[hdf5_image.LEDGER][:])
+            marks = np.asarray(fh[hdf5_target.LEDGER][:])
             arrays = {
                 name: {"shape": list(node.shape), "dtype": str(node.dtype),
                        "chunks": None if node.chunks is None else list(node.chunks)}
                 for name, node in fh.items()
-                if isinstance(node, h5py.Dataset) and name != hdf5_image.LEDGER
+                if isinstance(node, h5py.Dataset) and name != hdf5_target.LEDGER
             }  # fmt: skip
     except (OSError, KeyError):
         return None
     status = {
         "complete": False,
         "command": record.command,
-        "units_done": int(np.count_nonzero(ledger)),
-        "units_total": len(ledger),
+        "units_done": int(np.count_nonzero(marks)),
+        "units_total": len(marks),
         "state": {"partial": str(partial)},
     }
     return _describe_output(path, status, arrays)
@@ -123,7 +124,7 @@ def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
     return {
         name: {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
         for name, node in sorted(group.members(max_depth=None))
-        if isinstance(node, zarr.Array) and target.MARKER not in name.split("/")
+        if isinstance(node, zarr.Array) and ledger.MARKER not in name.split("/")
     }
 
 

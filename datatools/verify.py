@@ -29,14 +29,14 @@ import h5py
 import numpy as np
 import zarr
 
-from datatools import target
-from datatools.class_masks import ClassMask
-from datatools.convert_plan import cast
+from datatools import ledger
+from datatools.convert.class_masks import ClassMask
+from datatools.convert.hdf5_target import partial_path
+from datatools.convert.plan import cast
 from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
-from datatools.hdf5_image import partial_path
-from datatools.ome_zarr import SPACE_UNITS, ngff_version
+from datatools.ngff import SPACE_UNITS, ngff_version
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
 from datatools.zarr_tasks import settle
@@ -370,7 +370,7 @@ def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dic
 def _open_zarr(
     path: Path, problems: list[str]
 ) -> tuple[list[Any], dict[str, Any], list[tuple[int, ...]]]:
-    status = target.status(path)
+    status = ledger.status(path)
     if status is None:
         raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
     command = status.record.command

@@ -142,7 +142,7 @@ def phase_write(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
     """Write the same encoded chunks as files (encoding untimed): what the disk allows."""
     import numcodecs
 
-    from datatools.chunk_files import write_file
+    from datatools.sinks.chunk_files import write_file
 
     codec = numcodecs.Zstd(level=3)
     shape = read_shape(folder)
@@ -217,7 +217,7 @@ def _memory_note(clock: Clock, params: dict[str, Any], chunks: tuple[int, ...]) 
     """Record the data convert's docstring says it holds: UNITS_IN_FLIGHT units of the plan's
     unit shape plus one encoded chunk per worker (uint16, no cast copy)."""
     from datatools.convert import default_workers
-    from datatools.convert_plan import UNITS_IN_FLIGHT
+    from datatools.convert.plan import UNITS_IN_FLIGHT
 
     unit = 2 * math.prod(params["unit_shapes"][0])
     clock.notes["unit_mib"] = unit / 2**20

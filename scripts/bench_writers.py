@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 from scipy.ndimage import gaussian_filter
 
-from datatools.codecs import parse_codec
+from datatools.sinks.codecs import parse_codec
 from datatools.writers import open_writer
 
 ITEM = (64, 64)

@@ -14,10 +14,10 @@ import pytest
 import zarr
 from conftest import arange_volume
 
-from datatools.chunk_files import ChunkFiles, chunk_reader, spread_order
-from datatools.codecs import parse_codec
 from datatools.geometry import Box, tile_box
 from datatools.loaders.rows import as_rows
+from datatools.sinks.chunk_files import ChunkFiles, chunk_reader, spread_order
+from datatools.sinks.codecs import parse_codec
 
 
 @pytest.mark.parametrize("atomic", [True, False])

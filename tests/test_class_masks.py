@@ -15,15 +15,15 @@ import zarr
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
-from datatools import class_masks, target
-from datatools.class_masks import (
+from datatools import ledger
+from datatools.convert import class_masks, convert, convert_many
+from datatools.convert.class_masks import (
     ClassMask,
     SharedReads,
     count_classes,
     parse_class_names,
     split_classes,
 )
-from datatools.convert import convert, convert_many
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice
 from datatools.geometry import Box
@@ -61,7 +61,7 @@ def test_every_class_mask_equals_labels_eq_value(
         unit="micrometer",
     )
     assert result.complete
-    assert target.is_complete(out)
+    assert ledger.is_complete(out)
     assert sorted(result.classes) == ["1000", "3", "7"]
     for name, (value, count, _) in result.classes.items():
         group = zarr.open_group(out / name, mode="r")
@@ -170,10 +170,10 @@ def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_complet
     options: dict[str, Any] = {"class_names": names, "chunks": 4, "memory_limit": 4096}
     first = split_classes(spec, out, task=TaskSlice(0, 2), **options)
     assert not first.complete
-    assert not target.is_complete(out)
+    assert not ledger.is_complete(out)
     last = split_classes(spec, out, task=TaskSlice(1, 2), **options)
     assert last.complete
-    assert target.is_complete(out)
+    assert ledger.is_complete(out)
     for value, name in names.items():
         group = zarr.open_group(out / name, mode="r")
         np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
@@ -214,7 +214,7 @@ def test_labels_are_read_once_per_unit_for_all_classes(
     for value, out in zip((1, 2, 3), targets, strict=True):
         group = zarr.open_group(out, mode="r")
         np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
-        assert target.is_complete(out)
+        assert ledger.is_complete(out)
 
 
 def test_convert_many_refuses_volumes_that_differ(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
-from datatools import target
+from datatools import ledger
 from datatools.cli.main import cli
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
@@ -186,7 +186,7 @@ def test_convert_bad_options(
     assert err.startswith("Error: "), err
     assert message in err, err
     assert err.count("\n") == 1
-    assert not target.is_complete(out)
+    assert not ledger.is_complete(out)
 
 
 def test_convert_refuses_foreign_target(tmp_path: Path, stack: tuple[Path, np.ndarray]) -> None:
@@ -244,7 +244,7 @@ def test_four_task_processes_match_one(tmp_path: Path, stack: tuple[Path, np.nda
     outputs = [p.communicate(timeout=120) for p in procs]
     failed = "\n".join(f"task {i}: {err[-3000:]}" for i, (_, err) in enumerate(outputs) if err)
     assert [p.returncode for p in procs] == [0, 0, 0, 0], failed
-    assert target.is_complete(shared)
+    assert ledger.is_complete(shared)
     np.testing.assert_array_equal(zarr.open_array(shared / "0", mode="r")[:], data)
     files_single = sorted(p.relative_to(single) for p in (single / "0").rglob("*") if p.is_file())
     files_shared = sorted(p.relative_to(shared) for p in (shared / "0").rglob("*") if p.is_file())
@@ -274,7 +274,7 @@ def test_convert_levels_and_labels(tmp_path: Path, stack: tuple[Path, np.ndarray
     tifffile.imwrite(labels, (arange_volume((12, 20, 24), "uint16") // 50).astype("uint16"))
     code, text, err = run("convert", str(labels), str(out), "--as-labels", "cells", "--chunks", "8")
     assert code == 0, text + err
-    assert target.is_complete(out / "labels" / "cells")
+    assert ledger.is_complete(out / "labels" / "cells")
     code, _, err = run(
         "convert", str(labels), str(out), "--as-labels", "more", "--downsample", "mean"
     )
@@ -373,7 +373,7 @@ def test_an_empty_target_folder_counts_as_no_output(
         out.mkdir()  # as a job script's mkdir -p would
         code, _, err = run(*command, str(out))
         assert code == 0, err
-        assert target.is_complete(out)
+        assert ledger.is_complete(out)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "c.zarr" / "0", mode="r")[:], data)
 
 

@@ -15,9 +15,10 @@ from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
-from datatools import convert_plan, target
+from datatools import ledger
 from datatools.convert import convert
-from datatools.convert_plan import plan_units
+from datatools.convert import plan as convert_plan
+from datatools.convert.plan import plan_units
 from datatools.downsample import downsample
 from datatools.errors import (
     InputError,
@@ -167,7 +168,7 @@ def test_hdf5_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         np.testing.assert_array_equal(fh["data"][:], data)
         assert list(fh["data"].attrs["voxel_size"]) == [3, 2, 1]
         assert fh["data"].compression == "gzip"
-    assert not (tmp_path / ("out.h5" + target.PARTIAL_SUFFIX)).exists()
+    assert not (tmp_path / ("out.h5" + ledger.PARTIAL_SUFFIX)).exists()
     assert verify(out, against=None).ok
     with pytest.raises(OptionError, match="--codec zstd: unknown for HDF5 outputs"):
         convert(ArrayVolume(data), tmp_path / "zstd.h5", codec="zstd")
@@ -291,7 +292,7 @@ def test_symlinked_target_is_refused(tmp_path: Path) -> None:
     link.symlink_to(real)
     with pytest.raises(TargetError, match="symbolic link"):
         convert(ArrayVolume(arange_volume((4, 4, 4))), link, overwrite=True)
-    assert target.is_complete(real)
+    assert ledger.is_complete(real)
 
 
 @pytest.mark.parametrize(
@@ -469,7 +470,7 @@ def test_disk_full_while_finalizing_is_a_write_error(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(target, "update_attributes", full)
+    monkeypatch.setattr(ledger, "update_attributes", full)
     with pytest.raises(WriteError, match="write failed \\(No space left on device\\); rerun"):
         convert(ArrayVolume(data), out, chunks=4)
     monkeypatch.undo()
@@ -483,7 +484,7 @@ def test_parent_that_refuses_a_folder_is_a_write_error(
     def refused(*args: object, **kwargs: object) -> str:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(target.os, "mkdir", refused)
+    monkeypatch.setattr(ledger.os, "mkdir", refused)
     with pytest.raises(WriteError, match=r"o\.zarr: cannot create output \(Permission denied\)"):
         convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "o.zarr")
 
@@ -578,7 +579,7 @@ def test_a_corrupt_slice_found_mid_run_keeps_the_output_resumable(tmp_path: Path
     out = tmp_path / "o.zarr"
     with pytest.raises(InputError, match=r"s15\.tif"):
         convert(str(folder), out, chunks=4, memory_limit=4 * 2 * 4 * 8 * 8 * 2, workers=1)
-    status = target.status(out)
+    status = ledger.status(out)
     assert status is not None
     assert 0 < status.units_done < status.units_total  # kept: fix the slice and rerun
     last.write_bytes(good)

@@ -12,7 +12,7 @@ import tifffile
 import zarr
 from conftest import arange_volume
 
-from datatools import target
+from datatools import ledger
 from datatools.convert import convert
 from datatools.errors import OptionError
 from datatools.executor import DaskExecutor, TaskSlice, ThreadExecutor, dask_executor
@@ -84,7 +84,7 @@ def test_interrupted_dask_run_resumes_locally(
 
     with pytest.raises(KeyboardInterrupt):
         convert(source, out, executor=dask, on_unit_done=stop, **kwargs)
-    assert not target.is_complete(out)
+    assert not ledger.is_complete(out)
     result = convert(source, out, **kwargs)
     assert result.complete
     assert result.units_skipped >= 3
@@ -148,7 +148,7 @@ def test_rerunning_only_the_killed_task_completes(
         convert(source, out, task=TaskSlice(i, 4), **kwargs)
     with pytest.raises(KeyboardInterrupt):
         convert(source, out, task=TaskSlice(2, 4), on_unit_done=die, **kwargs)
-    assert not target.is_complete(out)
+    assert not ledger.is_complete(out)
     result = convert(source, out, task=TaskSlice(2, 4), **kwargs)
     assert result.complete
     np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)
@@ -181,5 +181,5 @@ def test_slurm_array_script_runs_as_a_job_array(
         for i in range(3)
     ]
     assert [p.returncode for p in procs] == [0, 0, 0], [p.stderr for p in procs]
-    assert target.is_complete(out)
+    assert ledger.is_complete(out)
     np.testing.assert_array_equal(zarr.open_array(out / "0", mode="r")[:], data)

@@ -15,12 +15,12 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
-from datatools import instance_crops
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box
+from datatools.instances import crops as instance_crops
 from datatools.instances import extract_instances
-from datatools.label_stats import LabelStats, label_stats, slab_shape
+from datatools.instances.label_stats import LabelStats, label_stats, slab_shape
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run

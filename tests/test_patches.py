@@ -14,13 +14,13 @@ import zarr
 from click.testing import CliRunner
 from conftest import arange_volume
 
-from datatools import target
+from datatools import ledger
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box
 from datatools.info import format_info, inspect
 from datatools.patches import extract_patches, iter_patches
-from datatools.sampling import SamplingWarning
+from datatools.patches.sampling import SamplingWarning
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run
 
@@ -466,7 +466,7 @@ def test_rerun_completes_interrupted_per_class_and_hdf5_outputs(
     elif name == "c.zarr":
         root = zarr.open_group(str(tmp_path / name), mode="r")
         assert root.attrs["counts"] == full.counts
-        status = target.status(tmp_path / name)
+        status = ledger.status(tmp_path / name)
         assert status is not None
         assert (status.record.command, status.complete) == ("patches", True)
         markers = [k for k, _ in root.members(max_depth=None) if k.endswith(".datatools")]

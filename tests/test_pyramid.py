@@ -12,7 +12,7 @@ from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
-from datatools import target
+from datatools import ledger
 from datatools.convert import convert
 from datatools.downsample import downsample
 from datatools.executor import TaskSlice
@@ -126,7 +126,7 @@ def test_pyramid_resumes_after_interruption(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         convert(ArrayVolume(data), out, on_unit_done=stop, **kwargs)
-    assert not target.is_complete(out)
+    assert not ledger.is_complete(out)
     resumed = convert(ArrayVolume(data), out, **kwargs)
     assert resumed.units_written == 2
     assert resumed.complete

@@ -9,7 +9,7 @@ import pytest
 
 from datatools.errors import OptionError
 from datatools.geometry import Box
-from datatools.sampling import (
+from datatools.patches.sampling import (
     SamplingWarning,
     Selection,
     SmallestKeys,

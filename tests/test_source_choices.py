@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import zarr
 
-from datatools import target
+from datatools import ledger
 from datatools.convert import convert
 from datatools.errors import InputError, ResumeMismatchError
 from datatools.executor import TaskSlice
@@ -59,10 +59,10 @@ def test_records_of_earlier_versions_still_resume(tmp_path: Path, two_series: st
     # nanometres that differs from today's in its last digits
     out = tmp_path / "o.zarr"
     convert(two_series, out, chunks=4, task=TaskSlice(0, 2), voxel_size=(4000, 4000, 4000))
-    record = target.read_record(out)
+    record = ledger.read_record(out)
     params = {k: v for k, v in record.params.items() if k not in ("source_level", "series")}
     params["voxel_size"] = [3999.9999999999995] * 3
-    target._update_attrs(out, run=target.RunRecord(record.command, params).to_dict())
+    ledger._update_attrs(out, run=ledger.RunRecord(record.command, params).to_dict())
     done = convert(two_series, out, chunks=4, task=TaskSlice(1, 2), voxel_size=(4000, 4000, 4000))
     assert done.complete
 

@@ -1079,7 +1079,7 @@ def test_hdf5_written_by_datatools_keeps_its_placement(
     roi_start: tuple[int, ...],
 ) -> None:
     from datatools.convert import convert
-    from datatools.ome_zarr import normalize_unit
+    from datatools.ngff import normalize_unit
     from datatools.sources import ArrayVolume
 
     shape = {"zyx": (5, 7, 9), "cyx": (3, 7, 9), "czyx": (2, 5, 7, 9)}[axes]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zarr
 
-from datatools import target
-from datatools.class_masks import split_classes
+from datatools import ledger
 from datatools.convert import convert
+from datatools.convert.class_masks import split_classes
 from datatools.errors import ResumeMismatchError, TargetError
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
@@ -25,18 +25,18 @@ def populate(folder: Path) -> None:
 
 def test_claim_creates_a_clean_zarr_hierarchy(tmp_path: Path) -> None:
     out = tmp_path / "o.zarr"
-    record = target.RunRecord("test", {"x": 1})
-    assert target.claim(out, record, overwrite=False, populate=populate) == "created"
-    assert target.is_ours(out)
-    assert target.read_record(out) == record
-    target.Ledger(out).mark_many([0, 5, 7])
-    assert target.Ledger(out).done() == {0, 5, 7}
-    target.write_state(out, {"rows": 12})
-    assert target.read_state(out) == {"rows": 12}
-    assert not target.is_complete(out)
-    target.mark_complete(out)
-    assert target.is_complete(out)
-    status = target.status(out)
+    record = ledger.RunRecord("test", {"x": 1})
+    assert ledger.claim(out, record, overwrite=False, populate=populate) == "created"
+    assert ledger.is_ours(out)
+    assert ledger.read_record(out) == record
+    ledger.Ledger(out).mark_many([0, 5, 7])
+    assert ledger.Ledger(out).done() == {0, 5, 7}
+    ledger.write_state(out, {"rows": 12})
+    assert ledger.read_state(out) == {"rows": 12}
+    assert not ledger.is_complete(out)
+    ledger.mark_complete(out)
+    assert ledger.is_complete(out)
+    status = ledger.status(out)
     assert status is not None
     assert (status.units_done, status.complete) == (3, True)
     group = zarr.open_group(out, mode="r")  # filterwarnings=error: no foreign objects listed
@@ -47,14 +47,14 @@ def test_claim_creates_a_clean_zarr_hierarchy(tmp_path: Path) -> None:
 
 def test_claim_v2_marker(tmp_path: Path) -> None:
     out = tmp_path / "v2.zarr"
-    target.claim(
+    ledger.claim(
         out,
-        target.RunRecord("test", {}),
+        ledger.RunRecord("test", {}),
         overwrite=False,
         populate=lambda f: zarr.create_group(f, zarr_format=2).attrs.update({"k": 1}),
     )
-    target.Ledger(out).mark(3)
-    assert target.Ledger(out).done() == {3}
+    ledger.Ledger(out).mark(3)
+    assert ledger.Ledger(out).done() == {3}
     group = zarr.open_group(out, mode="r")
     assert sorted(name for name, _ in group.members(max_depth=None)) == [
         ".datatools",
@@ -65,26 +65,26 @@ def test_claim_v2_marker(tmp_path: Path) -> None:
 
 def test_resume_and_mismatch(tmp_path: Path) -> None:
     out = tmp_path / "o.zarr"
-    target.claim(out, target.RunRecord("test", {"x": 1}), overwrite=False, populate=populate)
-    again = target.claim(
-        out, target.RunRecord("test", {"x": 1}), overwrite=False, populate=populate
+    ledger.claim(out, ledger.RunRecord("test", {"x": 1}), overwrite=False, populate=populate)
+    again = ledger.claim(
+        out, ledger.RunRecord("test", {"x": 1}), overwrite=False, populate=populate
     )
     assert again == "resumed"
     with pytest.raises(ResumeMismatchError, match="x was 1, now 2"):
-        target.claim(out, target.RunRecord("test", {"x": 2}), overwrite=False, populate=populate)
+        ledger.claim(out, ledger.RunRecord("test", {"x": 2}), overwrite=False, populate=populate)
     assert (
-        target.claim(out, target.RunRecord("test", {"x": 2}), overwrite=True, populate=populate)
+        ledger.claim(out, ledger.RunRecord("test", {"x": 2}), overwrite=True, populate=populate)
         == "created"
     )
 
 
 def test_concurrent_claims_agree(tmp_path: Path) -> None:
     out = tmp_path / "race.zarr"
-    record = target.RunRecord("test", {"x": 1})
+    record = ledger.RunRecord("test", {"x": 1})
     results: list[str] = []
 
     def claim() -> None:
-        results.append(target.claim(out, record, overwrite=False, populate=populate))
+        results.append(ledger.claim(out, record, overwrite=False, populate=populate))
 
     threads = [threading.Thread(target=claim) for _ in range(6)]
     for t in threads:
@@ -99,11 +99,11 @@ def test_remove_ours_refuses_foreign(tmp_path: Path) -> None:
     foreign = tmp_path / "f"
     foreign.mkdir()
     with pytest.raises(TargetError, match="folder datatools did not create"):
-        target.remove_ours(foreign)
+        ledger.remove_ours(foreign)
     link = tmp_path / "link"
     link.symlink_to(foreign)
     with pytest.raises(TargetError, match="symbolic link"):
-        target.remove_ours(link)
+        ledger.remove_ours(link)
     assert foreign.is_dir()
 
 
@@ -113,11 +113,11 @@ def test_clean_stray_files_spares_young_ones(tmp_path: Path) -> None:
     for p in (old, young, tmp_path / "keep.tmp"):
         p.write_bytes(b"x")
     os.utime(old, (time.time() - 120, time.time() - 120))
-    assert target.clean_stray_files(tmp_path, older_than=60) == 1
+    assert ledger.clean_stray_files(tmp_path, older_than=60) == 1
     assert not old.exists()
     assert young.exists()
     assert (tmp_path / "keep.tmp").exists()  # not a hidden temporary: not ours
-    assert target.clean_stray_files(tmp_path) == 1
+    assert ledger.clean_stray_files(tmp_path) == 1
     assert not young.exists()
 
 
@@ -125,20 +125,20 @@ def test_clean_stray_files_spares_young_ones(tmp_path: Path) -> None:
 def test_update_attributes_merges_atomically(tmp_path: Path, zarr_format: int) -> None:
     group = zarr.create_group(tmp_path / "g.zarr", zarr_format=zarr_format)
     group.attrs.update({"a": 1, "b": {"c": 2}})
-    target.update_attributes(tmp_path / "g.zarr", {"b": {"d": 3}, "e": [4]})
+    ledger.update_attributes(tmp_path / "g.zarr", {"b": {"d": 3}, "e": [4]})
     reread = zarr.open_group(tmp_path / "g.zarr", mode="r")
     assert dict(reread.attrs) == {"a": 1, "b": {"d": 3}, "e": [4]}
     assert not list((tmp_path / "g.zarr").glob("*.tmp"))
 
 
 def test_diff_names_options_before_what_follows_from_them() -> None:
-    old = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[64, 64]], "roi": "a"})
-    new = target.RunRecord("convert", {"chunks": [32], "unit_shapes": [[32, 64]], "roi": "a"})
-    assert target.diff_params(old, new) == "chunks was [64], now [32]"
-    planned = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]]})
-    assert target.diff_params(old, planned) == 'roi was "a", now null'  # options first
-    same = target.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]], "roi": "a"})
-    assert target.diff_params(old, same) == "unit_shapes was [[64, 64]], now [[32, 64]]"
+    old = ledger.RunRecord("convert", {"chunks": [64], "unit_shapes": [[64, 64]], "roi": "a"})
+    new = ledger.RunRecord("convert", {"chunks": [32], "unit_shapes": [[32, 64]], "roi": "a"})
+    assert ledger.diff_params(old, new) == "chunks was [64], now [32]"
+    planned = ledger.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]]})
+    assert ledger.diff_params(old, planned) == 'roi was "a", now null'  # options first
+    same = ledger.RunRecord("convert", {"chunks": [64], "unit_shapes": [[32, 64]], "roi": "a"})
+    assert ledger.diff_params(old, same) == "unit_shapes was [[64, 64]], now [[32, 64]]"
 
 
 @pytest.mark.parametrize("name", ["out.tif", "classes.h5", "x.nii.gz", "stack.TIFF"])

@@ -23,7 +23,7 @@ from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, WrapperStore
 
-from datatools import target
+from datatools import ledger
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
 from datatools.writers import ArraySpec, ArrayWriter, StoredRun, open_writer, read_run
 
@@ -46,7 +46,7 @@ def out_path(tmp_path: Path, kind: str) -> Path:
 
 def read_back(path: Path, name: str) -> np.ndarray:
     """The whole array ``name`` as plain zarr / h5py loaders read it."""
-    if path.suffix == ".h5" or path.name.endswith(target.PARTIAL_SUFFIX):
+    if path.suffix == ".h5" or path.name.endswith(ledger.PARTIAL_SUFFIX):
         with h5py.File(path, "r") as file:
             return np.asarray(file[name][:])
     return np.asarray(zarr.open_array(str(path / name), mode="r")[:])
@@ -81,7 +81,7 @@ def test_random_batches_equal_the_concatenation(
     assert writer.rows == writer.flushed_rows == total
     assert_rows(path, total)
     if kind == "hdf5":
-        assert not Path(f"{path}{target.PARTIAL_SUFFIX}").exists()
+        assert not Path(f"{path}{ledger.PARTIAL_SUFFIX}").exists()
         with h5py.File(path, "r") as file:
             assert file["patches"].chunks == (8, 4, 5)
             assert file["patches"].maxshape == (None, 4, 5)
@@ -95,8 +95,8 @@ def test_random_batches_equal_the_concatenation(
         assert group["patches"].chunks == (8, 4, 5)
         assert group["origins"].chunks == (8, 3)
         assert group.attrs["datatools"] == {"rows": total, "chunk_rows": 8, "complete": True}
-        assert target.is_complete(path)
-        assert target.read_state(path) == {"rows": total}
+        assert ledger.is_complete(path)
+        assert ledger.read_state(path) == {"rows": total}
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
@@ -299,13 +299,13 @@ def test_an_exception_keeps_the_flushed_rows(tmp_path: Path, kind: str, zarr_for
     writer = interrupted(path, 21, zarr_format=zarr_format)
     assert writer.rows == writer.flushed_rows == 16
     if kind == "hdf5":
-        partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+        partial = Path(f"{path}{ledger.PARTIAL_SUFFIX}")
         assert not path.exists()
         assert_rows(partial, 16)
         assert (hdf5_meta(partial)["rows"], hdf5_meta(partial)["complete"]) == (16, False)
     else:
         assert_rows(path, 16)
-        assert not target.is_complete(path)
+        assert not ledger.is_complete(path)
         assert zarr.open_group(str(path), mode="r").attrs["datatools"]["complete"] is False
     with pytest.raises(WriteError, match="the writer is closed"):
         writer.append(patches=patches(16, 1), origins=origins(16, 1))
@@ -355,17 +355,17 @@ def test_a_killed_run_keeps_its_flushed_rows_and_append_continues(
     path = out_path(tmp_path, kind)
     assert run_and_kill(path, 19) == 16
     if kind == "hdf5":
-        partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+        partial = Path(f"{path}{ledger.PARTIAL_SUFFIX}")
         assert not path.exists()
         assert_rows(partial, 16)
         assert (hdf5_meta(partial)["rows"], hdf5_meta(partial)["complete"]) == (16, False)
     else:
         assert_rows(path, 16)
-        status = target.status(path)
+        status = ledger.status(path)
         assert status is not None
         assert (status.complete, status.state) == (False, {"rows": 16})
     assert run_and_kill(path, 13) == 24
-    assert_rows(Path(f"{path}{target.PARTIAL_SUFFIX}") if kind == "hdf5" else path, 24)
+    assert_rows(Path(f"{path}{ledger.PARTIAL_SUFFIX}") if kind == "hdf5" else path, 24)
     with open_writer(path, ARRAYS, chunk_rows=8, append=True) as writer:
         assert writer.rows == 24
         writer.append(patches=patches(24, 3), origins=origins(24, 3))
@@ -396,14 +396,14 @@ def test_an_unfinished_hdf5_file_is_refused_without_append(tmp_path: Path) -> No
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, chunk_rows=8)
     assert str(info.value) == (
-        f"{path}: exists as the unfinished out.h5{target.PARTIAL_SUFFIX} (append to continue it, "
+        f"{path}: exists as the unfinished out.h5{ledger.PARTIAL_SUFFIX} (append to continue it, "
         "or --overwrite to replace it)"
     )
 
 
 def test_an_unreadable_partial_hdf5_file_is_replaced_only_on_request(tmp_path: Path) -> None:
     path = tmp_path / "out.h5"
-    partial = Path(f"{path}{target.PARTIAL_SUFFIX}")
+    partial = Path(f"{path}{ledger.PARTIAL_SUFFIX}")
     partial.write_bytes(b"\x89HDF\r\n\x1a\n truncated by kill -9")
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, append=True)
@@ -466,7 +466,7 @@ def test_append_with_another_layout_names_the_difference(
 
 def test_append_refuses_an_output_of_another_command(tmp_path: Path) -> None:
     path = tmp_path / "out.zarr"
-    target.claim(path, target.RunRecord("convert", {}), overwrite=False, populate=lambda p: None)
+    ledger.claim(path, ledger.RunRecord("convert", {}), overwrite=False, populate=lambda p: None)
     with pytest.raises(TargetError) as info:
         open_writer(path, ARRAYS, append=True)
     assert str(info.value) == (
@@ -485,11 +485,11 @@ def test_positional_fill_in_any_order(tmp_path: Path, kind: str, zarr_format: in
     if kind == "zarr":
         other = open_writer(path, ARRAYS, append=True, **options)
         writer.close()
-        assert not target.is_complete(path)
+        assert not ledger.is_complete(path)
         other.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
         other.close()
-        assert target.is_complete(path)
-        assert target.status(path).units_done == target.status(path).units_total == 3
+        assert ledger.is_complete(path)
+        assert ledger.status(path).units_done == ledger.status(path).units_total == 3
     else:
         writer.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
         writer.close()
@@ -502,12 +502,12 @@ def test_positional_fill_resumes_and_completes_later(tmp_path: Path) -> None:
     options: dict[str, Any] = {"chunk_rows": 8, "total_rows": 16}
     with open_writer(path, ARRAYS, **options) as writer:
         writer.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
-    assert not target.is_complete(path)
+    assert not ledger.is_complete(path)
     np.testing.assert_array_equal(read_back(path, "patches")[:8], 0)
     with open_writer(path, ARRAYS, append=True, **options) as writer:
         assert writer.done == frozenset({1})
         writer.write_rows(0, patches=patches(0, 8), origins=origins(0, 8))
-    assert target.is_complete(path)
+    assert ledger.is_complete(path)
     assert_rows(path, 16)
 
 
@@ -537,7 +537,7 @@ def test_positional_fill_refuses_partial_chunk_rows(tmp_path: Path, start: int, 
 
 def group_attrs(path: Path, group: str = "") -> dict[str, Any]:
     """Attributes of a group as loaders see them (HDF5 values as h5py returns them)."""
-    if path.suffix == ".h5" or path.name.endswith(target.PARTIAL_SUFFIX):
+    if path.suffix == ".h5" or path.name.endswith(ledger.PARTIAL_SUFFIX):
         with h5py.File(path, "r") as file:
             return dict(file[group or "/"].attrs)
     return dict(zarr.open_group(str(path / group), mode="r").attrs.asdict())
@@ -562,15 +562,15 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
         writer.append(patches=patches(0, 3), origins=origins(0, 3))
         raise KeyboardInterrupt
     assert read_run(path) == StoredRun("patches", {"size": [4, 5], "seed": None}, False)
-    stored = group_attrs(Path(f"{path}{target.PARTIAL_SUFFIX}") if kind == "hdf5" else path)
+    stored = group_attrs(Path(f"{path}{ledger.PARTIAL_SUFFIX}") if kind == "hdf5" else path)
     if kind == "hdf5":
-        assert hdf5_meta(Path(f"{path}{target.PARTIAL_SUFFIX}"))["command"] == "patches"
+        assert hdf5_meta(Path(f"{path}{ledger.PARTIAL_SUFFIX}"))["command"] == "patches"
         assert stored["edge"] == "symmetric"
         np.testing.assert_array_equal(stored["size"], [4, 5])
         assert json.loads(stored["counts"]) == {"a": 1}
         assert json.loads(stored["seed"]) is None
     else:
-        assert target.status(path).record.command == "patches"
+        assert ledger.status(path).record.command == "patches"
         assert stored == {
             **attributes,
             "datatools": {"rows": 0, "chunk_rows": 8, "complete": False},
@@ -609,9 +609,9 @@ def test_read_run_of_missing_and_foreign_targets(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "mine.h5", "w") as file:
         file["x"] = np.arange(3)
     assert read_run(tmp_path / "mine.h5") is None
-    target.claim(
+    ledger.claim(
         tmp_path / "c.zarr",
-        target.RunRecord("convert", {}),
+        ledger.RunRecord("convert", {}),
         overwrite=False,
         populate=lambda p: None,
     )
@@ -652,7 +652,7 @@ def test_groups_grow_on_their_own_in_one_output(
         assert (meta["rows"], meta["group_rows"]) == (17, {"class_1": 6, "class_7": 11})
     else:
         assert group_attrs(path, "class_7") == {"class_value": 7}
-        assert target.read_state(path) == {"rows": 17, "group_rows": {"class_1": 6, "class_7": 11}}
+        assert ledger.read_state(path) == {"rows": 17, "group_rows": {"class_1": 6, "class_7": 11}}
         names = [name for name, _ in zarr.open_group(str(path), mode="r").members(max_depth=None)]
         assert ".datatools" in names
         assert not [name for name in names if name.endswith("/.datatools")]  # one marker
@@ -723,7 +723,7 @@ def test_positional_fill_writes_a_table_of_larger_chunks_on_its_own(
     assert_rows(path, 21)
     np.testing.assert_array_equal(read_back(path, "labels"), patches(0, 21))
     if kind == "zarr":
-        assert target.status(path).units_done == target.status(path).units_total == 4
+        assert ledger.status(path).units_done == ledger.status(path).units_total == 4
 
 
 def test_all_zero_chunks_are_not_stored(tmp_path: Path) -> None:

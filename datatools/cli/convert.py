@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import click
 
-from datatools import class_masks, convert
+from datatools import convert
 from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     executor_from_options,
@@ -24,6 +24,7 @@ from datatools.cli.options import (
     task_from_options,
     task_options,
 )
+from datatools.convert import class_masks
 from datatools.downsample import METHODS
 from datatools.errors import OptionError
 

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import click
 
-from datatools.codecs import HDF5_CODECS, ZARR_CODECS
 from datatools.edges import EDGE_MODES
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
+from datatools.sinks.codecs import HDF5_CODECS, ZARR_CODECS
 from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
 
 F = TypeVar("F", bound=Callable[..., Any])

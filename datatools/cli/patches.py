@@ -23,7 +23,7 @@ from datatools.cli.options import (
     source_argument,
     source_options,
 )
-from datatools.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
+from datatools.patches.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
 from datatools.sources import SourceSpec
 
 

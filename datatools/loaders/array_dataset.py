@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 import zarr.errors
 
-from datatools import target as owned
+from datatools import ledger as owned
 from datatools.errors import InputError, InputNotFoundError, OptionError
 from datatools.loaders.rows import (
     Array,

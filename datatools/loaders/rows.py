@@ -23,8 +23,8 @@ from typing import Any, TypeAlias
 import h5py
 import numpy as np
 
-from datatools.chunk_files import chunk_reader
 from datatools.errors import InputError
+from datatools.sinks.chunk_files import chunk_reader
 
 Array: TypeAlias = np.ndarray[Any, Any]
 Index: TypeAlias = int | np.integer[Any] | slice | Sequence[int] | Array

@@ -1,7 +1,7 @@
 """Patches sampled on the fly from a volume, planned by the code of ``datatools patches``.
 
 Every epoch has a plan: the patch origins (voxel starts, C order) that
-:func:`datatools.patch_plan.plan_patches` chooses for the options (grid, random, blue-noise; the
+:func:`datatools.patches.plan.plan_patches` chooses for the options (grid, random, blue-noise; the
 mask and ``min_fraction`` select), or, for ``balanced``, a class drawn uniformly per patch and a
 centre drawn among that class's voxels. Random plans are drawn from a seed derived from
 ``(seed, epoch)``, so every process computes the same plan. The plan is ordered slab by slab
@@ -30,7 +30,7 @@ import numpy as np
 
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box, RoiSpec, tile_box
-from datatools.label_stats import slab_shape
+from datatools.instances.label_stats import slab_shape
 from datatools.loaders.splits import (
     SharedEpoch,
     check_seed,
@@ -39,7 +39,7 @@ from datatools.loaders.splits import (
     share,
     worker_split,
 )
-from datatools.patch_plan import (
+from datatools.patches.plan import (
     DEFAULT_MEMORY_LIMIT,
     PatchGeometry,
     PatchOptions,
@@ -47,7 +47,7 @@ from datatools.patch_plan import (
     make_geometry,
     plan_patches,
 )
-from datatools.sampling import SamplingWarning
+from datatools.patches.sampling import SamplingWarning
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
 
 Array: TypeAlias = np.ndarray[Any, Any]

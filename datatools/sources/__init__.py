@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from datatools import target
+from datatools import ledger
 from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
 from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
 from datatools.sources.hdf5 import Hdf5Volume
@@ -144,11 +144,11 @@ def _refuse_unfinished(path: Path) -> None:
     if not path.is_dir():
         return
     for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
-        if not target.is_ours(folder):
+        if not ledger.is_ours(folder):
             continue
-        if target.is_complete(folder):
+        if ledger.is_complete(folder):
             return
-        state = target.status(folder)  # counts the ledger: only for an unfinished output
+        state = ledger.status(folder)  # counts the ledger: only for an unfinished output
         if state is not None:
             done = (
                 f"{state.units_done}/{state.units_total} units done"

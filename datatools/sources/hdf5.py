@@ -21,7 +21,7 @@ import numpy as np
 
 from datatools.errors import InputError
 from datatools.geometry import Box, spatial_axes
-from datatools.ome_zarr import SPACE_UNITS, UNIT_ALIASES
+from datatools.ngff import SPACE_UNITS, UNIT_ALIASES
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ subgroups (one per class, say), and each subgroup grows on its own (:meth:`Array
 
 Targets (same interface):
 
-- Zarr group (v3 default, v2 on request), a folder owned through :mod:`datatools.target`::
+- Zarr group (v3 default, v2 on request), a folder owned through :mod:`datatools.ledger`::
 
       train.zarr/
           zarr.json (v3) | .zgroup + .zattrs (v2)
@@ -46,8 +46,8 @@ follows the stream that flushed least (a kill loses at most the largest chunk ro
 guarantee is against killed processes: chunk data are not fsynced, so after a power loss the
 last rows may need rewriting.
 
-Zarr chunks are encoded with the numcodecs codec of :mod:`datatools.codecs` (the bytes Zarr
-stores) and written straight to the chunk files by :class:`datatools.chunk_files.ChunkFiles`;
+Zarr chunks are encoded with the numcodecs codec of :mod:`datatools.sinks.codecs` (the bytes Zarr
+stores) and written straight to the chunk files by :class:`datatools.sinks.chunk_files.ChunkFiles`;
 this avoids zarr-python's per-chunk overhead (``scripts/bench_writers.py`` measures it).
 """
 
@@ -58,9 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from datatools import target as owned
-from datatools.codecs import parse_codec
+from datatools import ledger as owned
 from datatools.errors import OptionError
+from datatools.sinks.codecs import parse_codec
 from datatools.writers._hdf5 import open_hdf5, read_hdf5_record
 from datatools.writers._layout import (
     COMMAND,

@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datatools import target as owned
+from datatools import ledger as owned
 from datatools.errors import TargetError, WriteError
 from datatools.interrupts import deferred_interrupt
 from datatools.writers._layout import Array, Backend, Setup

@@ -14,9 +14,9 @@ from typing import Any, TypeAlias
 import numpy as np
 from numpy.typing import DTypeLike
 
-from datatools import target as owned
-from datatools.codecs import Codec
+from datatools import ledger as owned
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
+from datatools.sinks.codecs import Codec
 from datatools.sources.base import SUPPORTED_KINDS
 
 Array: TypeAlias = np.ndarray[Any, Any]

@@ -1,6 +1,6 @@
-"""Zarr v2/v3 storage of a writer: a folder owned through :mod:`datatools.target`.
+"""Zarr v2/v3 storage of a writer: a folder owned through :mod:`datatools.ledger`.
 
-Chunks are encoded and written as files by :class:`datatools.chunk_files.ChunkFiles` (each via
+Chunks are encoded and written as files by :class:`datatools.sinks.chunk_files.ChunkFiles` (each via
 a temporary name and a rename; an all-zero chunk is not stored and reads as the fill value 0).
 Array shapes and group attributes are edited in the metadata files directly, also atomically.
 """
@@ -17,10 +17,10 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from datatools import target as owned
-from datatools.chunk_files import ChunkFiles, write_file_atomic
+from datatools import ledger as owned
 from datatools.errors import WriteError
 from datatools.geometry import Box
+from datatools.sinks.chunk_files import ChunkFiles, write_file_atomic
 from datatools.writers._layout import Array, Backend, Layout, Setup
 
 

@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datatools import target
-from datatools.codecs import Codec
+from datatools import ledger
 from datatools.downsample import centred, pyramid_shapes
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, normalize_chunks, resolve_roi, spatial_axes
-from datatools.ome_zarr import Placement, normalize_unit
+from datatools.ngff import Placement, normalize_unit
+from datatools.sinks.codecs import Codec
 from datatools.sources import OpenOptions, Volume, source_choices, spec_text
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class ConvertJob:
     method: str
     name: str
     workers: int
-    record: target.RunRecord
+    record: ledger.RunRecord
     image_label: bool = False
     lossy_changed: int = 0
     """Voxels ``--allow-lossy-cast`` changed (rounded, clipped, NaN set to 0) in this call."""
@@ -321,7 +321,7 @@ class ConvertJob:
             method=downsample,
             name=name,
             workers=max(1, workers),
-            record=target.RunRecord("convert", params),
+            record=ledger.RunRecord("convert", params),
             image_label=as_labels is not None,
         )
 

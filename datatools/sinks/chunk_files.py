@@ -1,11 +1,11 @@
 """Storing whole Zarr chunks as files, encoded by datatools instead of zarr-python.
 
 zarr-python spends about a millisecond of Python per chunk beyond the codec; encoding whole
-chunks with the array's own numcodecs codec (:meth:`datatools.codecs.Codec.encoder`, byte-identical
-to what Zarr stores) on a thread pool and writing the files directly removes that overhead.
+chunks with the array's own numcodecs codec (:meth:`datatools.sinks.codecs.Codec.encoder`,
+byte-identical to what Zarr stores) on a thread pool and writing the files directly removes that overhead.
 
 By default each file is written under a temporary name and renamed, so a reader or a killed
-writer never leaves a torn chunk; :func:`datatools.target.clean_stray_files` removes temporaries
+writer never leaves a torn chunk; :func:`datatools.ledger.clean_stray_files` removes temporaries
 a kill left behind. A caller whose chunks are written once, by one writer, read by no one before
 the writer records them done, and rewritten whole if it was killed first (convert's base units)
 passes ``atomic=False``: the file is written in place, which halves the directory operations

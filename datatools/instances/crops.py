@@ -29,7 +29,7 @@ import numpy as np
 from datatools.edges import PAD_MODES, EdgeMode, mirror_index, read_box
 from datatools.executor import run_units
 from datatools.geometry import Box
-from datatools.label_stats import read_spatial
+from datatools.instances.label_stats import read_spatial
 from datatools.progress import progress_bar
 from datatools.sources import Volume
 from datatools.writers import ArrayWriter

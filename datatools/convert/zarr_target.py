@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datatools import __version__, target
-from datatools.chunk_files import ChunkFiles, spread_order
-from datatools.convert_plan import Array, ConvertJob, LevelPlan
+from datatools import __version__, ledger
+from datatools.convert.plan import Array, ConvertJob, LevelPlan
 from datatools.downsample import downsample as merge
 from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
-from datatools.ome_zarr import image_attributes
+from datatools.ngff import image_attributes
 from datatools.progress import progress_bar
+from datatools.sinks.chunk_files import ChunkFiles, spread_order
 from datatools.sources import OpenOptions, open_volume
 
 STRAY_GRACE_SECONDS = 60.0
@@ -232,7 +232,7 @@ class _Output:
 
     job: ConvertJob
     path: Path
-    ledger: target.Ledger
+    record: ledger.Ledger
     todo: set[int]
     skipped: int
     created: bool
@@ -267,15 +267,15 @@ def run(
     mine = range(n_base) if task is None else task.select(n_base)
     runs: list[_Output] = []
     for job, path in outputs:
-        how = target.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
+        how = ledger.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
         if how == "resumed" and task is None:
             # temporaries of a killed run; with task slices other tasks may be writing right
             # now, so those are cleaned by whichever task finalizes
-            target.clean_stray_files(path)
-        ledger = target.Ledger(path)
-        done = ledger.done()
+            ledger.clean_stray_files(path)
+        record = ledger.Ledger(path)
+        done = record.done()
         todo = {i for i in mine if i not in done}
-        runs.append(_Output(job, path, ledger, todo, len(mine) - len(todo), how == "created"))
+        runs.append(_Output(job, path, record, todo, len(mine) - len(todo), how == "created"))
     pending = sorted(set().union(*(out.todo for out in runs)))
     megabytes = [math.prod(plan.unit_shape) * out.job.out_dtype.itemsize / 1e6 for out in runs]
     total = sum(len(out.todo) * mb for out, mb in zip(runs, megabytes, strict=True))
@@ -304,14 +304,14 @@ def run(
             for index in runner.map(base_unit if len(runs) > 1 else units[0], pending):
                 for out, mb in zip(runs, megabytes, strict=True):
                     if index in out.todo:
-                        out.ledger.mark(index)
+                        out.record.mark(index)
                         out.written.append(index)
                         bar.update(mb)
                 if on_unit_done is not None:
                     on_unit_done(index)
             for out, unit in zip(runs, units, strict=True):
                 _run_pyramid(out, unit, runner, on_unit_done)
-            complete = [_finalize(out.job, out.path, out.ledger) for out in runs]
+            complete = [_finalize(out.job, out.path, out.record) for out in runs]
         except OSError as exc:
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
@@ -325,7 +325,7 @@ def run(
                 for out in runs:
                     if out.created:
                         with contextlib.suppress(OSError):
-                            target.remove_ours(out.path)
+                            ledger.remove_ours(out.path)
             raise
     return [(out.written, out.skipped, done) for out, done in zip(runs, complete, strict=True)]
 
@@ -340,27 +340,27 @@ def _run_pyramid(
     this task or others)."""
     plan = out.job.plan
     for level in plan.pyramid:
-        done = out.ledger.done()
+        done = out.record.done()
         if not all(i in done for i in range(plan.n_base_units)):
             return
         todo = [level.offset + i for i in range(level.n_units)]
         todo = [i for i in todo if i not in done]
         out.skipped += level.n_units - len(todo)
         for index in runner.map(unit, todo):
-            out.ledger.mark(index)
+            out.record.mark(index)
             out.written.append(index)
             if on_unit_done is not None:
                 on_unit_done(index)
 
 
-def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
-    if len(ledger.done()) < job.plan.n_units:
+def _finalize(job: ConvertJob, path: Path, record: ledger.Ledger) -> bool:
+    if len(record.done()) < job.plan.n_units:
         return False
-    if target.is_complete(path):
+    if ledger.is_complete(path):
         return True
     # the last tasks of a job array may finish together and all get here: a minute's grace
     # keeps their files in flight; attributes are replaced atomically
-    target.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
+    ledger.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
     attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)
     if job.image_label:
@@ -370,6 +370,6 @@ def _finalize(job: ConvertJob, path: Path, ledger: target.Ledger) -> bool:
         else:
             attrs["image-label"] = {"version": "0.4", **image_label}
     attrs["datatools"] = _provenance(job, complete=True)
-    target.update_attributes(path, attrs)
-    target.mark_complete(path)
+    ledger.update_attributes(path, attrs)
+    ledger.mark_complete(path)
     return True

@@ -1,8 +1,8 @@
 """Which patches a run of :func:`datatools.patches.extract_patches` writes, and in which order.
 
 Options are checked against the volume first (:func:`make_geometry`); then positions are chosen
-(:mod:`datatools.sampling`): a grid over the ROI, or random / blue-noise centres, tested against
-the mask, ``min_fraction`` and the classes, with the mask and labels streamed in tiles. The
+(:mod:`datatools.patches.sampling`): a grid over the ROI, or random / blue-noise centres,
+tested against the mask, ``min_fraction`` and the classes, with the mask and labels streamed in tiles. The
 plan holds the origins of the kept patches (``8 x ndim`` bytes each) per output group, ordered
 slab by slab (C order inside a slab), so extraction reads each slab of the source once.
 """
@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill, read_box
 from datatools.errors import DatatoolsError, InputError, OptionError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
-from datatools.sampling import check_selection, choose_origins, resolve_seed, slab_extent
+from datatools.patches.sampling import check_selection, choose_origins, resolve_seed, slab_extent
 from datatools.sources import Volume
 
 log = logging.getLogger(__name__)

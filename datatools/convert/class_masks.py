@@ -27,13 +27,13 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from datatools import target
+from datatools import ledger
 from datatools.convert import ConvertResult, convert_many
-from datatools.convert_plan import DEFAULT_CHUNK
+from datatools.convert.plan import DEFAULT_CHUNK
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
-from datatools.ome_zarr import normalize_unit, to_nanometers
+from datatools.ngff import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
 from datatools.sources import (
     OpenOptions,
@@ -245,8 +245,8 @@ def split_classes(
         if labels.dtype.kind not in "biu":
             raise InputError(f"{labels.spec}: labels must be integers, not {labels.dtype}")
         check_source_options(labels, open_options)
-        target.check_not_input(path, labels.files())
-        target.check_folder_name(path)
+        ledger.check_not_input(path, labels.files())
+        ledger.check_folder_name(path)
         box = resolve_roi(roi, labels.shape, labels.axes)
         counts = count_classes(labels, box, progress=progress)
         if not counts:
@@ -271,8 +271,8 @@ def split_classes(
             "counts": {str(v): counts[v] for v in sorted(names)},
             **source_choices(open_options),
         }
-        target.claim(
-            path, target.RunRecord("split-classes", params), overwrite=overwrite,
+        ledger.claim(
+            path, ledger.RunRecord("split-classes", params), overwrite=overwrite,
             populate=lambda folder: _populate(folder, zarr_format, params),
         )  # fmt: skip
         classes = sorted(names.items())
@@ -293,11 +293,11 @@ def split_classes(
     # with --task-count, another task may have finished a class this task saw incomplete: the
     # group is complete once every class is, and whichever task sees that last marks it
     for name, (value, count, result) in results.items():
-        if result.complete or target.is_complete(path / name):
+        if result.complete or ledger.is_complete(path / name):
             _record_class(path / name, value, count)
             results[name] = (value, count, replace(result, complete=True))
     if all(r.complete for _, _, r in results.values()):
-        target.mark_complete(path)
+        ledger.mark_complete(path)
     return SplitResult(path, results)
 
 
@@ -309,8 +309,8 @@ def _record_class(folder: Path, value: int, count: int) -> None:
         json.dumps(zarr.open_group(folder, mode="r").attrs["datatools"])
     )
     info.update(class_value=value, voxel_count=count)
-    target.update_attributes(folder / "0", {"class_counts": {folder.name: count}})
-    target.update_attributes(folder, {"datatools": info})
+    ledger.update_attributes(folder / "0", {"class_counts": {folder.name: count}})
+    ledger.update_attributes(folder, {"datatools": info})
 
 
 def _populate(folder: Path, zarr_format: int, params: dict[str, Any]) -> None:

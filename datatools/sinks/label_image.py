@@ -17,10 +17,10 @@ from typing import Any
 
 import zarr
 
-from datatools import target
+from datatools import ledger
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
-from datatools.ome_zarr import ngff_version
+from datatools.ngff import ngff_version
 
 LABELS_GROUP = "labels"
 LABEL_METHODS = ("mode", "nearest")
@@ -83,7 +83,7 @@ class LabelTarget:
         names = list((attrs.get("ome") or {}).get("labels", attrs.get("labels", [])))
         if self.name not in names:
             names.append(self.name)
-        target.update_attributes(folder, _labels_attrs(names, self.zarr_format))
+        ledger.update_attributes(folder, _labels_attrs(names, self.zarr_format))
 
 
 def _labels_attrs(names: list[str], zarr_format: int) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from datatools import target
-from datatools.convert_plan import ConvertJob
+from datatools import ledger
+from datatools.convert.plan import ConvertJob
 from datatools.errors import (
     OptionError,
     ResumeMismatchError,
@@ -36,10 +36,10 @@ LEDGER = "_datatools_ledger"
 
 def partial_path(path: Path) -> Path:
     """Where an unfinished HDF5 output lives until it is complete."""
-    return path.with_name(path.name + target.PARTIAL_SUFFIX)
+    return path.with_name(path.name + ledger.PARTIAL_SUFFIX)
 
 
-def read_record(path: Path) -> target.RunRecord | None:
+def read_record(path: Path) -> ledger.RunRecord | None:
     """The run record of an HDF5 file datatools wrote, or ``None`` for any other file."""
     if not path.is_file():
         return None
@@ -51,7 +51,7 @@ def read_record(path: Path) -> target.RunRecord | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    return target.RunRecord.from_dict(data) if "params" in data else None
+    return ledger.RunRecord.from_dict(data) if "params" in data else None
 
 
 def is_torn(path: Path) -> bool:
@@ -71,7 +71,7 @@ def is_torn(path: Path) -> bool:
         return True
 
 
-def existing_record(path: Path) -> target.RunRecord | None:
+def existing_record(path: Path) -> ledger.RunRecord | None:
     """The record of an unfinished (preferred) or finished HDF5 output at ``path``."""
     return read_record(partial_path(path)) or read_record(path)
 
@@ -93,7 +93,7 @@ def run(
         WriteError: the file cannot be written.
     """
     partial = partial_path(path)
-    target.check_target_location(path)
+    ledger.check_target_location(path)
     for candidate in (path, partial):
         if not candidate.exists():
             continue
@@ -114,7 +114,7 @@ def run(
             if candidate == partial:
                 candidate.unlink()
             continue  # a finished file stays until the new one replaces it whole
-        differences = target.diff_params(record, job.record)
+        differences = ledger.diff_params(record, job.record)
         if differences:
             raise ResumeMismatchError(
                 f"{candidate}: exists from a run with other options ({differences}); rerun with "
@@ -146,8 +146,8 @@ def run(
             ds.attrs["unit"] = job.placement.unit or ""
             fh.create_dataset(LEDGER, shape=(plan.n_units,), dtype="uint8")
         ds = fh[dataset]
-        ledger = fh[LEDGER]
-        done = np.asarray(ledger[:]).astype(bool)
+        marks = fh[LEDGER]
+        done = np.asarray(marks[:]).astype(bool)
         todo = [i for i in range(plan.n_units) if not done[i]]
         with progress_bar(
             len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
@@ -157,7 +157,7 @@ def run(
                 with deferred_interrupt() as check_interrupt:
                     for index, box, data in run_units(job.read_unit, todo, workers=readers):
                         ds[box.slices()] = data
-                        ledger[index] = 1
+                        marks[index] = 1
                         fh.flush()
                         written.append(index)
                         bar.update(unit_bytes / 1e6)
@@ -167,7 +167,7 @@ def run(
             except OSError as exc:
                 raise WriteError(f"{partial}: write failed ({exc}); rerun to resume") from exc
             except OptionError:
-                if created:  # it would only block the corrected command (see zarr_image.run)
+                if created:  # it would only block the corrected command (see zarr_target.run)
                     fh.close()
                     partial.unlink()
                 raise

@@ -2,11 +2,11 @@
 
 Two streaming passes over volumes larger than memory:
 
-1. Statistics (:mod:`datatools.label_stats`): the labels are read slab by slab; per id the voxel
-   count, bounding box and centroid. The filters (``ids``, ``min_voxels``, ``max_voxels``,
+1. Statistics (:mod:`datatools.instances.label_stats`): the labels are read slab by slab; per id
+   the voxel count, bounding box and centroid. The filters (``ids``, ``min_voxels``, ``max_voxels``,
    ``exclude_border``) and the edge mode then fix the plan: the instances, ids ascending, and
    one window each.
-2. Crops (:mod:`datatools.instance_crops`): the per-instance tables are written at once, then
+2. Crops (:mod:`datatools.instances.crops`): the per-instance tables are written at once, then
    a batch of consecutive chunk rows (instances in id order) is filled region by region
    (regions tile the volume; each window belongs to the region holding the start of the voxels
    it needs) and written as whole chunk rows through :mod:`datatools.writers` while the next
@@ -65,22 +65,22 @@ from typing import Any
 import numpy as np
 
 from datatools import __version__
-from datatools import target as owned
-from datatools.codecs import parse_codec
+from datatools import ledger as owned
 from datatools.edges import EdgeMode, check_edge
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
-from datatools.instance_checks import (
+from datatools.instances.checks import (
     check_channels,
     check_inputs,
     pick_chunk_rows,
     spatial_shape,
     window_size,
 )
-from datatools.instance_crops import Cropper
-from datatools.instance_plan import InstancePlan, plan_instances
-from datatools.label_stats import label_stats
+from datatools.instances.crops import Cropper
+from datatools.instances.label_stats import label_stats
+from datatools.instances.plan import InstancePlan, plan_instances
 from datatools.progress import counted
+from datatools.sinks.codecs import parse_codec
 from datatools.sources import (
     OpenOptions,
     SourceSpec,

@@ -1,6 +1,6 @@
 """Convert any volume datatools opens into a chunked OME-Zarr image (or an HDF5 dataset).
 
-The work is a plan of units (:mod:`datatools.convert_plan`): boxes aligned to the output's chunk
+The work is a plan of units (:mod:`datatools.convert.plan`): boxes aligned to the output's chunk
 grid (shard grid when sharded), so no two units write the same chunk or shard. A base unit reads
 its box from the source once, encodes its level-0 chunks (and, with a pyramid, the level-1
 chunks it covers) with the array's own codec and stores the files; the ledger inside the output
@@ -36,13 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from datatools import hdf5_image, label_image, target, zarr_image
-from datatools.codecs import Codec, parse_codec
-from datatools.convert_plan import DEFAULT_CHUNK, ConvertJob, default_workers
+from datatools import ledger
+from datatools.convert import hdf5_target, zarr_target
+from datatools.convert.plan import DEFAULT_CHUNK, ConvertJob, default_workers
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec
 from datatools.progress import counted
+from datatools.sinks import label_image
+from datatools.sinks.codecs import Codec, parse_codec
 from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,7 @@ def convert(
     volume = source if isinstance(source, Volume) else open_volume(source, open_options)
     try:
         check_source_options(volume, open_options)
-        target.check_not_input(path, volume.files())
+        ledger.check_not_input(path, volume.files())
         prepare = _job_options(
             roi=roi, chunks=chunks, shards=shards, codec=codec, zarr_format=zarr_format,
             voxel_size=voxel_size, unit=unit, dtype=dtype, allow_lossy_cast=allow_lossy_cast,
@@ -227,7 +229,7 @@ def convert(
             existing_unit_shapes=None if overwrite else _recorded_unit_shapes(path, is_hdf5),
         )
         if is_hdf5:
-            written, skipped, complete = hdf5_image.run(
+            written, skipped, complete = hdf5_target.run(
                 job, path, dataset, overwrite=overwrite, progress=progress,
                 on_unit_done=on_unit_done,
             )  # fmt: skip
@@ -238,7 +240,7 @@ def convert(
                     tuple(s) for s in job.record.params["unit_shapes"]
                 )
                 assert not isinstance(source, Volume)
-                remote = zarr_image.RemoteUnits(
+                remote = zarr_target.RemoteUnits(
                     _remote_source(source),
                     open_options or OpenOptions(),
                     str(path.absolute()),
@@ -247,7 +249,7 @@ def convert(
             if label is not None:
                 _check_registration(job, label)
                 label.prepare_group()
-            [(written, skipped, complete)] = zarr_image.run(
+            [(written, skipped, complete)] = zarr_target.run(
                 [(job, path)], task, overwrite, progress, on_unit_done, remote, executor
             )
             if complete and label is not None:
@@ -318,7 +320,7 @@ def convert_many(
     shared = next((r for r in recorded if r is not None), None)
     jobs = []
     for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
-        target.check_not_input(path, volume.files())
+        ledger.check_not_input(path, volume.files())
         prepare = _job_options(
             roi=roi, chunks=chunks, shards=None, codec=parsed, zarr_format=zarr_format,
             voxel_size=voxel_size, unit=unit, dtype=None, allow_lossy_cast=False,
@@ -339,7 +341,7 @@ def convert_many(
                 f"{path}: its volume or plan differs from {paths[0]}'s (convert_many needs "
                 "volumes of one shape and dtype, and outputs written with the same options)"
             )
-    outcomes = zarr_image.run(list(zip(jobs, paths, strict=True)), task, overwrite, progress)
+    outcomes = zarr_target.run(list(zip(jobs, paths, strict=True)), task, overwrite, progress)
     fmt = f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
     return [
         _result(job, path, written, skipped, complete, started, fmt, task)
@@ -419,9 +421,9 @@ def _ngff(zarr_format: int) -> str:
 
 def _recorded_unit_shapes(path: Path, is_hdf5: bool) -> list[list[int]] | None:
     """A resumed run keeps the unit shapes of the run that created the output."""
-    record = hdf5_image.existing_record(path) if is_hdf5 else None
-    if not is_hdf5 and target.is_ours(path):
-        record = target.read_record(path)
+    record = hdf5_target.existing_record(path) if is_hdf5 else None
+    if not is_hdf5 and ledger.is_ours(path):
+        record = ledger.read_record(path)
     if record is None or record.command != "convert":
         return None
     shapes = record.params.get("unit_shapes")

@@ -2,15 +2,15 @@
 
 Two phases, both out of core:
 
-1. **Plan** (:mod:`datatools.patch_plan`). Positions are chosen first: a grid over the ROI, or
-   random / blue-noise centres (:mod:`datatools.sampling`). When a mask, ``min_fraction`` or
+1. **Plan** (:mod:`datatools.patches.plan`). Positions are chosen first: a grid over the ROI, or
+   random / blue-noise centres (:mod:`datatools.patches.sampling`). When a mask, ``min_fraction`` or
    per-class groups need voxel data, the mask and labels are streamed in slabs (a slab plus the
    patch halo in memory at a time) and every position is tested there. The plan holds the
    origins of the kept patches (``8 x ndim`` bytes each) and their classes.
 2. **Extract** (this module). Origins are ordered slab by slab (C order inside a slab), so each
    slab of the source (plus the halo its patches reach) is read once, its patches are cut out
-   with one vectorised gather per batch, and appended to the output (:mod:`datatools.patch_output`:
-   one writer, one run record, per-class subgroups) in their known row ranges.
+   with one vectorised gather per batch, and appended to the output
+   (:mod:`datatools.patches.output`: one writer, one run record, per-class subgroups) in their known row ranges.
 
 Edges follow :mod:`datatools.edges`, at the border of the ROI: a patch never contains voxels
 from outside the ROI (``symmetric`` / ``reflect`` mirror them, ``constant`` fills, ``shift``
@@ -39,13 +39,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from datatools import target
+from datatools import ledger
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, spatial_axes
-from datatools.patch_output import PatchResult, default_chunk_rows, open_output, previous_extent
-from datatools.patch_plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
+from datatools.patches.output import PatchResult, default_chunk_rows, open_output, previous_extent
+from datatools.patches.plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
+from datatools.patches.sampling import resolve_seed
 from datatools.progress import progress_bar
-from datatools.sampling import resolve_seed
 from datatools.sources import (
     OpenOptions,
     SourceSpec,
@@ -317,7 +317,7 @@ def extract_patches(
             from the valid, mask or class voxels; per class with ``per_class``);
             ``blue-noise`` (random centres at least ``min_distance`` voxels apart, greedy
             Poisson-disk; ``count`` optional). Fewer than asked: a
-            :class:`~datatools.sampling.SamplingWarning` gives the number obtained.
+            :class:`~datatools.patches.sampling.SamplingWarning` gives the number obtained.
         max_patches: at most this many patches (per class with ``per_class``).
         rng: seed or generator for every random choice; the seed used is recorded.
         roi: region of the source, half-open voxels; non-spatial axes kept whole.
@@ -371,7 +371,7 @@ def extract_patches(
         msk = None if mask is None else _open(mask, open_options, stack, companion=True)
         check_source_options(volume, open_options)
         inputs = (volume, lab, msk)
-        target.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
+        ledger.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
         record = {
             **options.to_dict(),
             "source": volume.spec,

@@ -19,7 +19,7 @@ import numpy as np
 from datatools.edges import place_origins
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box
-from datatools.label_stats import LabelStats
+from datatools.instances.label_stats import LabelStats
 
 Array = np.ndarray[Any, Any]
 

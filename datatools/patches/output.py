@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from datatools import __version__
-from datatools import target as owned
+from datatools import ledger as owned
 from datatools.errors import ResumeMismatchError, TargetError
 from datatools.geometry import spatial_axes
-from datatools.patch_plan import PatchGeometry, PatchPlan
+from datatools.patches.plan import PatchGeometry, PatchPlan
 from datatools.progress import counted
 from datatools.sources import Volume
 from datatools.writers import ArraySpec, ArrayWriter, open_writer, read_run

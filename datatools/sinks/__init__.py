@@ -1,0 +1,1 @@
+"""Sinks: what writes arrays and chunk files (chunk files, codecs, label images)."""
