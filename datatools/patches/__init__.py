@@ -10,7 +10,8 @@ Two phases, both out of core:
 2. **Extract** (this module). Origins are ordered slab by slab (C order inside a slab), so each
    slab of the source (plus the halo its patches reach) is read once, its patches are cut out
    with one vectorised gather per batch, and appended to the output
-   (:mod:`datatools.patches.output`: one writer, one run record, per-class subgroups) in their known row ranges.
+   (:mod:`datatools.patches.output`: one writer, one run record, per-class subgroups) in
+   their known row ranges.
 
 Edges follow :mod:`datatools.edges`, at the border of the ROI: a patch never contains voxels
 from outside the ROI (``symmetric`` / ``reflect`` mirror them, ``constant`` fills, ``shift``

@@ -2,9 +2,10 @@
 
 Options are checked against the volume first (:func:`make_geometry`); then positions are chosen
 (:mod:`datatools.patches.sampling`): a grid over the ROI, or random / blue-noise centres,
-tested against the mask, ``min_fraction`` and the classes, with the mask and labels streamed in tiles. The
-plan holds the origins of the kept patches (``8 x ndim`` bytes each) per output group, ordered
-slab by slab (C order inside a slab), so extraction reads each slab of the source once.
+tested against the mask, ``min_fraction`` and the classes, with the mask and labels streamed in
+tiles. The plan holds the origins of the kept patches (``8 x ndim`` bytes each) per output
+group, ordered slab by slab (C order inside a slab), so extraction reads each slab of the source
+once.
 """
 
 from __future__ import annotations

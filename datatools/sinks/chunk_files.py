@@ -2,7 +2,8 @@
 
 zarr-python spends about a millisecond of Python per chunk beyond the codec; encoding whole
 chunks with the array's own numcodecs codec (:meth:`datatools.sinks.codecs.Codec.encoder`,
-byte-identical to what Zarr stores) on a thread pool and writing the files directly removes that overhead.
+byte-identical to what Zarr stores) on a thread pool and writing the files directly removes
+that overhead.
 
 By default each file is written under a temporary name and renamed, so a reader or a killed
 writer never leaves a torn chunk; :func:`datatools.ledger.clean_stray_files` removes temporaries
