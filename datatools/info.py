@@ -23,7 +23,8 @@ import zarr
 from datatools import ledger
 from datatools.convert import hdf5_target
 from datatools.errors import TargetError
-from datatools.sources import OpenOptions, SourceSpec, open_volume
+from datatools.inputs import open_input
+from datatools.sources import OpenOptions, SourceSpec
 
 VOLUME_KEYS = (
     "kind", "spec", "shape", "dtype", "axes", "voxel_size", "unit", "translation", "nbytes",
@@ -59,7 +60,7 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
             return hdf5
     else:
         status = None
-    with open_volume(spec, options) as volume:
+    with open_input(spec, options) as volume:
         out = volume.describe()
         files = volume.files()
     out["status"] = None if status is None else status.to_dict()

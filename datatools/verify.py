@@ -36,9 +36,10 @@ from datatools.convert.plan import cast
 from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.inputs import open_input
 from datatools.ngff import SPACE_UNITS, ngff_version
 from datatools.progress import progress_bar
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume
 from datatools.zarr_tasks import settle
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -126,7 +127,7 @@ def _verify(
     chosen: OpenOptions | None = None
     if against is not None:
         chosen = _recorded(open_options, params) if _same_source(against, params) else open_options
-        volume = opened.enter_context(open_volume(against, chosen))
+        volume = opened.enter_context(open_input(against, chosen))
         value = _class_value(params)
         if value is not None:  # a class image of split-classes: compare with labels == value
             volume = ClassMask(volume, value)

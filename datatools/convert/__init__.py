@@ -42,10 +42,11 @@ from datatools.convert.plan import DEFAULT_CHUNK, ConvertJob, default_workers
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec
+from datatools.inputs import open_input
 from datatools.progress import counted
 from datatools.sinks import label_image
 from datatools.sinks.codecs import Codec, parse_codec
-from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def convert(
     distributed = executor is not None and executor.distributed
     if distributed and (is_hdf5 or isinstance(source, Volume)):
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
-    volume = source if isinstance(source, Volume) else open_volume(source, open_options)
+    volume = source if isinstance(source, Volume) else open_input(source, open_options)
     try:
         check_source_options(volume, open_options)
         ledger.check_not_input(path, volume.files())

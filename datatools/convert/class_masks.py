@@ -33,6 +33,7 @@ from datatools.convert.plan import DEFAULT_CHUNK
 from datatools.errors import InputError, OptionError
 from datatools.executor import TaskSlice, check_overwrite
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.inputs import open_input
 from datatools.ngff import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
 from datatools.sources import (
@@ -40,7 +41,6 @@ from datatools.sources import (
     SourceSpec,
     Volume,
     check_source_options,
-    open_volume,
     source_choices,
     spec_text,
 )
@@ -240,7 +240,7 @@ def split_classes(
         raise OptionError(f"--downsample {downsample}: class masks take mode, nearest or max")
     check_overwrite(task, overwrite)
     path = Path(target_path)
-    labels = open_volume(source, open_options)
+    labels = open_input(source, open_options)
     try:
         if labels.dtype.kind not in "biu":
             raise InputError(f"{labels.spec}: labels must be integers, not {labels.dtype}")

@@ -29,10 +29,11 @@ from datatools.downsample import downsample as merge
 from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
+from datatools.inputs import open_input
 from datatools.ngff import image_attributes
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
-from datatools.sources import OpenOptions, open_volume
+from datatools.sources import OpenOptions
 
 STRAY_GRACE_SECONDS = 60.0
 """Temporary files younger than this survive the clean-up at finalization (another task may
@@ -221,7 +222,7 @@ def _worker_run(units: RemoteUnits) -> _ZarrRun:
     """The open source, job and writers of ``units`` in this worker process (kept for reuse;
     one encoding thread, the worker's own parallelism is its process count)."""
     source = units.source if isinstance(units.source, str) else list(units.source)
-    volume = open_volume(source, units.open_options)
+    volume = open_input(source, units.open_options)
     job = ConvertJob.prepare(volume, **dict(units.prepare), warn=False)  # warned by the driver
     return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
 

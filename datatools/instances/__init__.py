@@ -69,6 +69,7 @@ from datatools import ledger as owned
 from datatools.edges import EdgeMode, check_edge
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
 from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
+from datatools.inputs import open_input
 from datatools.instances.checks import (
     check_channels,
     check_inputs,
@@ -86,8 +87,6 @@ from datatools.sources import (
     SourceSpec,
     Volume,
     check_source_options,
-    open_companion,
-    open_volume,
     source_choices,
     spec_text,
 )
@@ -232,9 +231,13 @@ def extract_instances(
     """
     started = time.perf_counter()
     path = Path(target)
-    image_vol = image if isinstance(image, Volume) else open_volume(image, open_options)
+    image_vol = image if isinstance(image, Volume) else open_input(image, open_options)
     try:
-        labels_vol = labels if isinstance(labels, Volume) else open_companion(labels, open_options)
+        labels_vol = (
+            labels
+            if isinstance(labels, Volume)
+            else open_input(labels, open_options, companion=True)
+        )
         try:
             check_source_options(image_vol, open_options)
             owned.check_not_input(path, image_vol.files() + labels_vol.files())

@@ -30,6 +30,7 @@ import numpy as np
 
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box, RoiSpec, tile_box
+from datatools.inputs import open_input
 from datatools.instances.label_stats import slab_shape
 from datatools.loaders.splits import (
     SharedEpoch,
@@ -48,7 +49,7 @@ from datatools.patches.plan import (
     plan_patches,
 )
 from datatools.patches.sampling import SamplingWarning
-from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
+from datatools.sources import OpenOptions, SourceSpec, Volume
 
 Array: TypeAlias = np.ndarray[Any, Any]
 Transform: TypeAlias = Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
@@ -217,8 +218,9 @@ class VolumePatchStream:
                     if spec is None or isinstance(spec, Volume):
                         opened[role] = spec
                     else:
-                        opener = open_volume if role == "source" else open_companion
-                        opened[role] = stack.enter_context(opener(spec, self._open_options))
+                        opened[role] = stack.enter_context(
+                            open_input(spec, self._open_options, companion=role != "source")
+                        )
                 self._stack = stack.pop_all()
             self._volumes, self._pid = opened, os.getpid()
         return self._volumes

@@ -43,19 +43,12 @@ import numpy as np
 from datatools import ledger
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, spatial_axes
+from datatools.inputs import open_input
 from datatools.patches.output import PatchResult, default_chunk_rows, open_output, previous_extent
 from datatools.patches.plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
 from datatools.patches.sampling import resolve_seed
 from datatools.progress import progress_bar
-from datatools.sources import (
-    OpenOptions,
-    SourceSpec,
-    Volume,
-    check_source_options,
-    open_companion,
-    open_volume,
-    source_choices,
-)
+from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, source_choices
 from datatools.writers import HDF5_SUFFIXES
 
 __all__ = [
@@ -444,7 +437,7 @@ def _open(
     stack: ExitStack,
     companion: bool = False,
 ) -> Volume:
-    """``spec`` opened (closed by ``stack``); labels and masks as :func:`open_companion`."""
+    """``spec`` opened (closed by ``stack``); labels and masks as companions."""
     if isinstance(spec, Volume):
         return spec
-    return stack.enter_context((open_companion if companion else open_volume)(spec, options))
+    return stack.enter_context(open_input(spec, options, companion=companion))

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from datatools import ledger
 from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
 from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
 from datatools.sources.hdf5 import Hdf5Volume
@@ -36,10 +35,6 @@ __all__ = [
     "source_choices",
     "spec_text",
 ]
-
-
-UNFINISHED_DEPTH = 3
-"""Folders above an input searched for the datatools output holding it (image/labels/name/0)."""
 
 
 def paths_from_lines(lines: Iterable[str]) -> list[Path]:
@@ -73,7 +68,6 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     text = str(spec)
     if not glob.has_magic(text) and not _exists(text):
         raise InputNotFoundError(f"{text}: no such file or directory")
-    _refuse_unfinished(Path(text))
     for kind in KINDS:
         if kind.can_open(text):
             return kind.open(text, options)
@@ -132,35 +126,6 @@ def source_choices(options: OpenOptions | None) -> dict[str, int]:
     ``source_level`` and ``series``, 0 when not chosen (the same data as ``--series 0``)."""
     chosen = options or OpenOptions()
     return {"source_level": chosen.level or 0, "series": chosen.series or 0}
-
-
-def _refuse_unfinished(path: Path) -> None:
-    """Refuse a folder inside (or at) a datatools output that is not finished: its missing
-    units would read as zeros.
-
-    Raises:
-        InputError: naming the output and its progress.
-    """
-    if not path.is_dir():
-        return
-    for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
-        if not ledger.is_ours(folder):
-            continue
-        if ledger.is_complete(folder):
-            return
-        state = ledger.status(folder)  # counts the ledger: only for an unfinished output
-        if state is not None:
-            done = (
-                f"{state.units_done}/{state.units_total} units done"
-                if state.units_total
-                else "unfinished"
-            )
-            where = "" if folder == path else f"inside {folder}, "
-            raise InputError(
-                f"{path}: {where}a datatools output that is not finished ({done}; its missing "
-                "parts would read as zeros); rerun the command that makes it first"
-            )
-        return
 
 
 def _exists(text: str) -> bool:

@@ -1,0 +1,62 @@
+"""Open a command's inputs: any source :mod:`datatools.sources` opens, except an unfinished
+datatools output (its missing units would read as zeros).
+
+Sources know nothing of datatools' own outputs; this module, above both the sources and the
+ledger, joins them for the commands, the loaders, ``info`` and ``verify``.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from datatools import ledger
+from datatools.errors import InputError
+from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
+
+UNFINISHED_DEPTH = 3
+"""Folders above an input searched for the datatools output holding it (image/labels/name/0)."""
+
+
+def open_input(
+    spec: SourceSpec, options: OpenOptions | None = None, *, companion: bool = False
+) -> Volume:
+    """Open ``spec`` as :func:`datatools.sources.open_volume` does (labels and masks that go
+    with a main source, ``companion=True``, as :func:`datatools.sources.open_companion`).
+
+    Raises:
+        InputError: ``spec`` is inside a datatools output that is not finished; otherwise as
+            :func:`datatools.sources.open_volume`.
+    """
+    if isinstance(spec, str | Path) and not glob.has_magic(str(spec)):
+        refuse_unfinished(Path(spec))
+    return open_companion(spec, options) if companion else open_volume(spec, options)
+
+
+def refuse_unfinished(path: Path) -> None:
+    """Refuse a folder inside (or at) a datatools output that is not finished: its missing
+    units would read as zeros.
+
+    Raises:
+        InputError: naming the output and its progress.
+    """
+    if not path.is_dir():
+        return
+    for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
+        if not ledger.is_ours(folder):
+            continue
+        if ledger.is_complete(folder):
+            return
+        state = ledger.status(folder)  # counts the ledger: only for an unfinished output
+        if state is not None:
+            done = (
+                f"{state.units_done}/{state.units_total} units done"
+                if state.units_total
+                else "unfinished"
+            )
+            where = "" if folder == path else f"inside {folder}, "
+            raise InputError(
+                f"{path}: {where}a datatools output that is not finished ({done}; its missing "
+                "parts would read as zeros); rerun the command that makes it first"
+            )
+        return
