@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813
 
 from datatools.errors import InputError, OptionError
+from datatools.geometry import SPATIAL_AXES
 
 Array: TypeAlias = np.ndarray[Any, Any]
 RngLike: TypeAlias = int | np.random.Generator | None
@@ -36,7 +37,6 @@ Range: TypeAlias = float | tuple[float, float]
 IMAGE_KEY = "image"
 NEAREST_KEYS = ("label", "mask")
 """Keys resampled by nearest neighbour (their values are ids or flags)."""
-SPATIAL = "zyx"
 
 
 def spatial_dims(sample: Mapping[str, Any]) -> int:
@@ -92,7 +92,7 @@ def _axis(letter: str, nd: int, name: str) -> int:
     Raises:
         InputError: the sample has no such axis (a 2D sample has no ``z``).
     """
-    at = SPATIAL[3 - nd :].find(letter)
+    at = SPATIAL_AXES[3 - nd :].find(letter)
     if at < 0:
         raise InputError(f"image: a {nd}D sample has no {letter} axis ({name} axes: use 'yx')")
     return at - nd
@@ -174,13 +174,15 @@ class Flip(Transform):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.axes is not None and (not self.axes or any(a not in SPATIAL for a in self.axes)):
+        if self.axes is not None and (
+            not self.axes or any(a not in SPATIAL_AXES for a in self.axes)
+        ):
             raise OptionError(f"Flip axes {self.axes!r}: use letters of 'zyx'")
         _check_p("Flip", self.p)
 
     def apply(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         nd = spatial_dims(sample)
-        positions = [_axis(a, nd, "Flip") for a in self.axes or SPATIAL[3 - nd :]]
+        positions = [_axis(a, nd, "Flip") for a in self.axes or SPATIAL_AXES[3 - nd :]]
         flips = [at for at in positions if rng.random() < self.p]
         if flips:
             for key in _geometric(sample):
@@ -200,7 +202,7 @@ class Rot90(Transform):
     axes: str = "yx"
 
     def __post_init__(self) -> None:
-        if len(self.axes) != 2 or len(set(self.axes)) != 2 or set(self.axes) - set(SPATIAL):
+        if len(self.axes) != 2 or len(set(self.axes)) != 2 or set(self.axes) - set(SPATIAL_AXES):
             raise OptionError(f"Rot90 axes {self.axes!r}: use two letters of 'zyx', e.g. 'yx'")
 
     def apply(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:

@@ -216,8 +216,8 @@ def phase_levels(folder: Path, out: Path, roi: bool) -> tuple[int, Clock]:
 def _memory_note(clock: Clock, params: dict[str, Any], chunks: tuple[int, ...]) -> None:
     """Record the data convert's docstring says it holds: UNITS_IN_FLIGHT units of the plan's
     unit shape plus one encoded chunk per worker (uint16, no cast copy)."""
-    from datatools.convert import default_workers
     from datatools.convert.plan import UNITS_IN_FLIGHT
+    from datatools.executor import default_workers
 
     unit = 2 * math.prod(params["unit_shapes"][0])
     clock.notes["unit_mib"] = unit / 2**20

@@ -7,7 +7,6 @@ from typing import Any, Literal
 import click
 
 from datatools import convert
-from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     executor_from_options,
     executor_options,
@@ -16,6 +15,7 @@ from datatools.cli.options import (
     parse_bytes,
     parse_floats,
     parse_ints,
+    progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,

@@ -7,20 +7,20 @@ from typing import Any
 import click
 
 from datatools import instances
-from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     edge_option,
     open_options_from,
     output_options,
     parse_bytes,
     parse_ints,
+    progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,
     source_argument,
     source_options,
 )
-from datatools.convert import default_workers
+from datatools.executor import default_workers
 
 
 @click.command("instances")

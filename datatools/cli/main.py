@@ -60,13 +60,6 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
     logging.getLogger("datatools").setLevel(level)
 
 
-def progress_wanted() -> bool:
-    """Progress bars only when not ``--quiet`` and stderr is a terminal."""
-    ctx = click.get_current_context(silent=True)
-    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
-    return not quiet and sys.stderr.isatty()
-
-
 def _register() -> None:
     from datatools.cli.convert import convert_command
     from datatools.cli.info import info_command

@@ -266,3 +266,10 @@ def edge_option(default: str, subject: str) -> Callable[[F], F]:
         "edge voxel as np.pad does, pad with the fill value (constant), move inside (shift), "
         "skip (drop).",
     )
+
+
+def progress_wanted() -> bool:
+    """Progress bars only when not ``--quiet`` and stderr is a terminal."""
+    ctx = click.get_current_context(silent=True)
+    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
+    return not quiet and sys.stderr.isatty()

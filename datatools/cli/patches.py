@@ -10,13 +10,13 @@ from typing import Any
 import click
 
 from datatools import patches
-from datatools.cli.main import progress_wanted
 from datatools.cli.options import (
     edge_option,
     open_options_from,
     output_options,
     parse_bytes,
     parse_ints,
+    progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,

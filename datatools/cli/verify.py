@@ -7,8 +7,7 @@ from typing import Any
 import click
 
 from datatools import verify
-from datatools.cli.main import progress_wanted
-from datatools.cli.options import open_options_from, resolve_source, source_options
+from datatools.cli.options import open_options_from, progress_wanted, resolve_source, source_options
 
 
 @click.command("verify")

@@ -38,22 +38,22 @@ from typing import Any, Literal
 
 from datatools import ledger
 from datatools.convert import hdf5_target, zarr_target
-from datatools.convert.plan import DEFAULT_CHUNK, ConvertJob, default_workers
+from datatools.convert.plan import DEFAULT_CHUNK, ConvertJob
 from datatools.errors import OptionError
-from datatools.executor import Executor, TaskSlice, check_overwrite
+from datatools.executor import Executor, TaskSlice, check_overwrite, default_workers
 from datatools.geometry import Box, RoiSpec
 from datatools.inputs import open_input
 from datatools.progress import counted
 from datatools.sinks import label_image
 from datatools.sinks.codecs import Codec, parse_codec
 from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options
+from datatools.stores import HDF5_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-HDF5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_DATASET = "data"
 
-__all__ = ["ConvertResult", "convert", "convert_many", "default_workers"]
+__all__ = ["ConvertResult", "convert", "convert_many"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ plus one labels unit per reading thread.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,13 +43,13 @@ from datatools.sources import (
     source_choices,
     spec_text,
 )
+from datatools.stores import NODE_NAME
 
 COUNT_BLOCK_BYTES = 64 * 2**20
 MAX_CLASSES = 256
 """Classes written without ``class_names`` at most (more: probably not a label image)."""
 BINCOUNT_LIMIT = 1 << 20
 """Label values below this are counted with a histogram (8 MiB of counts at most)."""
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 def _placed(volume: Volume) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def parse_class_names(text: str | None) -> dict[int, str] | None:
     names: dict[int, str] = {}
     for part in text.split(","):
         value, sep, name = part.partition("=")
-        if not sep or not _NAME.match(name.strip()):
+        if not sep or not NODE_NAME.match(name.strip()):
             raise OptionError(f"--class-names {text}: '{part}' is not value=name (e.g. 1=mito)")
         try:
             number = int(value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,11 +39,6 @@ UNITS_IN_FLIGHT = 3
 """Units whose data can be in memory at once: one read ahead, one encoding, one finishing."""
 
 Array = np.ndarray[Any, Any]
-
-
-def default_workers() -> int:
-    """The number of cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def nth_tile(shape: Sequence[int], tile: Sequence[int], index: int) -> Box:

@@ -90,7 +90,8 @@ from datatools.sources import (
     source_choices,
     spec_text,
 )
-from datatools.writers import HDF5_SUFFIXES, ArraySpec, open_writer, read_run
+from datatools.stores import HDF5_SUFFIXES
+from datatools.writers import ArraySpec, open_writer, read_run
 
 __all__ = ["InstancePlan", "InstanceResult", "extract_instances", "plan_instances"]
 

@@ -37,6 +37,7 @@ from datatools.loaders.rows import (
     normalize_rows,
 )
 from datatools.loaders.splits import SharedEpoch
+from datatools.stores import HDF5_SUFFIXES
 
 ITEM_KEYS = MappingProxyType(
     {
@@ -51,7 +52,6 @@ ITEM_KEYS = MappingProxyType(
 """Stored array name -> item key; other names are item keys as they are."""
 CLASS_KEY = "class"
 """Item key of the class value of a per-class patches output."""
-HDF5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_CACHE_CHUNKS = 4
 _CLASS_GROUP = re.compile(r"class_(-?\d+)\Z")
 

@@ -48,8 +48,15 @@ from datatools.patches.output import PatchResult, default_chunk_rows, open_outpu
 from datatools.patches.plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
 from datatools.patches.sampling import resolve_seed
 from datatools.progress import progress_bar
-from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options, source_choices
-from datatools.writers import HDF5_SUFFIXES
+from datatools.sources import (
+    ArrayVolume,
+    OpenOptions,
+    SourceSpec,
+    Volume,
+    check_source_options,
+    source_choices,
+)
+from datatools.stores import HDF5_SUFFIXES
 
 __all__ = [
     "PatchBatch",
@@ -89,22 +96,6 @@ class PatchBatch:
     patches: Array
     labels: Array | None
     origins: Array
-
-
-class _InMemory(Volume):
-    """An in-memory array as a volume whose reads are views (no copy until patches are cut)."""
-
-    kind = "array"
-
-    def __init__(self, array: Array, axes: str | None, spec: str) -> None:
-        array = np.asarray(array)
-        if axes is None:
-            axes = {2: "yx", 3: "zyx", 4: "czyx"}.get(array.ndim, "")
-        super().__init__(spec, array.shape, array.dtype, axes)
-        self._array = array
-
-    def _read(self, box: Box) -> Array:
-        return self._array[box.slices()]
 
 
 def _slab_jobs(plan: PatchPlan, done: Mapping[str, int]) -> Iterator[tuple[Box, dict[str, range]]]:
@@ -230,10 +221,16 @@ def iter_patches(
         max_patches,
         roi,
     )
-    volume = _InMemory(array, axes, "<array>")
+    volume = ArrayVolume(np.asarray(array), axes, views=True)
     letters = spatial_axes(volume.axes)
-    lab = None if labels is None else _InMemory(labels, letters, "<labels>")
-    msk = None if mask is None else _InMemory(mask, letters, "<mask>")
+    lab = (
+        None
+        if labels is None
+        else ArrayVolume(np.asarray(labels), letters, spec="<labels>", views=True)
+    )
+    msk = (
+        None if mask is None else ArrayVolume(np.asarray(mask), letters, spec="<mask>", views=True)
+    )
     plan = plan_patches(volume, options, labels=lab, mask=msk, rng=rng, memory_limit=memory_limit)
     item_bytes = math.prod(plan.geometry.item_shape) * volume.dtype.itemsize
     rows = batch_rows or max(1, ITER_BYTES // item_bytes)

@@ -10,7 +10,6 @@ format and, by default, its number of levels, so viewers overlay the two exactly
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from datatools import ledger
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
 from datatools.ngff import ngff_version
+from datatools.stores import NODE_NAME
 
 LABELS_GROUP = "labels"
 LABEL_METHODS = ("mode", "nearest")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def open_image(image: Path, name: str) -> LabelTarget:
         OptionError: ``name`` is not a plain name.
         TargetError: ``image`` is not an OME-Zarr image.
     """
-    if not _NAME.match(name):
+    if not NODE_NAME.match(name):
         raise OptionError(f"--as-labels {name}: use letters, digits, '_', '-', '.' (no '/')")
     image = Path(image)
     zarr_format = 3 if (image / "zarr.json").is_file() else 2

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datatools.dtypes import is_supported
 from datatools.errors import InputError
 from datatools.geometry import Box, spatial_axes
 
@@ -22,7 +23,6 @@ SourceSpec = str | Path | Sequence[str | Path]
 """What a user names as input: a path (``stack/``, ``vol.h5:/raw``, ``img.zarr``), a glob
 (``'scan/*.tif'``), or an explicit list of slice files."""
 
-SUPPORTED_KINDS = "biuf"
 """numpy dtype kinds datatools handles: bool, signed and unsigned integers, floats."""
 
 
@@ -180,7 +180,10 @@ class Volume(ABC):
 
 
 class ArrayVolume(Volume):
-    """A volume over an in-memory numpy array (for tests and for callers that hold data)."""
+    """A volume over an in-memory numpy array (for tests and for callers that hold data).
+
+    Reads are copies, or views of the array with ``views=True`` (no copy until the caller cuts
+    what it needs; the caller must not write into them)."""
 
     kind = "array"
 
@@ -193,6 +196,7 @@ class ArrayVolume(Volume):
         voxel_size: Sequence[float] | None = None,
         unit: str | None = None,
         translation: Sequence[float] | None = None,
+        views: bool = False,
     ) -> None:
         if axes is None:
             axes = {2: "yx", 3: "zyx", 4: "czyx"}.get(array.ndim, "")
@@ -206,9 +210,11 @@ class ArrayVolume(Volume):
             translation=translation,
         )
         self._array = array
+        self._views = views
 
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
-        return np.array(self._array[box.slices()])
+        view = self._array[box.slices()]
+        return view if self._views else np.array(view)
 
 
 def check_dtype(dtype: np.dtype[Any], path: str) -> None:
@@ -217,7 +223,7 @@ def check_dtype(dtype: np.dtype[Any], path: str) -> None:
     Raises:
         InputError: naming ``path`` and the dtype.
     """
-    if dtype.kind not in SUPPORTED_KINDS or dtype.fields is not None:
+    if not is_supported(dtype):
         raise InputError(
             f"{path}: unsupported dtype {dtype} (datatools handles bool, integer and float data)"
         )

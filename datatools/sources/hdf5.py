@@ -19,14 +19,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datatools.errors import InputError
+from datatools.errors import InputError, first_line
 from datatools.geometry import Box, spatial_axes
 from datatools.ngff import SPACE_UNITS, UNIT_ALIASES
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
+from datatools.stores import HDF5_READ_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
 """Axes of a dataset by its number of dimensions, when it has no usable ``axes`` attribute."""
 KNOWN_AXES = ("yx", "zyx", "cyx", "czyx")
@@ -130,7 +130,7 @@ class Hdf5Volume(Volume):
         path, _ = split_spec(spec)
         if not path.is_file():
             return False
-        if path.suffix.lower() in HDF5_SUFFIXES:
+        if path.suffix.lower() in HDF5_READ_SUFFIXES:
             return True
         try:
             return bool(h5py.is_hdf5(path))
@@ -149,7 +149,7 @@ class Hdf5Volume(Volume):
         try:
             file = h5py.File(path, "r")
         except OSError as exc:
-            raise InputError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from exc
+            raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from exc
         try:
             dataset = _find_dataset(file, path, name)
         except BaseException:
@@ -167,7 +167,7 @@ class Hdf5Volume(Volume):
             return np.asarray(self._dataset[box.slices()])
         except OSError as exc:
             raise InputError(
-                f"{self.spec}: cannot read region {box.to_text()} ({_first_line(exc)})"
+                f"{self.spec}: cannot read region {box.to_text()} ({first_line(exc)})"
             ) from exc
 
     def details(self) -> dict[str, Any]:
@@ -316,8 +316,3 @@ def _filter_name(info: tuple[int, int, tuple[int, ...], bytes]) -> str:
     if code == h5py.h5z.FILTER_DEFLATE:
         return "gzip"
     return name.decode(errors="replace").lower() or f"filter-{code}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

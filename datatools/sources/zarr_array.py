@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datatools.errors import InputError
-from datatools.geometry import Box
+from datatools.errors import InputError, first_line
+from datatools.geometry import SPATIAL_AXES, Box
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 AXIS_ORDER = "tczyx"
-SPATIAL = "zyx"
 AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
 LISTED_MAX = 10
 """At most this many array names appear in one error message."""
@@ -139,7 +138,7 @@ class ZarrVolume(Volume):
             return np.asarray(self._level.array[index])
         except (OSError, ValueError, RuntimeError, zlib.error) as exc:
             raise InputError(
-                f"{self.spec}: cannot read region {box.to_text()} ({_first_line(exc)})"
+                f"{self.spec}: cannot read region {box.to_text()} ({first_line(exc)})"
             ) from exc
 
     def details(self) -> dict[str, Any]:
@@ -177,7 +176,7 @@ def _open_node(name: str) -> zarr.Array[Any] | zarr.Group:
         return zarr.open(name, mode="r")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(
-            f"{name}: not a readable Zarr array or group ({_first_line(exc)}; "
+            f"{name}: not a readable Zarr array or group ({first_line(exc)}; "
             f"expected {', '.join(ZARR_METADATA)})"
         ) from exc
 
@@ -246,7 +245,7 @@ def _multiscale(name: str, attrs: Mapping[str, Any]) -> _Multiscale | None:
             shifts.append(shift)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(
-            f"{name}: malformed OME-Zarr multiscales metadata ({_first_line(exc)})"
+            f"{name}: malformed OME-Zarr multiscales metadata ({first_line(exc)})"
         ) from exc
     return _Multiscale(
         None if version is None else str(version),
@@ -360,7 +359,7 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: in
             f"'{path}' with {array.ndim} dimensions"
         )
     axes, dropped = _check_axes(name, names, array.shape)
-    spatial = [i for i, ax in enumerate(names) if ax in SPATIAL]
+    spatial = [i for i, ax in enumerate(names) if ax in SPATIAL_AXES]
     scale = multiscale.scales[level] or (1.0,) * len(names)
     shift = multiscale.translations[level] or (0.0,) * len(names)
     units = multiscale.units or (None,) * len(names)
@@ -431,7 +430,7 @@ def _check_axes(name: str, names: tuple[str, ...], shape: tuple[int, ...]) -> tu
             f"{name}: axes ({text}) are not a subset of (t, c, z, y, x) in that order "
             "(datatools reads C-order arrays; transpose or rename the axes first)"
         )
-    if len([n for n in names if n in SPATIAL]) < 2:
+    if len([n for n in names if n in SPATIAL_AXES]) < 2:
         raise InputError(f"{name}: axes ({text}) have fewer than 2 spatial axes (z, y, x)")
     if joined.startswith("t"):
         if shape[0] != 1:
@@ -508,8 +507,3 @@ def _codec_names(array: zarr.Array[Any]) -> list[str]:
         codec_id = getattr(codec, "codec_id", None)
         names.append(str(codec_id) if codec_id is not None else str(codec.to_dict()["name"]))
     return names
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -61,6 +61,7 @@ from typing import Any, Literal
 from datatools import ledger as owned
 from datatools.errors import OptionError
 from datatools.sinks.codecs import parse_codec
+from datatools.stores import HDF5_SUFFIXES
 from datatools.writers._hdf5 import open_hdf5, read_hdf5_record
 from datatools.writers._layout import (
     COMMAND,
@@ -90,7 +91,6 @@ __all__ = [
 
 DEFAULT_NAME = "data"
 """Name of the array of a single-array writer."""
-HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
 def open_writer(

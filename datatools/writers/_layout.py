@@ -4,7 +4,6 @@ interface both backends implement."""
 from __future__ import annotations
 
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,15 +14,15 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from datatools import ledger as owned
+from datatools.dtypes import is_supported
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
 from datatools.sinks.codecs import Codec
-from datatools.sources.base import SUPPORTED_KINDS
+from datatools.stores import NODE_NAME
 
 Array: TypeAlias = np.ndarray[Any, Any]
 
 COMMAND = "write"
 """Run-record command of outputs written without a ``command`` of their own."""
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 LAYOUT_KEYS = ("format", "chunk_rows", "codec", "level", "total_rows", "groups")
 """Record keys of the writer's own layout (besides ``arrays``), compared on append."""
 
@@ -87,7 +86,7 @@ def check_name(name: object, what: str) -> str:
     Raises:
         OptionError: naming ``what``.
     """
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NODE_NAME.match(name):
         raise OptionError(
             f"{what}: name {name!r} is not usable (letters, digits, '_', '-' and '.', not "
             "starting with '.' or '-')"
@@ -122,7 +121,7 @@ def check_spec(name: str, spec: SpecLike, chunk_rows: int) -> Layout:
         dtype = np.dtype(spec.dtype)
     except TypeError as exc:
         raise OptionError(f"arrays: {name} dtype {spec.dtype!r} is not a dtype") from exc
-    if dtype.kind not in SUPPORTED_KINDS or dtype.fields is not None:
+    if not is_supported(dtype):
         raise OptionError(f"arrays: {name} dtype {dtype} is not supported (bool, int or float)")
     chunks = shape
     if spec.item_chunks is not None:
