@@ -329,6 +329,9 @@ LATER_PARAMS = frozenset({"source_level", "series", "dataset"})
 compared without them (so its outputs still resume)."""
 DERIVED_PARAMS = frozenset({"unit_shapes", "units_total", "chunk_rows", "slab_extent"})
 """Recorded values that follow from the options; named only when no option differs."""
+PROVENANCE_PARAMS = frozenset({"options"})
+"""Recorded for the reader, never compared: ``options`` holds the run's whole options object
+(``to_dict()``), workers and memory limit included, which a resume may change."""
 
 
 def diff_params(old: RunRecord, new: RunRecord) -> str:
@@ -338,7 +341,7 @@ def diff_params(old: RunRecord, new: RunRecord) -> str:
         return f"command was {old.command}, now {new.command}"
     parts: dict[bool, list[str]] = {True: [], False: []}
     for key in sorted(set(old.params) | set(new.params)):
-        if key in LATER_PARAMS and key not in old.params:
+        if key in PROVENANCE_PARAMS or (key in LATER_PARAMS and key not in old.params):
             continue
         a, b = old.params.get(key), new.params.get(key)
         if not _same(a, b):

@@ -162,7 +162,7 @@ def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_complet
 
     def racing(*args: Any, **kwargs: Any) -> list[Any]:
         results = real(*args, **kwargs)
-        if kwargs["task"].index == 1:
+        if args[2].run.task.index == 1:
             results[0] = replace(results[0], complete=False)  # class a, seen too early
         return results
 

@@ -8,23 +8,27 @@ import click
 
 from datatools import convert
 from datatools.cli.options import (
+    FLOATS,
+    INTS,
+    ONE_OR_MORE_INTS,
     executor_from_options,
     executor_options,
     open_options_from,
+    output_from_options,
     output_options,
-    parse_bytes,
-    parse_floats,
     parse_ints,
     progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,
+    run_from_options,
+    run_options,
     source_argument,
     source_options,
-    task_from_options,
     task_options,
+    verbosity_options,
 )
-from datatools.convert import class_masks
+from datatools.convert import ConvertOptions, class_masks
 from datatools.downsample import METHODS
 from datatools.errors import OptionError
 
@@ -36,6 +40,7 @@ from datatools.errors import OptionError
 @source_options("--source-level")
 @click.option(
     "--chunks",
+    type=ONE_OR_MORE_INTS,
     default="64",
     show_default=True,
     metavar="N|Z,Y,X",
@@ -43,6 +48,7 @@ from datatools.errors import OptionError
 )
 @click.option(
     "--shards",
+    type=ONE_OR_MORE_INTS,
     default=None,
     metavar="N|Z,Y,X",
     help="Zarr v3 shard shape, a multiple of the chunks (fewer, larger files).",
@@ -56,6 +62,7 @@ from datatools.errors import OptionError
 )
 @click.option(
     "--voxel-size",
+    type=FLOATS,
     default=None,
     metavar="V|Z,Y,X",
     help="Physical voxel size (overrides the source's).",
@@ -94,6 +101,7 @@ from datatools.errors import OptionError
 )
 @click.option(
     "--factors",
+    type=INTS,
     default=None,
     metavar="Z,Y,X",
     help="Merge factors per level [default: 2, only finer axes if anisotropic].",
@@ -102,38 +110,27 @@ from datatools.errors import OptionError
 @click.option(
     "--dataset", default="data", show_default=True, help="Dataset path in an HDF5 target."
 )
-@click.option("--workers", type=int, default=None, help="Threads [default: number of cores].")
-@click.option(
-    "--memory-limit",
-    default=None,
-    metavar="BYTES",
-    help="Bound for data in flight, e.g. 2G or 512M; picks the unit size.",
-)
+@run_options()
 @task_options
 @executor_options
+@verbosity_options
 def convert_command(
     source: str,
     target: str,
-    chunks: str,
-    shards: str | None,
-    codec: str | None,
-    codec_level: int | None,
-    zarr_format: str,
+    chunks: int | tuple[int, ...],
+    shards: int | tuple[int, ...] | None,
     dtype: str | None,
     allow_lossy_cast: bool,
-    voxel_size: str | None,
+    voxel_size: tuple[float, ...] | None,
     unit: str | None,
     levels: str | None,
     downsample: str | None,
     split_classes: bool,
     class_names: str | None,
     as_labels: str | None,
-    factors: str | None,
+    factors: tuple[int, ...] | None,
     name: str | None,
     dataset: str,
-    workers: int | None,
-    memory_limit: str | None,
-    overwrite: bool,
     **kwargs: Any,
 ) -> None:
     """Convert SOURCE (TIFF slices, multi-page TIFF, HDF5, Zarr, ITK image) into TARGET.
@@ -155,30 +152,22 @@ def convert_command(
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
       datatools convert /data/scan/ out.zarr --levels auto --dask-scheduler tcp://head:8786
     """
-    options: dict[str, Any] = {
-        "roi": roi_from_options(kwargs),
-        "chunks": _chunks(chunks),
-        "shards": None if shards is None else _chunks(shards, "--shards"),
-        "codec": codec,
-        "level": codec_level,
-        "zarr_format": int(zarr_format),
-        "voxel_size": parse_floats(voxel_size, "--voxel-size"),
-        "unit": unit,
-        "dtype": dtype,
-        "allow_lossy_cast": allow_lossy_cast,
-        "levels": None if levels is None else _levels(levels),
-        "downsample": downsample,
-        "as_labels": as_labels,
-        "factors": parse_ints(factors, "--factors"),
-        "name": name,
-        "dataset": dataset,
-        "open_options": open_options_from(kwargs),
-        "workers": workers,
-        "memory_limit": parse_bytes(memory_limit),
-        "task": task_from_options(kwargs),
-        "overwrite": overwrite,
-        "progress": progress_wanted(),
-    }
+    options = ConvertOptions(
+        roi=roi_from_options(kwargs),
+        open_options=open_options_from(kwargs),
+        dtype=dtype,
+        allow_lossy_cast=allow_lossy_cast,
+        voxel_size=voxel_size,
+        unit=unit,
+        levels=None if levels is None else _levels(levels),
+        downsample=downsample,
+        factors=factors,
+        as_labels=as_labels,
+        name=name,
+        dataset=dataset,
+        output=output_from_options(kwargs, chunks=chunks, shards=shards),
+        run=run_from_options(kwargs),
+    )
     if class_names is not None and not split_classes:
         raise OptionError("--class-names: only with --split-classes")
     source_spec = resolve_source(source)
@@ -186,21 +175,17 @@ def convert_command(
         result_split = class_masks.split_classes(
             source_spec,
             target,
+            options,
             class_names=class_masks.parse_class_names(class_names),
-            **{k: options[k] for k in SPLIT_OPTIONS if options[k] is not None},
+            progress=progress_wanted(),
         )
         click.echo(result_split.summary())
         return
     with executor_from_options(kwargs) as executor:
-        result = convert.convert(source_spec, target, executor=executor, **options)
+        result = convert.convert(
+            source_spec, target, options, executor=executor, progress=progress_wanted()
+        )
     click.echo(result.summary())
-
-
-SPLIT_OPTIONS = (
-    "roi", "chunks", "levels", "downsample", "factors", "zarr_format", "codec", "voxel_size",
-    "unit", "open_options", "workers", "memory_limit", "task", "overwrite", "progress",
-)  # fmt: skip
-"""convert options that --split-classes passes on."""
 
 
 def _levels(text: str) -> int | Literal["auto"]:
@@ -210,8 +195,3 @@ def _levels(text: str) -> int | Literal["auto"]:
     if len(values) != 1:
         raise OptionError(f"--levels {text}: give one number or auto")
     return values[0]
-
-
-def _chunks(text: str, option: str = "--chunks") -> int | tuple[int, ...]:
-    values = parse_ints(text, option) or ()
-    return values[0] if len(values) == 1 else values

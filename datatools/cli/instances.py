@@ -8,19 +8,23 @@ import click
 
 from datatools import instances
 from datatools.cli.options import (
+    INTS,
+    ONE_OR_MORE_INTS,
     edge_option,
     open_options_from,
+    output_from_options,
     output_options,
-    parse_bytes,
-    parse_ints,
     progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,
+    run_from_options,
+    run_options,
     source_argument,
     source_options,
+    verbosity_options,
 )
-from datatools.executor import default_workers
+from datatools.instances import InstanceOptions
 
 
 @click.command("instances")
@@ -29,6 +33,7 @@ from datatools.executor import default_workers
 @click.argument("target")
 @click.option(
     "--size",
+    type=ONE_OR_MORE_INTS,
     required=True,
     metavar="N|Z,Y,X",
     help="Window in voxels: one value for every spatial axis, or one per axis.",
@@ -37,14 +42,20 @@ from datatools.executor import default_workers
 @click.option("--zero-others", is_flag=True, help="Set voxels of other instances to 0.")
 @click.option("--zero-background", is_flag=True, help="Set every voxel not of the instance to 0.")
 @edge_option("constant", "Windows")
-@click.option("--ids", default=None, metavar="ID,ID,...", help="Crop only these instance ids.")
+@click.option(
+    "--ids", type=INTS, default=None, metavar="ID,ID,...", help="Crop only these instance ids."
+)
 @click.option("--min-voxels", type=int, default=0, help="Skip instances with fewer voxels.")
 @click.option("--max-voxels", type=int, default=None, help="Skip instances with more voxels.")
 @click.option(
     "--exclude-border", is_flag=True, help="Skip instances touching the border of the volume/ROI."
 )
 @click.option(
-    "--channels", default=None, metavar="C,C,...", help="Channels of a multichannel image to keep."
+    "--channels",
+    type=INTS,
+    default=None,
+    metavar="C,C,...",
+    help="Channels of a multichannel image to keep.",
 )
 @roi_options
 @source_options("--source-level")
@@ -55,34 +66,13 @@ from datatools.executor import default_workers
     help="Instances per chunk along i [default: about 8 MiB of crops, at most 256].",
 )
 @output_options
-@click.option("--workers", type=int, default=None, help="Threads [default: number of cores].")
-@click.option(
-    "--memory-limit",
-    default=None,
-    metavar="BYTES",
-    help="Bound for data in flight, e.g. 2G or 512M [default: 512M].",
-)
+@run_options("512M")
+@verbosity_options
 def instances_command(
     image: str,
     labels: str,
     target: str,
-    size: str,
-    masks: bool,
-    zero_others: bool,
-    zero_background: bool,
-    edge: str,
-    ids: str | None,
-    min_voxels: int,
-    max_voxels: int | None,
-    exclude_border: bool,
-    channels: str | None,
     chunk_rows: int | None,
-    codec: str | None,
-    codec_level: int | None,
-    zarr_format: str,
-    workers: int | None,
-    memory_limit: str | None,
-    overwrite: bool,
     **kwargs: Any,
 ) -> None:
     """Crop a fixed window around every instance of LABELS from IMAGE into TARGET.
@@ -107,30 +97,19 @@ def instances_command(
       datatools instances image.zarr labels.zarr cells.zarr --size 48 --ids 3,17,42 \\
           --min-voxels 50 --zarr-format 2
     """
-    values = parse_ints(size, "--size") or ()
+    output = output_from_options(kwargs, chunk_rows=chunk_rows)
+    options = InstanceOptions(
+        roi=roi_from_options(kwargs),
+        open_options=open_options_from(kwargs),
+        output=output,
+        run=run_from_options(kwargs),
+        **kwargs,
+    )
     result = instances.extract_instances(
         resolve_source(image),
         resolve_source(labels),
         target,
-        size=values[0] if len(values) == 1 else values,
-        masks=masks,
-        zero_others=zero_others,
-        zero_background=zero_background,
-        edge=edge,
-        ids=parse_ints(ids, "--ids"),
-        min_voxels=min_voxels,
-        max_voxels=max_voxels,
-        exclude_border=exclude_border,
-        channels=parse_ints(channels, "--channels"),
-        roi=roi_from_options(kwargs),
-        chunk_rows=chunk_rows,
-        codec=codec,
-        level=codec_level,
-        zarr_format=int(zarr_format),
-        open_options=open_options_from(kwargs),
-        memory_limit=parse_bytes(memory_limit),
-        workers=workers or default_workers(),
-        overwrite=overwrite,
+        options,
         progress=progress_wanted(),
     )
     click.echo(result.summary())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 import click
 
 from datatools import __version__
+from datatools.cli.options import configure_logging
 from datatools.errors import DatatoolsError
 
 INTERRUPT_SETTLE_SECONDS = 5.0
@@ -52,12 +52,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 
         datatools info sample_data/stack
     """
-    ctx.obj = {"quiet": quiet}
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    if quiet and not verbose:
-        level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("datatools").setLevel(level)
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    configure_logging(quiet, verbose)
 
 
 def _register() -> None:

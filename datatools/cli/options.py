@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,10 +14,18 @@ from datatools.edges import EDGE_MODES
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
+from datatools.options import OutputOptions, RunOptions
 from datatools.sinks.codecs import HDF5_CODECS, ZARR_CODECS
 from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("datatools.cli")
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any]  # generic in the click stubs from 8.2 on
+else:
+    _ParamType = click.ParamType
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -29,10 +37,80 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+class IntTuple(_ParamType):
+    """``64`` or ``32,256,256``: a tuple of ints, or one int alone when ``scalar`` (one value
+    for every axis). Messages name the option as :class:`OptionError` does elsewhere."""
+
+    name = "ints"
+
+    def __init__(self, scalar: bool = False) -> None:
+        self.scalar = scalar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        values = parse_ints(value, _flag(param)) or ()
+        return values[0] if self.scalar and len(values) == 1 else values
+
+
+class FloatTuple(_ParamType):
+    """``7.91`` or ``40,4,4``: a tuple of floats."""
+
+    name = "numbers"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        return parse_floats(value, _flag(param)) if isinstance(value, str) else value
+
+
+class Bytes(_ParamType):
+    """``2G``, ``512M``, ``1000000``: bytes (binary multiples), > 0."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+        body = value.strip().upper().removesuffix("IB").removesuffix("B")
+        factor = units.get(body[-1:], 1)
+        number = body[:-1] if body[-1:] in units else body
+        try:
+            parsed = int(float(number) * factor)
+        except ValueError as exc:
+            raise OptionError(f"{_flag(param)} {value}: expected bytes such as 2G or 512M") from exc
+        if parsed <= 0:
+            raise OptionError(f"{_flag(param)} {value}: must be > 0")
+        return parsed
+
+
+class Roi(_ParamType):
+    """``z0:z1,y0:y1,x0:x1`` (open ends allowed): a :class:`RoiSpec`."""
+
+    name = "roi"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        return RoiSpec.parse(value) if isinstance(value, str) else value
+
+
+INTS = IntTuple()
+ONE_OR_MORE_INTS = IntTuple(scalar=True)
+FLOATS = FloatTuple()
+BYTES = Bytes()
+ROI = Roi()
+
+
+def _flag(param: click.Parameter | None) -> str:
+    """The option as the user typed it, e.g. ``--chunks``."""
+    if param is None or not param.opts:
+        return "value"
+    return max(param.opts, key=len)
+
+
 roi_options = _compose(
     click.option(
         "--roi",
         "roi_text",
+        type=ROI,
         metavar="Z0:Z1,Y0:Y1,X0:X1",
         help="Region of interest, half-open voxel ranges; open ends allowed (':100', '16:', ':').",
     ),
@@ -58,14 +136,14 @@ def roi_from_options(kwargs: dict[str, Any]) -> RoiSpec | None:
     Raises:
         OptionError: both ``--roi`` and per-axis options are given.
     """
-    text = kwargs.pop("roi_text", None)
+    text: RoiSpec | None = kwargs.pop("roi_text", None)
     bounds = {ax: (kwargs.pop(f"{ax}_start", None), kwargs.pop(f"{ax}_end", None)) for ax in "zyx"}
     per_axis = RoiSpec.from_axis_bounds(bounds)
     if text is not None and per_axis is not None:
         raise OptionError(
             "--roi: give either --roi or the per-axis --z-start/... options, not both"
         )
-    return RoiSpec.parse(text) if text is not None else per_axis
+    return text if text is not None else per_axis
 
 
 def source_options(level_flag: str = "--level") -> Callable[[F], F]:
@@ -214,23 +292,6 @@ def task_from_options(kwargs: dict[str, Any]) -> TaskSlice | None:
     return TaskSlice(index, count)
 
 
-def parse_bytes(text: str | None) -> int | None:
-    """``2G``, ``512M``, ``1000000`` -> bytes (binary multiples)."""
-    if text is None:
-        return None
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    body = text.strip().upper().removesuffix("IB").removesuffix("B")
-    factor = units.get(body[-1:], 1)
-    number = body[:-1] if body[-1:] in units else body
-    try:
-        value = int(float(number) * factor)
-    except ValueError as exc:
-        raise OptionError(f"--memory-limit {text}: expected bytes such as 2G or 512M") from exc
-    if value <= 0:
-        raise OptionError(f"--memory-limit {text}: must be > 0")
-    return value
-
-
 output_options = _compose(
     click.option(
         "--codec",
@@ -238,7 +299,15 @@ output_options = _compose(
         default=None,
         help="Compression [default: zstd; HDF5: gzip].",
     ),
-    click.option("--level", "codec_level", type=int, default=None, help="Compression level."),
+    click.option("--codec-level", type=int, default=None, help="Compression level."),
+    click.option(
+        "--level",
+        "deprecated_level",
+        type=int,
+        default=None,
+        hidden=True,
+        help="Deprecated spelling of --codec-level.",
+    ),
     click.option(
         "--zarr-format",
         type=click.Choice(["2", "3"]),
@@ -252,7 +321,65 @@ output_options = _compose(
         help="Replace an existing output of datatools (never a foreign file or folder).",
     ),
 )
-"""``--codec``, ``--level`` (as ``codec_level``), ``--zarr-format``, ``--overwrite``."""
+"""``--codec``, ``--codec-level``, ``--zarr-format``, ``--overwrite`` (and ``--level``, the old
+spelling of ``--codec-level``); read them with :func:`output_from_options`."""
+
+
+def output_from_options(kwargs: dict[str, Any], **more: Any) -> OutputOptions:
+    """Pop the output options (plus ``more``: chunks, shards, chunk rows) and build them.
+
+    Raises:
+        OptionError: both ``--level`` and ``--codec-level``, or an invalid value.
+    """
+    level = kwargs.pop("codec_level", None)
+    old = kwargs.pop("deprecated_level", None)
+    if old is not None:
+        if level is not None:
+            raise OptionError("--level: give --codec-level only (--level is its old spelling)")
+        log.warning("--level is deprecated for the compression level: use --codec-level %d", old)
+        level = old
+    return OutputOptions(
+        codec=kwargs.pop("codec", None),
+        codec_level=level,
+        zarr_format=int(kwargs.pop("zarr_format", "3")),
+        overwrite=kwargs.pop("overwrite", False),
+        **more,
+    )
+
+
+def run_options(memory_default: str | None = None) -> Callable[[F], F]:
+    """``--workers`` and ``--memory-limit``, the same for every command; read them with
+    :func:`run_from_options` (with :data:`task_options` when the command takes them)."""
+    memory = f" [default: {memory_default}]" if memory_default else ""
+    return _compose(
+        click.option(
+            "--workers",
+            type=int,
+            default=None,
+            help="Threads working on units at once (reading, decoding, encoding) [default: "
+            "number of cores].",
+        ),
+        click.option(
+            "--memory-limit",
+            type=BYTES,
+            default=None,
+            metavar="BYTES",
+            help=f"Bound for data in flight, e.g. 2G or 512M; sizes the units{memory}.",
+        ),
+    )
+
+
+def run_from_options(kwargs: dict[str, Any]) -> RunOptions:
+    """Pop ``--workers``, ``--memory-limit`` and (if the command has them) the task options.
+
+    Raises:
+        OptionError: as :func:`task_from_options`.
+    """
+    return RunOptions(
+        workers=kwargs.pop("workers", None),
+        memory_limit=kwargs.pop("memory_limit", None),
+        task=task_from_options(kwargs),
+    )
 
 
 def edge_option(default: str, subject: str) -> Callable[[F], F]:
@@ -273,3 +400,46 @@ def progress_wanted() -> bool:
     ctx = click.get_current_context(silent=True)
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
     return not quiet and sys.stderr.isatty()
+
+
+def configure_logging(quiet: bool, verbose: int) -> None:
+    """Log level for ``-q`` (errors only) and ``-v``/``-vv`` (info, debug); warnings otherwise."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet and not verbose:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("datatools").setLevel(level)
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``-q``/``-v`` given after the command: add them to the ones given before it."""
+    if not value:
+        return
+    root = ctx.find_root()
+    root.obj = root.obj or {}
+    if param.name == "quiet":
+        root.obj["quiet"] = True
+    else:
+        root.obj["verbose"] = root.obj.get("verbose", 0) + int(value)
+    configure_logging(root.obj.get("quiet", False), root.obj.get("verbose", 0))
+
+
+verbosity_options = _compose(
+    click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="No progress bars and no warnings (errors only).",
+    ),
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="Log what happens (-vv for debug detail).",
+    ),
+)
+"""``-q``/``-v`` accepted after the command name too (``datatools convert a b -q``)."""

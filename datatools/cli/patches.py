@@ -11,18 +11,22 @@ import click
 
 from datatools import patches
 from datatools.cli.options import (
+    ONE_OR_MORE_INTS,
     edge_option,
     open_options_from,
+    output_from_options,
     output_options,
-    parse_bytes,
-    parse_ints,
     progress_wanted,
     resolve_source,
     roi_from_options,
     roi_options,
+    run_from_options,
+    run_options,
     source_argument,
     source_options,
+    verbosity_options,
 )
+from datatools.patches.options import PatchOptions
 from datatools.patches.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
 from datatools.sources import SourceSpec
 
@@ -32,13 +36,17 @@ from datatools.sources import SourceSpec
 @click.argument("target", required=False)
 @click.option(
     "--size",
+    type=ONE_OR_MORE_INTS,
     required=True,
     metavar="N|Y,X|Z,Y,X",
     help="Patch size in voxels: one value for every spatial axis (cubes from 3D), or values "
     "for the trailing axes (64,64 on z,y,x: 2D patches from every slice).",
 )
 @click.option(
-    "--stride", metavar="N|Y,X", help="Grid step in voxels [default: --size, i.e. tiling]."
+    "--stride",
+    type=ONE_OR_MORE_INTS,
+    metavar="N|Y,X",
+    help="Grid step in voxels [default: --size, i.e. tiling].",
 )
 @edge_option("symmetric", "Patches")
 @click.option("--fill", type=float, default=0, help="Value outside the ROI for --edge constant.")
@@ -75,43 +83,15 @@ from datatools.sources import SourceSpec
 @source_options("--source-level")
 @click.option("--chunk-rows", type=int, help="Patches per chunk [default: about 2 MiB].")
 @output_options
-@click.option(
-    "--workers",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Threads reading slabs ahead of the writer (0: none).",
-)
-@click.option(
-    "--memory-limit",
-    metavar="BYTES",
-    help="Bound for source slabs in flight, e.g. 512M [default: 256M].",
-)
+@run_options("256M")
+@verbosity_options
 def patches_command(
     source: str,
     target: str | None,
-    size: str,
-    stride: str | None,
-    edge: str,
-    fill: float,
     labels: str | None,
     mask: str | None,
-    min_fraction: float,
-    per_class: bool,
-    class_rule: str,
-    max_per_class: int | None,
-    sampler: str,
-    count: int | None,
-    min_distance: float | None,
-    max_patches: int | None,
     seed: int,
     chunk_rows: int | None,
-    codec: str | None,
-    codec_level: int | None,
-    zarr_format: str,
-    workers: int,
-    memory_limit: str | None,
-    overwrite: bool,
     **kwargs: Any,
 ) -> None:
     """Cut SOURCE into a dataset of patches: TARGET (.zarr, or .h5) holds patches
@@ -135,35 +115,23 @@ def patches_command(
           --sampler random --count 10000 --seed 7
     """
     spec = resolve_source(source)
+    output = output_from_options(kwargs, chunk_rows=chunk_rows)
+    options = PatchOptions(
+        roi=roi_from_options(kwargs),
+        open_options=open_options_from(kwargs),
+        output=output,
+        run=run_from_options(kwargs),
+        **kwargs,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         result = patches.extract_patches(
             spec,
             target or default_target(spec),
-            size=_one_or_many(size, "--size"),
-            stride=None if stride is None else _one_or_many(stride, "--stride"),
-            edge=edge,
-            fill=fill,
+            options,
             labels=labels,
             mask=mask,
-            min_fraction=min_fraction,
-            per_class=per_class,
-            class_rule=class_rule,
-            max_per_class=max_per_class,
-            sampler=sampler,
-            count=count,
-            min_distance=min_distance,
-            max_patches=max_patches,
             rng=seed,
-            roi=roi_from_options(kwargs),
-            chunk_rows=chunk_rows,
-            codec=codec,
-            level=codec_level,
-            zarr_format=int(zarr_format),
-            open_options=open_options_from(kwargs),
-            memory_limit=parse_bytes(memory_limit),
-            workers=workers,
-            overwrite=overwrite,
             progress=progress_wanted(),
         )
     for warning in caught:
@@ -172,11 +140,6 @@ def patches_command(
         else:
             warnings.warn(warning.message, warning.category, stacklevel=1)
     click.echo(result.summary())
-
-
-def _one_or_many(text: str, option: str) -> int | tuple[int, ...]:
-    values = parse_ints(text, option) or ()
-    return values[0] if len(values) == 1 else values
 
 
 def default_target(spec: SourceSpec) -> Path:

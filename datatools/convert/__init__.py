@@ -34,26 +34,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from datatools import ledger
 from datatools.convert import hdf5_target, zarr_target
-from datatools.convert.plan import DEFAULT_CHUNK, ConvertJob
+from datatools.convert.options import ConvertOptions
+from datatools.convert.plan import ConvertJob
 from datatools.errors import OptionError
-from datatools.executor import Executor, TaskSlice, check_overwrite, default_workers
-from datatools.geometry import Box, RoiSpec
+from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.inputs import open_input
 from datatools.progress import counted
 from datatools.sinks import label_image
-from datatools.sinks.codecs import Codec, parse_codec
-from datatools.sources import OpenOptions, SourceSpec, Volume, check_source_options
-from datatools.stores import HDF5_SUFFIXES
+from datatools.sources import SourceSpec, Volume, check_source_options
+from datatools.stores import is_hdf5_target
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "data"
 
-__all__ = ["ConvertResult", "convert", "convert_many"]
+__all__ = ["ConvertOptions", "ConvertResult", "convert", "convert_many"]
 
 
 @dataclass(frozen=True)
@@ -114,31 +112,12 @@ class ConvertResult:
 def convert(
     source: SourceSpec | Volume,
     target_path: str | Path,
+    options: ConvertOptions | None = None,
     *,
-    roi: RoiSpec | Box | None = None,
-    chunks: int | Sequence[int] = DEFAULT_CHUNK,
-    shards: int | Sequence[int] | None = None,
-    codec: str | Codec | None = None,
-    level: int | None = None,
-    zarr_format: int = 3,
-    voxel_size: Sequence[float] | None = None,
-    unit: str | None = None,
-    dtype: str | None = None,
-    allow_lossy_cast: bool = False,
-    levels: int | Literal["auto"] | None = None,
-    downsample: str | None = None,
-    factors: Sequence[int] | None = None,
-    as_labels: str | None = None,
-    name: str | None = None,
-    dataset: str = DEFAULT_DATASET,
-    open_options: OpenOptions | None = None,
-    workers: int | None = None,
-    memory_limit: int | None = None,
-    task: TaskSlice | None = None,
-    overwrite: bool = False,
     executor: Executor | None = None,
     progress: bool = False,
     on_unit_done: Callable[[int], None] | None = None,
+    **overrides: Any,
 ) -> ConvertResult:
     """Convert ``source`` (or its ROI) into an OME-Zarr image, or an HDF5 dataset for ``.h5``.
 
@@ -146,35 +125,29 @@ def convert(
         source: anything :func:`datatools.sources.open_volume` opens, or an open volume.
         target_path: output ``.zarr`` folder (OME-Zarr image, level arrays ``0``, ``1``, ...)
             or ``.h5``/``.hdf5`` file.
-        roi: region of the source, half-open voxels (z, y, x); non-spatial axes kept whole.
-        chunks: output chunk shape; one int = every spatial axis (channels: 1), clipped.
-        shards: Zarr v3 shard shape, a multiple of ``chunks``; ``None`` for no sharding.
-        codec: ``zstd`` (default), ``blosc-zstd``, ``blosc-lz4``, ``gzip``, ``none``; HDF5:
-            ``gzip`` (default), ``lzf``, ``none``. ``level``: compression level.
-        zarr_format: 3 (OME-NGFF 0.5) or 2 (OME-NGFF 0.4, ``/`` chunk separator).
-        voxel_size: physical voxel size per spatial axis (z, y, x); default from the source,
-            else 1 with no unit. ``unit``: its OME-NGFF length unit (``nm``, ``um`` accepted).
-        dtype: output dtype; only lossless casts unless ``allow_lossy_cast`` (then values are
-            rounded and clipped to the dtype's range).
-        levels: resolution levels (default 1: no pyramid), or ``"auto"`` (until a level fits
-            one chunk). ``downsample``: mean (default), median, mode, nearest or max.
-            ``factors``: per spatial axis (default 2, or only the finer axes for anisotropic
-            voxels).
-        as_labels: write the source as the label image ``<target>/labels/<as_labels>`` of the
-            OME-Zarr image ``target`` (integer data; downsample mode (default) or nearest; the
-            image's voxel size, translation, Zarr format and level count unless given).
-        name: image name in the metadata (default: the target's stem).
-        dataset: HDF5 dataset path.
-        open_options: level / series / gap choices for opening ``source``.
-        workers: threads encoding chunks (default: cores). ``memory_limit``: bytes for data in
-            flight; picks the unit size (module docstring).
-        task: run only this slice of the base units (job arrays); see the module docstring.
+        options: every setting (:class:`ConvertOptions`); ``None`` for the defaults.
         executor: runs the units; default: this process, with ``workers`` encoding threads.
             A distributed one (:class:`datatools.executor.DaskExecutor`) runs one task per
             unit in worker processes, which open the source themselves.
-        overwrite: replace an existing output of datatools (never a foreign file or folder).
         progress: show a progress bar on stderr.
         on_unit_done: called with each unit's ledger index after it is recorded.
+        **overrides: fields of :class:`ConvertOptions` replaced by name, shared ones flat:
+            ``convert("stack", "out.zarr", chunks=32, levels="auto", workers=4)``.
+
+    The options in short: ``roi`` (half-open voxels, z, y, x; non-spatial axes kept whole);
+    ``chunks`` (one int = every spatial axis, channels 1; clipped) and ``shards`` (Zarr v3, a
+    multiple of ``chunks``); ``codec`` (``zstd`` (default), ``blosc-zstd``, ``blosc-lz4``,
+    ``gzip``, ``none``; HDF5: ``gzip`` (default), ``lzf``, ``none``) and ``codec_level``;
+    ``zarr_format`` 3 (OME-NGFF 0.5) or 2 (OME-NGFF 0.4, ``/`` chunk separator);
+    ``voxel_size`` and ``unit`` (default from the source, else 1 with no unit); ``dtype``
+    (lossless casts only unless ``allow_lossy_cast``: then values are rounded and clipped);
+    ``levels`` (1, N or ``"auto"``), ``downsample`` (mean, median, mode, nearest, max) and
+    ``factors``; ``as_labels`` (write the label image ``<target>/labels/<as_labels>`` of the
+    OME-Zarr image ``target``, with the image's voxel size, translation, Zarr format and level
+    count unless given; mode downsampling); ``workers`` (encoding threads, default: cores),
+    ``memory_limit`` (bytes in flight; picks the unit size, module docstring) and ``task``
+    (one slice of the base units, job arrays); ``overwrite`` (replace an existing output of
+    datatools, never a foreign file or folder).
 
     Raises:
         InputError, InputNotFoundError: the source cannot be read.
@@ -183,75 +156,77 @@ def convert(
         WriteError: the disk refused a write (the output stays resumable).
     """
     started = time.perf_counter()
+    options = (options or ConvertOptions()).with_overrides(**overrides)
     path = Path(target_path)
-    is_hdf5 = path.suffix.lower() in HDF5_SUFFIXES
+    is_hdf5 = is_hdf5_target(path)
     label = None
     translation = None
-    if as_labels is not None:
-        label = label_image.open_image(path, as_labels)
-        path, zarr_format, translation = label.path, label.zarr_format, label.translation
-        voxel_size = label.voxel_size if voxel_size is None else voxel_size
-        unit = label.unit if unit is None else unit
-        levels = len(label.level_shapes) if levels is None else levels
-        downsample = downsample or "mode"
-        label_image.check_method(downsample)
-    levels = 1 if levels is None else levels
-    downsample = downsample or "mean"
-    check_overwrite(task, overwrite)
-    if is_hdf5 and task is not None and task.count > 1:
+    if options.as_labels is not None:
+        label = label_image.open_image(path, options.as_labels)
+        path, translation = label.path, label.translation
+        options = options.with_overrides(
+            zarr_format=label.zarr_format,
+            voxel_size=label.voxel_size if options.voxel_size is None else options.voxel_size,
+            unit=label.unit if options.unit is None else options.unit,
+            levels=len(label.level_shapes) if options.levels is None else options.levels,
+            downsample=options.downsample or "mode",
+        )
+        label_image.check_method(options.downsample or "mode")
+    options = options.with_overrides(
+        name=options.name or path.name.split(".")[0],
+        levels=1 if options.levels is None else options.levels,
+        downsample=options.downsample or "mean",
+    )
+    output, run = options.output, options.run
+    check_overwrite(run.task, output.overwrite)
+    if is_hdf5 and run.task is not None and run.task.count > 1:
         raise OptionError(f"{path}: HDF5 has a single writer; --task-count needs Zarr")
-    if zarr_format not in (2, 3):
-        raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
-    if isinstance(codec, str):
-        codec = parse_codec(codec, level, hdf5=is_hdf5)
-    elif codec is None:
-        codec = parse_codec("gzip" if is_hdf5 else "zstd", level, hdf5=is_hdf5)
     distributed = executor is not None and executor.distributed
     if distributed and (is_hdf5 or isinstance(source, Volume)):
         raise OptionError(f"{path}: Dask runs need a Zarr target and a source given by path")
-    volume = source if isinstance(source, Volume) else open_input(source, open_options)
+    volume = source if isinstance(source, Volume) else open_input(source, options.open_options)
     try:
-        check_source_options(volume, open_options)
+        check_source_options(volume, options.open_options)
         ledger.check_not_input(path, volume.files())
-        prepare = _job_options(
-            roi=roi, chunks=chunks, shards=shards, codec=codec, zarr_format=zarr_format,
-            voxel_size=voxel_size, unit=unit, dtype=dtype, allow_lossy_cast=allow_lossy_cast,
-            levels=levels, downsample=downsample, factors=factors,
-            name=name or path.name.split(".")[0], workers=workers, memory_limit=memory_limit,
-        )  # fmt: skip
-        prepare.update(
-            is_hdf5=is_hdf5, translation=translation, as_labels=as_labels, opened_with=open_options
-        )
-        if is_hdf5:
-            prepare["dataset"] = dataset
+        recorded = None if output.overwrite else _recorded_unit_shapes(path, is_hdf5)
         job = ConvertJob.prepare(
             volume,
-            **prepare,
-            existing_unit_shapes=None if overwrite else _recorded_unit_shapes(path, is_hdf5),
+            options,
+            is_hdf5=is_hdf5,
+            existing_unit_shapes=recorded,
+            translation=translation,
         )
         if is_hdf5:
             written, skipped, complete = hdf5_target.run(
-                job, path, dataset, overwrite=overwrite, progress=progress,
+                job,
+                path,
+                options.dataset,
+                overwrite=output.overwrite,
+                progress=progress,
                 on_unit_done=on_unit_done,
-            )  # fmt: skip
+            )
         else:
             remote = None
             if distributed:
-                prepare["existing_unit_shapes"] = tuple(
-                    tuple(s) for s in job.record.params["unit_shapes"]
-                )
                 assert not isinstance(source, Volume)
                 remote = zarr_target.RemoteUnits(
                     _remote_source(source),
-                    open_options or OpenOptions(),
                     str(path.absolute()),
-                    tuple(sorted(prepare.items())),
+                    options,
+                    tuple(tuple(s) for s in job.record.params["unit_shapes"]),
+                    None if translation is None else tuple(translation),
                 )
             if label is not None:
                 _check_registration(job, label)
                 label.prepare_group()
             [(written, skipped, complete)] = zarr_target.run(
-                [(job, path)], task, overwrite, progress, on_unit_done, remote, executor
+                [(job, path)],
+                run.task,
+                output.overwrite,
+                progress,
+                on_unit_done,
+                remote,
+                executor,
             )
             if complete and label is not None:
                 label.register()
@@ -262,40 +237,32 @@ def convert(
         log.warning(
             "%s: --allow-lossy-cast changed %d voxels (rounded, clipped to the %s range, or "
             "NaN set to 0)",
-            volume.spec, job.lossy_changed, job.out_dtype,
-        )  # fmt: skip
+            volume.spec,
+            job.lossy_changed,
+            job.out_dtype,
+        )
+    zarr_format = output.zarr_format
     fmt = "HDF5" if is_hdf5 else f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
-    return _result(job, path, written, skipped, complete, started, fmt, task)
+    return _result(job, path, written, skipped, complete, started, fmt, run.task)
 
 
 def convert_many(
     sources: Sequence[Volume],
     targets: Sequence[str | Path],
+    options: ConvertOptions | None = None,
     *,
     names: Sequence[str] | None = None,
-    roi: RoiSpec | Box | None = None,
-    chunks: int | Sequence[int] = DEFAULT_CHUNK,
-    codec: str = "zstd",
-    level: int | None = None,
-    zarr_format: int = 3,
-    voxel_size: Sequence[float] | None = None,
-    unit: str | None = None,
-    levels: int | Literal["auto"] = 1,
-    downsample: str = "mean",
-    factors: Sequence[int] | None = None,
-    workers: int | None = None,
-    memory_limit: int | None = None,
-    task: TaskSlice | None = None,
-    overwrite: bool = False,
     progress: bool = False,
-    opened_with: OpenOptions | None = None,
+    **overrides: Any,
 ) -> list[ConvertResult]:
     """Convert volumes of one shape, dtype and placement, each into its own OME-Zarr image,
     unit by unit: a unit is done for every volume in turn on one thread, so volumes that are
     views of one source sharing their reads (as the class masks of ``split_classes``) read
     each unit of it once. Every output is a plain :func:`convert` output (own ledger, resumable
-    alone); options as :func:`convert`; ``names``: image names (default: the targets' stems);
-    ``opened_with``: the open options of the volumes' source, recorded in each output.
+    alone); ``options`` and ``overrides`` as :func:`convert` (``dtype``, ``allow_lossy_cast``,
+    ``shards`` and ``as_labels`` are not used); ``names``: image names (default: the targets'
+    stems); ``options.open_options``: how the volumes' source was opened, recorded in each
+    output.
 
     Memory: as :func:`convert` for one volume (the unit buffers are shared).
 
@@ -304,68 +271,53 @@ def convert_many(
         TargetError, ResumeMismatchError, WriteError: as :func:`convert`.
     """
     started = time.perf_counter()
+    options = (options or ConvertOptions()).with_overrides(**overrides)
+    options = options.with_overrides(
+        levels=1 if options.levels is None else options.levels,
+        downsample=options.downsample or "mean",
+        dtype=None,
+        allow_lossy_cast=False,
+        shards=None,
+        as_labels=None,
+    )
+    output, run = options.output, options.run
     paths = [Path(t) for t in targets]
     if not sources or len(sources) != len(paths):
         raise OptionError(f"convert_many: {len(sources)} volumes for {len(paths)} targets")
-    if any(p.suffix.lower() in HDF5_SUFFIXES for p in paths):
+    if any(is_hdf5_target(p) for p in paths):
         raise OptionError("convert_many: writes OME-Zarr targets only")
-    check_overwrite(task, overwrite)
+    check_overwrite(run.task, output.overwrite)
     if names is not None and len(names) != len(paths):
         raise OptionError(f"convert_many: {len(names)} names for {len(paths)} targets")
-    if zarr_format not in (2, 3):
-        raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
-    parsed = parse_codec(codec, level, hdf5=False)
     # outputs that exist keep their unit shapes; new ones (a class added or removed since) take
     # the same, so every output has one plan
-    recorded = [None if overwrite else _recorded_unit_shapes(p, False) for p in paths]
+    recorded = [None if output.overwrite else _recorded_unit_shapes(p, False) for p in paths]
     shared = next((r for r in recorded if r is not None), None)
     jobs = []
     for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
         ledger.check_not_input(path, volume.files())
-        prepare = _job_options(
-            roi=roi, chunks=chunks, shards=None, codec=parsed, zarr_format=zarr_format,
-            voxel_size=voxel_size, unit=unit, dtype=None, allow_lossy_cast=False,
-            levels=levels, downsample=downsample, factors=factors,
-            name=names[k] if names else path.name.split(".")[0], workers=workers,
-            memory_limit=memory_limit,
-        )  # fmt: skip
-        prepare["opened_with"] = opened_with
+        named = options.with_overrides(name=names[k] if names else path.name.split(".")[0])
         shapes = shared if recorded[k] is None else recorded[k]
-        job = ConvertJob.prepare(volume, **prepare, existing_unit_shapes=shapes, warn=not k)
+        job = ConvertJob.prepare(
+            volume, named, is_hdf5=False, existing_unit_shapes=shapes, warn=not k
+        )
         jobs.append(job)
     first = jobs[0]
     for job, path in zip(jobs[1:], paths[1:], strict=True):
-        if (job.plan.shape, job.out_dtype, job.plan.unit_shapes()) != (
-            first.plan.shape, first.out_dtype, first.plan.unit_shapes()
-        ):  # fmt: skip
+        same_plan = job.plan.unit_shapes() == first.plan.unit_shapes()
+        if (job.plan.shape, job.out_dtype) != (first.plan.shape, first.out_dtype) or not same_plan:
             raise OptionError(
                 f"{path}: its volume or plan differs from {paths[0]}'s (convert_many needs "
                 "volumes of one shape and dtype, and outputs written with the same options)"
             )
-    outcomes = zarr_target.run(list(zip(jobs, paths, strict=True)), task, overwrite, progress)
-    fmt = f"OME-Zarr {_ngff(zarr_format)} (Zarr v{zarr_format})"
+    outcomes = zarr_target.run(
+        list(zip(jobs, paths, strict=True)), run.task, output.overwrite, progress
+    )
+    fmt = f"OME-Zarr {_ngff(output.zarr_format)} (Zarr v{output.zarr_format})"
     return [
-        _result(job, path, written, skipped, complete, started, fmt, task)
+        _result(job, path, written, skipped, complete, started, fmt, run.task)
         for job, path, (written, skipped, complete) in zip(jobs, paths, outcomes, strict=True)
     ]
-
-
-def _job_options(**options: Any) -> dict[str, Any]:
-    """Keyword arguments of :meth:`ConvertJob.prepare` from :func:`convert`'s options, sequences
-    as tuples (a Dask run sends them) and the default worker count filled in."""
-    for key in ("chunks", "shards", "voxel_size", "factors"):
-        if options[key] is not None and not isinstance(options[key], int):
-            options[key] = tuple(options[key])
-    if options["workers"] is not None and options["workers"] < 1:
-        raise OptionError(f"--workers {options['workers']}: must be >= 1")
-    options["workers"] = options["workers"] or default_workers()
-    return {
-        "is_hdf5": False,
-        "translation": None,
-        "as_labels": None,
-        "opened_with": None,
-        **options,
-    }
 
 
 def _result(

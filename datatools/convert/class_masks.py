@@ -21,22 +21,21 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import zarr
 
 from datatools import ledger
 from datatools.convert import ConvertResult, convert_many
-from datatools.convert.plan import DEFAULT_CHUNK
+from datatools.convert.options import ConvertOptions
 from datatools.errors import InputError, OptionError
-from datatools.executor import TaskSlice, check_overwrite
-from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
+from datatools.executor import check_overwrite
+from datatools.geometry import Box, resolve_roi, tile_box
 from datatools.inputs import open_input
 from datatools.ngff import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
 from datatools.sources import (
-    OpenOptions,
     SourceSpec,
     Volume,
     check_source_options,
@@ -200,34 +199,24 @@ def _value_counts(data: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
 def split_classes(
     source: SourceSpec,
     target_path: str | Path,
+    options: ConvertOptions | None = None,
     *,
     class_names: Mapping[int, str] | None = None,
-    roi: RoiSpec | Box | None = None,
-    chunks: int | Sequence[int] = DEFAULT_CHUNK,
-    levels: int | Literal["auto"] = 1,
-    downsample: str = "mode",
-    factors: Sequence[int] | None = None,
-    zarr_format: int = 3,
-    codec: str = "zstd",
-    voxel_size: Sequence[float] | None = None,
-    unit: str | None = None,
-    open_options: OpenOptions | None = None,
-    workers: int | None = None,
-    memory_limit: int | None = None,
-    task: TaskSlice | None = None,
-    overwrite: bool = False,
     progress: bool = False,
+    **overrides: Any,
 ) -> SplitResult:
     """Write one 0/1 uint8 multiscale image per label value of ``source`` under ``target``.
 
     Args:
         source: an integer label volume (anything :func:`datatools.sources.open_volume` opens).
         target_path: the output group; class images go to ``<target>/<name>``.
+        options, overrides: as :func:`datatools.convert.convert`; ``roi``, ``chunks``,
+            ``levels``, ``downsample`` (mode (default), nearest or max), ``factors``,
+            ``zarr_format``, ``codec``, ``codec_level``, ``voxel_size``, ``unit``,
+            ``open_options``, ``workers``, ``memory_limit``, ``task`` and ``overwrite`` apply.
         class_names: value -> name; only these classes are written (default: every non-zero
             value found, named by its value).
-        roi, chunks, levels, downsample, factors, zarr_format, codec, voxel_size, unit,
-        open_options, workers, memory_limit, task, overwrite, progress: as
-            :func:`datatools.convert.convert` (``downsample`` must be mode, nearest or max).
+        progress: show progress bars on stderr.
 
     Raises:
         InputError: the labels are not integers, hold no non-zero value, or (without
@@ -235,9 +224,12 @@ def split_classes(
         OptionError: a named class does not occur, or an invalid option.
         TargetError, ResumeMismatchError: as :func:`datatools.convert.convert`.
     """
+    options = (options or ConvertOptions()).with_overrides(**overrides)
+    downsample = options.downsample or "mode"
     if downsample not in ("mode", "nearest", "max"):
         raise OptionError(f"--downsample {downsample}: class masks take mode, nearest or max")
-    check_overwrite(task, overwrite)
+    open_options, overwrite = options.open_options, options.output.overwrite
+    check_overwrite(options.run.task, overwrite)
     path = Path(target_path)
     labels = open_input(source, open_options)
     try:
@@ -246,7 +238,7 @@ def split_classes(
         check_source_options(labels, open_options)
         ledger.check_not_input(path, labels.files())
         ledger.check_folder_name(path)
-        box = resolve_roi(roi, labels.shape, labels.axes)
+        box = resolve_roi(options.roi, labels.shape, labels.axes)
         counts = count_classes(labels, box, progress=progress)
         if not counts:
             raise InputError(f"{labels.spec}: holds no non-zero label in {box.to_text()}")
@@ -262,7 +254,7 @@ def split_classes(
                 f"--class-names: label values {missing} do not occur in {labels.spec} "
                 f"(present: {sorted(counts)[:20]})"
             )
-        size, length_unit = _nanometers(labels, voxel_size, unit)
+        size, length_unit = _nanometers(labels, options.voxel_size, options.unit)
         params = {
             "source": spec_text(labels.spec),
             "roi": box.to_text(),
@@ -270,20 +262,28 @@ def split_classes(
             "counts": {str(v): counts[v] for v in sorted(names)},
             **source_choices(open_options),
         }
+        zarr_format = options.output.zarr_format
         ledger.claim(
-            path, ledger.RunRecord("split-classes", params), overwrite=overwrite,
+            path,
+            ledger.RunRecord("split-classes", params),
+            overwrite=overwrite,
             populate=lambda folder: _populate(folder, zarr_format, params),
-        )  # fmt: skip
+        )
         classes = sorted(names.items())
         shared = SharedReads(labels)
         done = convert_many(
             [ClassMask(shared, value) for value, _ in classes],
-            [path / name for _, name in classes], names=[name for _, name in classes],
-            roi=box, chunks=chunks, levels=levels, downsample=downsample, factors=factors,
-            codec=codec, zarr_format=zarr_format, voxel_size=size, unit=length_unit,
-            workers=workers, memory_limit=memory_limit, task=task, progress=progress,
-            opened_with=open_options,
-        )  # fmt: skip
+            [path / name for _, name in classes],
+            options.with_overrides(
+                roi=box,
+                downsample=downsample,
+                voxel_size=None if size is None else tuple(size),
+                unit=length_unit,
+                overwrite=False,
+            ),
+            names=[name for _, name in classes],
+            progress=progress,
+        )
         results: dict[str, tuple[int, int, ConvertResult]] = {}
         for (value, name), result in zip(classes, done, strict=True):
             results[name] = (value, counts[value], result)

@@ -15,17 +15,19 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from datatools import ledger
+from datatools.convert.options import ConvertOptions
 from datatools.downsample import centred, pyramid_shapes
 from datatools.errors import OptionError
-from datatools.geometry import Box, RoiSpec, normalize_chunks, resolve_roi, spatial_axes
+from datatools.executor import default_workers
+from datatools.geometry import Box, normalize_chunks, resolve_roi, spatial_axes
 from datatools.ngff import Placement, normalize_unit
-from datatools.sinks.codecs import Codec
-from datatools.sources import OpenOptions, Volume, source_choices, spec_text
+from datatools.sinks.codecs import Codec, parse_codec
+from datatools.sources import Volume, source_choices, spec_text
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ SMALL_CHUNK_BYTES = 4096
 SMALL_CHUNK_COUNT = 10_000
 """Chunks smaller than ``SMALL_CHUNK_BYTES`` get a warning when there are more than this many."""
 
-DEFAULT_CHUNK = 64
 DEFAULT_UNIT_BYTES = 64 * 2**20
 UNITS_IN_FLIGHT = 3
 """Units whose data can be in memory at once: one read ahead, one encoding, one finishing."""
@@ -210,45 +211,36 @@ class ConvertJob:
     def prepare(
         cls,
         volume: Volume,
+        options: ConvertOptions,
         *,
-        roi: RoiSpec | Box | None,
-        chunks: int | Sequence[int],
-        shards: int | Sequence[int] | None,
-        codec: Codec,
-        zarr_format: int,
-        voxel_size: Sequence[float] | None,
-        unit: str | None,
-        dtype: str | None,
-        allow_lossy_cast: bool,
-        levels: int | Literal["auto"],
-        downsample: str,
-        factors: Sequence[int] | None,
-        name: str,
-        workers: int,
-        memory_limit: int | None,
         is_hdf5: bool,
         existing_unit_shapes: Sequence[Sequence[int]] | None,
         translation: Sequence[float] | None = None,
-        as_labels: str | None = None,
         warn: bool = True,
-        opened_with: OpenOptions | None = None,
-        dataset: str | None = None,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
 
-        ``translation`` (per spatial axis) replaces the computed placement's translation, for
-        label images that must sit exactly on their image. ``as_labels`` names the label image
-        being written (integer data only). ``warn``: log the warnings about the options (no
-        voxel size, tiny chunks); off for the second and later of several like jobs.
-        ``opened_with``: the level and series the source was opened at, recorded with the
-        options so that a resume from another part of the input is refused. ``dataset``: the
-        HDF5 dataset path, recorded when given.
+        ``options.name`` names the image (the caller fills in the target's stem).
+        ``existing_unit_shapes``: the unit shapes of the run that created the output, kept on
+        resume. ``translation`` (per spatial axis) replaces the computed placement's
+        translation, for label images that must sit exactly on their image. ``warn``: log the
+        warnings about the options (no voxel size, tiny chunks); off for the second and later
+        of several like jobs. The level and series the source was opened at are recorded with
+        the options, so that a resume from another part of the input is refused; so is the
+        HDF5 dataset path.
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format.
         """
+        out_opts, run = options.output, options.run
+        as_labels, zarr_format = options.as_labels, out_opts.zarr_format
+        levels = 1 if options.levels is None else options.levels
+        downsample = options.downsample or "mean"
+        default_codec = "gzip" if is_hdf5 else "zstd"
+        codec = parse_codec(out_opts.codec or default_codec, out_opts.codec_level, hdf5=is_hdf5)
+        roi, shards = options.roi, out_opts.shards
         box = resolve_roi(roi, volume.shape, volume.axes)
-        chunk_shape = _chunk_shape(chunks, box.shape, volume.axes)
+        chunk_shape = _chunk_shape(options.chunks, box.shape, volume.axes)
         shard_shape = None
         if shards is not None:
             if is_hdf5:
@@ -258,10 +250,10 @@ class ConvertJob:
             shard_shape = _shard_shape(shards, chunk_shape, box.shape, volume.axes)
         if is_hdf5 and levels != 1:
             raise OptionError("--levels: pyramids need an OME-Zarr target (.zarr)")
-        out_dtype = volume.dtype if dtype is None else _out_dtype(dtype)
+        out_dtype = volume.dtype if options.dtype is None else _out_dtype(options.dtype)
         if warn:
             _warn_small_chunks(chunk_shape, box.shape, out_dtype.itemsize, volume.spec)
-        base = _placement(volume, voxel_size, unit, warn=warn)
+        base = _placement(volume, options.voxel_size, options.unit, warn=warn)
         placement = base.shifted(
             [s for s, a in zip(box.start, volume.axes, strict=True) if a in "zyx"]
         )
@@ -275,15 +267,25 @@ class ConvertJob:
         centred(downsample)
         spatial = [a in "zyx" for a in volume.axes]
         level_shapes = pyramid_shapes(
-            box.shape, chunk_shape, placement.voxel_size, levels=levels, factors=factors,
+            box.shape,
+            chunk_shape,
+            placement.voxel_size,
+            levels=levels,
+            factors=options.factors,
             spatial=spatial,
-        )  # fmt: skip
+        )
         itemsize = max(volume.dtype.itemsize, out_dtype.itemsize)
-        unit_bytes = _unit_bytes(memory_limit, shard_shape or chunk_shape, itemsize)
+        unit_bytes = _unit_bytes(run.memory_limit, shard_shape or chunk_shape, itemsize)
         plan = _plan(
-            box, chunk_shape, shard_shape, tuple(level_shapes), itemsize=itemsize,
-            unit_bytes=unit_bytes, source_chunks=volume.chunks, existing=existing_unit_shapes,
-        )  # fmt: skip
+            box,
+            chunk_shape,
+            shard_shape,
+            tuple(level_shapes),
+            itemsize=itemsize,
+            unit_bytes=unit_bytes,
+            source_chunks=volume.chunks,
+            existing=existing_unit_shapes,
+        )
         params: dict[str, Any] = {
             "source": spec_text(volume.spec),
             "roi": box.to_text(),
@@ -295,26 +297,27 @@ class ConvertJob:
             "voxel_size": list(placement.voxel_size),
             "translation": list(placement.translation),
             "unit": placement.unit,
-            "name": name,
+            "name": options.name,
             "levels": [list(shape) for shape, _ in level_shapes],
             "downsample": downsample if len(level_shapes) > 1 else None,
             "as_labels": as_labels,
             "unit_shapes": plan.unit_shapes(),
             "units_total": plan.n_units,
-            **source_choices(opened_with),
-            **({} if dataset is None else {"dataset": dataset}),
+            **source_choices(options.open_options),
+            **({"dataset": options.dataset} if is_hdf5 else {}),
+            "options": options.recorded(),
         }
         return cls(
             volume=volume,
             plan=plan,
             codec=codec,
             out_dtype=out_dtype,
-            allow_lossy_cast=allow_lossy_cast,
+            allow_lossy_cast=options.allow_lossy_cast,
             zarr_format=zarr_format,
             placement=placement,
             method=downsample,
-            name=name,
-            workers=max(1, workers),
+            name=options.name or volume.spec,
+            workers=run.workers or default_workers(),
             record=ledger.RunRecord("convert", params),
             image_label=as_labels is not None,
         )

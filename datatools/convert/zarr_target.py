@@ -24,6 +24,7 @@ import numpy as np
 import zarr
 
 from datatools import __version__, ledger
+from datatools.convert.options import ConvertOptions
 from datatools.convert.plan import Array, ConvertJob, LevelPlan
 from datatools.downsample import downsample as merge
 from datatools.errors import OptionError, WriteError
@@ -33,7 +34,6 @@ from datatools.inputs import open_input
 from datatools.ngff import image_attributes
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
-from datatools.sources import OpenOptions
 
 STRAY_GRACE_SECONDS = 60.0
 """Temporary files younger than this survive the clean-up at finalization (another task may
@@ -203,15 +203,17 @@ class RemoteUnits:
 
     Attributes:
         source: the source spec (a path, or a tuple of slice paths).
-        open_options: how to open it.
         path: the output folder (already created by the driver).
-        prepare: keyword arguments of :meth:`ConvertJob.prepare`, as sorted pairs.
+        options: the run's options, as the driver resolved them.
+        unit_shapes: the plan's unit shapes (the driver's, so every worker plans the same).
+        translation: the label image's translation, or ``None``.
     """
 
     source: str | tuple[str, ...]
-    open_options: OpenOptions
     path: str
-    prepare: tuple[tuple[str, Any], ...]
+    options: ConvertOptions
+    unit_shapes: tuple[tuple[int, ...], ...]
+    translation: tuple[float, ...] | None = None
 
     def __call__(self, index: int) -> int:
         return _worker_run(self).unit(index)
@@ -222,8 +224,15 @@ def _worker_run(units: RemoteUnits) -> _ZarrRun:
     """The open source, job and writers of ``units`` in this worker process (kept for reuse;
     one encoding thread, the worker's own parallelism is its process count)."""
     source = units.source if isinstance(units.source, str) else list(units.source)
-    volume = open_input(source, units.open_options)
-    job = ConvertJob.prepare(volume, **dict(units.prepare), warn=False)  # warned by the driver
+    volume = open_input(source, units.options.open_options)
+    job = ConvertJob.prepare(
+        volume,
+        units.options,
+        is_hdf5=False,
+        existing_unit_shapes=units.unit_shapes,
+        translation=units.translation,
+        warn=False,  # warned by the driver
+    )
     return _ZarrRun(job, Path(units.path), ThreadPoolExecutor(1))
 
 

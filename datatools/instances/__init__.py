@@ -68,7 +68,8 @@ from datatools import __version__
 from datatools import ledger as owned
 from datatools.edges import EdgeMode, check_edge
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
-from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
+from datatools.executor import default_workers
+from datatools.geometry import Box, resolve_roi, spatial_axes
 from datatools.inputs import open_input
 from datatools.instances.checks import (
     check_channels,
@@ -79,11 +80,11 @@ from datatools.instances.checks import (
 )
 from datatools.instances.crops import Cropper
 from datatools.instances.label_stats import label_stats
+from datatools.instances.options import DEFAULT_MEMORY, InstanceOptions
 from datatools.instances.plan import InstancePlan, plan_instances
 from datatools.progress import counted
 from datatools.sinks.codecs import parse_codec
 from datatools.sources import (
-    OpenOptions,
     SourceSpec,
     Volume,
     check_source_options,
@@ -93,13 +94,18 @@ from datatools.sources import (
 from datatools.stores import HDF5_SUFFIXES
 from datatools.writers import ArraySpec, open_writer, read_run
 
-__all__ = ["InstancePlan", "InstanceResult", "extract_instances", "plan_instances"]
+__all__ = [
+    "InstanceOptions",
+    "InstancePlan",
+    "InstanceResult",
+    "extract_instances",
+    "plan_instances",
+]
 
 Array = np.ndarray[Any, Any]
 
 COMMAND = "instances"
 ATTRIBUTE = "instances"
-DEFAULT_MEMORY = 512 * 2**20
 TABLE_ROWS = 16384
 """Rows per chunk of the per-instance tables, about (a multiple of at least 2 of the crops')."""
 CHECKED = (
@@ -163,27 +169,10 @@ def extract_instances(
     image: SourceSpec | Volume,
     labels: SourceSpec | Volume,
     target: str | Path,
+    options: InstanceOptions | None = None,
     *,
-    size: int | Sequence[int],
-    masks: bool = False,
-    zero_others: bool = False,
-    zero_background: bool = False,
-    edge: str = "constant",
-    ids: Sequence[int] | None = None,
-    min_voxels: int = 0,
-    max_voxels: int | None = None,
-    exclude_border: bool = False,
-    channels: Sequence[int] | None = None,
-    roi: RoiSpec | Box | None = None,
-    chunk_rows: int | None = None,
-    codec: str | None = None,
-    level: int | None = None,
-    zarr_format: int = 3,
-    open_options: OpenOptions | None = None,
-    memory_limit: int | None = None,
-    workers: int = 1,
-    overwrite: bool = False,
     progress: bool = False,
+    **overrides: Any,
 ) -> InstanceResult:
     """Crop a fixed-size window around every instance of ``labels`` from ``image``.
 
@@ -193,6 +182,12 @@ def extract_instances(
         labels: integer labels with the image's spatial shape; 0 is background, ids need not be
             contiguous.
         target: output ``.zarr`` group or ``.h5`` / ``.hdf5`` file (layout: module docs).
+        options: every setting (:class:`InstanceOptions`), ``None`` for the defaults; fields
+            may be replaced by keyword (``overrides``), shared ones flat:
+            ``extract_instances(img, lab, "cells.zarr", size=32, masks=True, workers=2)``.
+        progress: show progress bars on stderr.
+
+    The options (fields of :class:`InstanceOptions`):
         size: window extent in voxels; one int for every spatial axis, or one per axis
             (z, y, x).
         masks: add ``masks`` ``(i, 1, *size)`` uint8, 1 where the instance is.
@@ -207,15 +202,14 @@ def extract_instances(
             and it is the border for ``edge``; coordinates stay those of the source.
         chunk_rows: instances per chunk along ``i`` (default: about 8 MiB of crops, at most 256).
         codec: ``zstd`` (Zarr default), ``blosc-zstd``, ``blosc-lz4``, ``gzip`` (HDF5 default),
-            ``lzf``, ``none``; ``level`` its compression level.
+            ``lzf``, ``none``; ``codec_level`` its compression level.
         zarr_format: 3 (default) or 2.
         open_options: level / series / gap choices for opening ``image`` and ``labels``.
         memory_limit: bytes for data in flight (default 512 MiB): two alternating crop
             buffers of a quarter each, half for image (and labels) regions; label slabs of
             ``memory_limit / (2 x workers)`` in pass 1.
-        workers: threads reading slabs and encoding chunks.
+        workers: threads reading slabs and encoding chunks (default: one per core).
         overwrite: replace an existing output of datatools (never a foreign file or folder).
-        progress: show progress bars on stderr.
 
     Returns:
         Counts, filters and timing. Peak memory: about ``memory_limit`` plus the per-instance
@@ -231,6 +225,8 @@ def extract_instances(
         WriteError: the disk refused a write (the output stays resumable).
     """
     started = time.perf_counter()
+    options = (options or InstanceOptions()).with_overrides(**overrides)
+    open_options = options.open_options
     path = Path(target)
     image_vol = image if isinstance(image, Volume) else open_input(image, open_options)
     try:
@@ -242,30 +238,8 @@ def extract_instances(
         try:
             check_source_options(image_vol, open_options)
             owned.check_not_input(path, image_vol.files() + labels_vol.files())
-            job = _Job.prepare(
-                image_vol,
-                labels_vol,
-                path,
-                size=size,
-                masks=masks,
-                zero_others=zero_others,
-                zero_background=zero_background,
-                edge=edge,
-                ids=ids,
-                min_voxels=min_voxels,
-                max_voxels=max_voxels,
-                exclude_border=exclude_border,
-                channels=channels,
-                roi=roi,
-                chunk_rows=chunk_rows,
-                codec=codec,
-                level=level,
-                zarr_format=zarr_format,
-                memory_limit=DEFAULT_MEMORY if memory_limit is None else memory_limit,
-                workers=max(1, workers),
-                opened_with=open_options,
-            )
-            return job.run(overwrite=overwrite, progress=progress, started=started)
+            job = _Job.prepare(image_vol, labels_vol, path, options)
+            return job.run(overwrite=options.output.overwrite, progress=progress, started=started)
         finally:
             if not isinstance(labels, Volume):
                 labels_vol.close()
@@ -298,46 +272,27 @@ class _Job:
     params: dict[str, Any]
 
     @classmethod
-    def prepare(
-        cls,
-        image: Volume,
-        labels: Volume,
-        path: Path,
-        *,
-        size: int | Sequence[int],
-        masks: bool,
-        zero_others: bool,
-        zero_background: bool,
-        edge: str,
-        ids: Sequence[int] | None,
-        min_voxels: int,
-        max_voxels: int | None,
-        exclude_border: bool,
-        channels: Sequence[int] | None,
-        roi: RoiSpec | Box | None,
-        chunk_rows: int | None,
-        codec: str | None,
-        level: int | None,
-        zarr_format: int,
-        memory_limit: int,
-        workers: int,
-        opened_with: OpenOptions | None,
-    ) -> _Job:
+    def prepare(cls, image: Volume, labels: Volume, path: Path, options: InstanceOptions) -> _Job:
+        output, run = options.output, options.run
+        size, masks, edge, channels = options.size, options.masks, options.edge, options.channels
+        zero_others, zero_background = options.zero_others, options.zero_background
+        ids, min_voxels, max_voxels = options.ids, options.min_voxels, options.max_voxels
+        chunk_rows, codec, level = output.chunk_rows, output.codec, output.codec_level
+        zarr_format = output.zarr_format
+        memory_limit = DEFAULT_MEMORY if run.memory_limit is None else run.memory_limit
+        if size is None:
+            raise OptionError("--size: required (window in voxels, e.g. 32 or 32,64,64)")
         check_inputs(image, labels)
         spatial = spatial_axes(image.axes)
         window = window_size(size, spatial)
         mode = check_edge(edge)
-        if zarr_format not in (2, 3):
-            raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
         if min_voxels < 0:
             raise OptionError(f"--min-voxels {min_voxels}: must be >= 0")
         if max_voxels is not None and max_voxels < max(1, min_voxels):
             raise OptionError(
                 f"--max-voxels {max_voxels}: must be >= 1 and >= --min-voxels {min_voxels}"
             )
-        if memory_limit <= 0:
-            raise OptionError(f"--memory-limit {memory_limit}: must be > 0")
-        box = resolve_roi(roi, image.shape, image.axes)
+        box = resolve_roi(options.roi, image.shape, image.axes)
         bounds = Box(
             tuple(a for a, ax in zip(box.start, image.axes, strict=True) if ax in spatial),
             tuple(b for b, ax in zip(box.stop, image.axes, strict=True) if ax in spatial),
@@ -352,7 +307,7 @@ class _Job:
             "ids": None if ids is None else sorted({int(v) for v in ids}),
             "min_voxels": int(min_voxels),
             "max_voxels": None if max_voxels is None else int(max_voxels),
-            "exclude_border": bool(exclude_border),
+            "exclude_border": bool(options.exclude_border),
         }
         params: dict[str, Any] = {
             "image": spec_text(image.spec),
@@ -369,7 +324,7 @@ class _Job:
             "format": "hdf5" if hdf5 else f"zarr{zarr_format}",
             "codec": chosen_codec.name,
             "level": chosen_codec.effective_level,
-            **source_choices(opened_with),
+            **source_choices(options.open_options),
         }
         return cls(
             image=image,
@@ -388,7 +343,7 @@ class _Job:
             level=chosen_codec.effective_level,
             zarr_format=zarr_format,
             memory_limit=memory_limit,
-            workers=workers,
+            workers=run.workers or default_workers(),
             params=params,
         )
 

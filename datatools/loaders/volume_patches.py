@@ -40,10 +40,10 @@ from datatools.loaders.splits import (
     share,
     worker_split,
 )
+from datatools.patches.options import PatchOptions
 from datatools.patches.plan import (
     DEFAULT_MEMORY_LIMIT,
     PatchGeometry,
-    PatchOptions,
     SlabPatches,
     make_geometry,
     plan_patches,
@@ -184,11 +184,13 @@ class VolumePatchStream:
         if self.memory_limit <= 0:
             raise OptionError(f"memory_limit {memory_limit}: must be > 0")
         self.options = PatchOptions(
-            size if isinstance(size, int) else tuple(int(v) for v in size),
-            stride if stride is None or isinstance(stride, int) else tuple(int(v) for v in stride),
-            edge,
-            fill,
-            min_fraction,
+            size=size if isinstance(size, int) else tuple(int(v) for v in size),
+            stride=stride
+            if stride is None or isinstance(stride, int)
+            else tuple(int(v) for v in stride),
+            edge=edge,
+            fill=fill,
+            min_fraction=min_fraction,
             per_class=sampler == "balanced",
             sampler="random" if sampler == "balanced" else sampler,
             count=None if sampler == "balanced" else count,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -42,10 +42,12 @@ import numpy as np
 
 from datatools import ledger
 from datatools.errors import OptionError
-from datatools.geometry import Box, RoiSpec, spatial_axes
+from datatools.executor import default_workers
+from datatools.geometry import Box, spatial_axes
 from datatools.inputs import open_input
+from datatools.patches.options import PatchOptions
 from datatools.patches.output import PatchResult, default_chunk_rows, open_output, previous_extent
-from datatools.patches.plan import PatchGeometry, PatchOptions, PatchPlan, SlabPatches, plan_patches
+from datatools.patches.plan import PatchGeometry, PatchPlan, SlabPatches, plan_patches
 from datatools.patches.sampling import resolve_seed
 from datatools.progress import progress_bar
 from datatools.sources import (
@@ -56,7 +58,7 @@ from datatools.sources import (
     check_source_options,
     source_choices,
 )
-from datatools.stores import HDF5_SUFFIXES
+from datatools.stores import is_hdf5_target
 
 __all__ = [
     "PatchBatch",
@@ -163,26 +165,14 @@ def _batches(
 
 def iter_patches(
     array: Array,
+    options: PatchOptions | None = None,
     *,
-    size: int | Sequence[int],
-    stride: int | Sequence[int] | None = None,
-    edge: str = "symmetric",
-    fill: float = 0,
+    axes: str | None = None,
     labels: Array | None = None,
     mask: Array | None = None,
-    min_fraction: float = 0.0,
-    per_class: bool = False,
-    class_rule: str = "centre",
-    max_per_class: int | None = None,
-    sampler: str = "grid",
-    count: int | None = None,
-    min_distance: float | None = None,
-    max_patches: int | None = None,
     rng: int | np.random.Generator | None = None,
-    roi: RoiSpec | Box | None = None,
-    axes: str | None = None,
     batch_rows: int | None = None,
-    memory_limit: int | None = None,
+    **overrides: Any,
 ) -> Iterator[PatchBatch]:
     """Patches of an in-memory array in batches, planned as :func:`extract_patches` plans.
 
@@ -206,21 +196,7 @@ def iter_patches(
     Raises:
         OptionError, RoiError, InputError: as :func:`extract_patches`.
     """
-    options = PatchOptions(
-        _ints(size),
-        None if stride is None else _ints(stride),
-        edge,
-        fill,
-        min_fraction,
-        per_class,
-        class_rule,
-        max_per_class,
-        sampler,
-        count,
-        min_distance,
-        max_patches,
-        roi,
-    )
+    options = (options or PatchOptions()).with_overrides(**overrides)
     volume = ArrayVolume(np.asarray(array), axes, views=True)
     letters = spatial_axes(volume.axes)
     lab = (
@@ -231,7 +207,9 @@ def iter_patches(
     msk = (
         None if mask is None else ArrayVolume(np.asarray(mask), letters, spec="<mask>", views=True)
     )
-    plan = plan_patches(volume, options, labels=lab, mask=msk, rng=rng, memory_limit=memory_limit)
+    plan = plan_patches(
+        volume, options, labels=lab, mask=msk, rng=rng, memory_limit=options.run.memory_limit
+    )
     item_bytes = math.prod(plan.geometry.item_shape) * volume.dtype.itemsize
     rows = batch_rows or max(1, ITER_BYTES // item_bytes)
     if rows <= 0:
@@ -239,39 +217,16 @@ def iter_patches(
     return _batches(plan, volume, lab, done={}, batch_rows=rows, workers=0)
 
 
-def _ints(values: int | Sequence[int]) -> int | tuple[int, ...]:
-    return values if isinstance(values, int) else tuple(int(v) for v in values)
-
-
 def extract_patches(
     source: SourceSpec | Volume,
     target_path: str | Path,
+    options: PatchOptions | None = None,
     *,
-    size: int | Sequence[int],
-    stride: int | Sequence[int] | None = None,
-    edge: str = "symmetric",
-    fill: float = 0,
     labels: SourceSpec | Volume | None = None,
     mask: SourceSpec | Volume | None = None,
-    min_fraction: float = 0.0,
-    per_class: bool = False,
-    class_rule: str = "centre",
-    max_per_class: int | None = None,
-    sampler: str = "grid",
-    count: int | None = None,
-    min_distance: float | None = None,
-    max_patches: int | None = None,
     rng: int | np.random.Generator | None = None,
-    roi: RoiSpec | Box | None = None,
-    chunk_rows: int | None = None,
-    codec: str | None = None,
-    level: int | None = None,
-    zarr_format: int = 3,
-    open_options: OpenOptions | None = None,
-    memory_limit: int | None = None,
-    workers: int = 1,
-    overwrite: bool = False,
     progress: bool = False,
+    **overrides: Any,
 ) -> PatchResult:
     """Write a patch dataset of ``source`` to ``target_path`` (Zarr group; HDF5 for ``.h5``).
 
@@ -289,6 +244,17 @@ def extract_patches(
     Args:
         source: anything :func:`datatools.sources.open_volume` opens, or an open volume.
         target_path: ``.zarr`` folder, or ``.h5`` / ``.hdf5`` file.
+        options: every setting (:class:`PatchOptions`), ``None`` for the defaults; fields
+            may be replaced by keyword (``overrides``), shared ones flat:
+            ``extract_patches("raw.zarr", "p.zarr", size=64, codec="gzip", workers=2)``.
+        labels: label volume on the source's grid; label patches are stored aligned.
+        mask: keep a patch when its fraction of mask voxels (> 0) is at least ``min_fraction``
+            and not zero (random samplers: centred on mask voxels). Without a mask,
+            ``min_fraction`` applies to ``labels > 0``.
+        rng: seed or generator for every random choice; the seed used is recorded.
+        progress: a progress bar on stderr.
+
+    The options (fields of :class:`PatchOptions`):
         size: patch size, voxels: one int for every spatial axis, or fewer values for patches
             over the trailing axes at every index of the leading ones (``(64, 64)`` on
             (z, y, x): 2D patches from every slice). Channels are kept whole.
@@ -296,10 +262,7 @@ def extract_patches(
         edge: ``symmetric``, ``reflect``, ``constant`` (value ``fill``), ``shift`` or
             ``drop``, applied at the ROI border exactly as ``np.pad`` modes; patches never hold
             voxels from outside the ROI.
-        labels: label volume on the source's grid; label patches are stored aligned.
-        mask: keep a patch when its fraction of mask voxels (> 0) is at least ``min_fraction``
-            and not zero (random samplers: centred on mask voxels). Without a mask,
-            ``min_fraction`` applies to ``labels > 0``.
+        min_fraction: see ``mask``.
         per_class: a subgroup per label value; a patch belongs to the class of its centre
             voxel (``class_rule="centre"``), its most frequent label (``"majority"``, ties to
             the smaller value) or each label in it (``"any"``); other rules grid only.
@@ -310,20 +273,17 @@ def extract_patches(
             Poisson-disk; ``count`` optional). Fewer than asked: a
             :class:`~datatools.patches.sampling.SamplingWarning` gives the number obtained.
         max_patches: at most this many patches (per class with ``per_class``).
-        rng: seed or generator for every random choice; the seed used is recorded.
         roi: region of the source, half-open voxels; non-spatial axes kept whole.
-        chunk_rows: patches per chunk (default about 2 MiB); ``codec``/``level``: compression
-            (default zstd; HDF5 gzip); ``zarr_format``: 3 or 2.
+        chunk_rows: patches per chunk (default about 2 MiB); ``codec``/``codec_level``:
+            compression (default zstd; HDF5 gzip); ``zarr_format``: 3 or 2.
         open_options: level / series / gap choices for opening the inputs.
         memory_limit: bytes for slabs in flight (default 256 MiB). Peak memory: slabs of at
             most ``memory_limit / (2 x (workers + 1))`` bytes (source + labels + halo), plus a
-            batch being appended (<= 16 MiB) and
-            one chunk row (~2 MiB) per array and class, plus ``8 x ndim`` bytes per patch for
-            the plan. Never the whole volume.
-        workers: threads reading (decoding) slabs ahead of the one being cut and written;
-            0 reads in the calling thread.
+            batch being appended (<= 16 MiB) and one chunk row (~2 MiB) per array and class,
+            plus ``8 x ndim`` bytes per patch for the plan. Never the whole volume.
+        workers: threads reading (decoding) slabs ahead of the one being cut and written
+            (default: one per core).
         overwrite: replace an existing output of datatools (never a foreign one).
-        progress: a progress bar on stderr.
 
     Raises:
         OptionError, RoiError: invalid options (the message names the option).
@@ -334,26 +294,11 @@ def extract_patches(
     """
     started = time.perf_counter()
     path = Path(target_path)
-    hdf5 = path.suffix.lower() in HDF5_SUFFIXES
-    options = PatchOptions(
-        _ints(size),
-        None if stride is None else _ints(stride),
-        edge,
-        fill,
-        min_fraction,
-        per_class,
-        class_rule,
-        max_per_class,
-        sampler,
-        count,
-        min_distance,
-        max_patches,
-        roi,
-    )
-    if zarr_format not in (2, 3):
-        raise OptionError(f"--zarr-format {zarr_format}: must be 2 or 3")
-    if workers < 0:
-        raise OptionError(f"--workers {workers}: must be >= 0")
+    hdf5 = is_hdf5_target(path)
+    options = (options or PatchOptions()).with_overrides(**overrides)
+    open_options, output, run = options.open_options, options.output, options.run
+    chunk_rows, overwrite = output.chunk_rows, output.overwrite
+    workers = run.workers or default_workers()
     if chunk_rows is not None and chunk_rows <= 0:
         raise OptionError(f"--chunk-rows {chunk_rows}: must be > 0")
     with ExitStack() as stack:
@@ -364,16 +309,17 @@ def extract_patches(
         inputs = (volume, lab, msk)
         ledger.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
         record = {
-            **options.to_dict(),
+            **options.selection(),
             "source": volume.spec,
             "labels": None if lab is None else lab.spec,
             "mask": None if msk is None else msk.spec,
             "seed": resolve_seed(rng) if options.random else None,
             "chunk_rows": chunk_rows,
-            "codec": codec,
-            "level": level,
-            "zarr_format": None if hdf5 else zarr_format,
+            "codec": output.codec,
+            "level": output.codec_level,
+            "zarr_format": None if hdf5 else output.zarr_format,
             **source_choices(open_options),
+            "options": options.recorded(),
         }
         extent = previous_extent(path, record, overwrite=overwrite)
         plan = plan_patches(
@@ -382,7 +328,7 @@ def extract_patches(
             labels=lab,
             mask=msk,
             rng=record["seed"],
-            memory_limit=memory_limit,
+            memory_limit=run.memory_limit,
             workers=workers,
             extent=extent,
         )

@@ -10,11 +10,10 @@ once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill, read_box
 from datatools.errors import DatatoolsError, InputError, OptionError
-from datatools.geometry import Box, RoiSpec, resolve_roi, spatial_axes
+from datatools.geometry import Box, resolve_roi, spatial_axes
+from datatools.patches.options import PatchOptions
 from datatools.patches.sampling import check_selection, choose_origins, resolve_seed, slab_extent
 from datatools.sources import Volume
 
@@ -33,37 +33,6 @@ DEFAULT_MEMORY_LIMIT = 256 * 2**20
 """Bytes for slabs in flight (and planning tiles) when the caller gives no limit."""
 
 Array = np.ndarray[Any, Any]
-
-
-@dataclass(frozen=True)
-class PatchOptions:
-    """Every option that decides which patches a run writes; see :func:`extract_patches`."""
-
-    size: int | tuple[int, ...]
-    stride: int | tuple[int, ...] | None = None
-    edge: str = "symmetric"
-    fill: float = 0
-    min_fraction: float = 0.0
-    per_class: bool = False
-    class_rule: str = "centre"
-    max_per_class: int | None = None
-    sampler: str = "grid"
-    count: int | None = None
-    min_distance: float | None = None
-    max_patches: int | None = None
-    roi: RoiSpec | Box | None = None
-
-    @property
-    def random(self) -> bool:
-        """Whether these options make random choices (so a seed matters)."""
-        caps = (self.max_patches, self.max_per_class)
-        return self.sampler != "grid" or any(c is not None for c in caps)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values (the ROI as ``z0:z1,...`` text)."""
-        out = asdict(self)
-        out["roi"] = None if self.roi is None else self.roi.to_text()
-        return dict(json.loads(json.dumps(out)))
 
 
 @dataclass(frozen=True)
@@ -190,6 +159,8 @@ def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:
     letters = spatial_axes(volume.axes)
     n = len(letters)
     size = options.size
+    if size is None:
+        raise OptionError("--size: required (patch size in voxels, e.g. 64 or 64,64)")
     values = (size,) * n if isinstance(size, int) else tuple(int(v) for v in size)
     text = _text(size)
     if not values or len(values) > n:
@@ -378,7 +349,7 @@ def _nothing_error(
             "(lower --min-fraction)"
         )
     return OptionError(
-        f"--size {_text(options.size)}: no patch fits the ROI {g.bounds.to_text()} of "
+        f"--size {_text(options.size or ())}: no patch fits the ROI {g.bounds.to_text()} of "
         f"{volume.spec} with --edge {g.edge} (use a padding edge mode or a smaller --size)"
     )
 
