@@ -37,7 +37,7 @@ from datatools.errors import OptionError
 @source_argument("source")
 @click.argument("target")
 @roi_options
-@source_options("--source-level")
+@source_options()
 @click.option(
     "--chunks",
     type=ONE_OR_MORE_INTS,

@@ -8,12 +8,19 @@ from typing import Any
 import click
 
 from datatools import info
-from datatools.cli.options import open_options_from, resolve_source, source_argument, source_options
+from datatools.cli.options import (
+    open_options_from,
+    resolve_source,
+    source_argument,
+    source_options,
+    verbosity_options,
+)
 
 
 @click.command("info")
 @source_argument("spec")
-@source_options()
+@source_options(short_level=True)
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys: see README).")
 def info_command(spec: str, as_json: bool, **kwargs: Any) -> None:
     """Describe SPEC: kind, shape, dtype, axes, voxel size, chunks, and progress of outputs.

@@ -58,7 +58,7 @@ from datatools.instances import InstanceOptions
     help="Channels of a multichannel image to keep.",
 )
 @roi_options
-@source_options("--source-level")
+@source_options()
 @click.option(
     "--chunk-rows",
     type=int,

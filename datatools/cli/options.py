@@ -146,15 +146,15 @@ def roi_from_options(kwargs: dict[str, Any]) -> RoiSpec | None:
     return text if text is not None else per_axis
 
 
-def source_options(level_flag: str = "--level") -> Callable[[F], F]:
-    """``--level``, ``--series``, ``--allow-gaps``; read them with :func:`open_options_from`.
-
-    Commands whose ``--level`` means something else (``convert``: compression level) name the
-    source's resolution level ``--source-level``.
-    """
+def source_options(*, short_level: bool = False) -> Callable[[F], F]:
+    """``--source-level``, ``--series``, ``--allow-gaps``; read them with
+    :func:`open_options_from`. ``short_level``: ``--level`` is accepted too (``info`` and
+    ``verify``, which read no other level); in commands that write, ``--level`` was once the
+    compression level (:data:`output_options`)."""
+    flags = ["--source-level", "--level"] if short_level else ["--source-level"]
     return _compose(
         click.option(
-            level_flag,
+            *flags,
             "source_level",
             type=int,
             default=None,

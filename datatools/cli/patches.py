@@ -80,7 +80,7 @@ from datatools.sources import SourceSpec
 @click.option("--max-patches", type=int, help="At most N patches (per class with --per-class).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @roi_options
-@source_options("--source-level")
+@source_options()
 @click.option("--chunk-rows", type=int, help="Patches per chunk [default: about 2 MiB].")
 @output_options
 @run_options("256M")

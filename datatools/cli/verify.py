@@ -7,7 +7,13 @@ from typing import Any
 import click
 
 from datatools import verify
-from datatools.cli.options import open_options_from, progress_wanted, resolve_source, source_options
+from datatools.cli.options import (
+    open_options_from,
+    progress_wanted,
+    resolve_source,
+    source_options,
+    verbosity_options,
+)
 
 
 @click.command("verify")
@@ -18,7 +24,8 @@ from datatools.cli.options import open_options_from, progress_wanted, resolve_so
     metavar="SOURCE",
     help="Compare every voxel with SOURCE's ROI recorded in TARGET.",
 )
-@source_options()
+@source_options(short_level=True)
+@verbosity_options
 def verify_command(target: str, against: str | None, **kwargs: Any) -> None:
     """Check TARGET: complete, valid OME-NGFF metadata, every chunk readable, every pyramid
     level equal to the level above merged, and with --against every voxel equal to the source
