@@ -9,15 +9,14 @@ import pytest
 
 from datatools.errors import OptionError
 from datatools.geometry import Box
+from datatools.patches.choose import Region, Selection, check_selection, choose_origins
+from datatools.patches.options import PatchOptions
 from datatools.patches.sampling import (
     SamplingWarning,
-    Selection,
     SmallestKeys,
     aligned_tiles,
     axis_positions,
     centre_box,
-    check_selection,
-    choose_origins,
     label_classes,
     mix_keys,
     poisson_disk,
@@ -51,7 +50,7 @@ def test_axis_positions_shift_removes_duplicates_and_refuses_too_big() -> None:
 def test_grid_at_stride_size_covers_every_voxel_once() -> None:
     bounds = Box((3, 1), (20, 14))
     size = (4, 5)
-    origins = choose_origins(bounds, size, size, "symmetric", Selection())[None]
+    origins = choose_origins(Region(bounds, size, size, "symmetric"), Selection())[None]
     cover = np.zeros((30, 30), dtype=int)
     for z, y in origins:
         cover[z : z + 4, y : y + 5] += 1
@@ -177,7 +176,7 @@ def test_choose_origins_mask_fraction_counts() -> None:
 
     def grid(fraction: float) -> list[list[int]]:
         sel = Selection(min_fraction=fraction)
-        found = choose_origins(bounds, (4, 4), (4, 4), "symmetric", sel, mask=vol)
+        found = choose_origins(Region(bounds, (4, 4), (4, 4), "symmetric"), sel, mask=vol)
         return sorted(found.get(None, np.zeros((0, 2), int)).tolist())
 
     assert grid(0.0) == [[0, 0], [4, 4]]
@@ -193,10 +192,7 @@ def test_choose_origins_random_on_mask_is_tile_independent() -> None:
     bounds = Box.from_shape(mask.shape)
     results = [
         choose_origins(
-            bounds,
-            (1, 8, 8),
-            (1, 8, 8),
-            "reflect",
+            Region(bounds, (1, 8, 8), (1, 8, 8), "reflect"),
             sel,
             labels=ArrayVolume(labels),
             mask=ArrayVolume(mask),
@@ -223,7 +219,9 @@ def test_choose_origins_warns_with_number_obtained() -> None:
         match=r"^--sampler random: only 12 candidate positions, fewer than the 50 asked; "
         r"wrote 12$",
     ):
-        found = choose_origins(Box((0, 0), (3, 4)), (2, 2), (2, 2), "symmetric", sel, seed=1)
+        found = choose_origins(
+            Region(Box((0, 0), (3, 4)), (2, 2), (2, 2), "symmetric"), sel, seed=1
+        )
     assert len(found[None]) == 12
 
 
@@ -238,7 +236,7 @@ def test_choose_origins_warns_with_number_obtained() -> None:
         ({"count": 5}, "--count: only with --sampler random or blue-noise"),
         ({"sampler": "random", "count": 0}, "--count 0: must be > 0"),
         ({"max_patches": -1}, "--max-patches -1: must be > 0"),
-        ({"sampler": "random", "count": 3, "stride_given": True}, "--stride: only with"),
+        ({"sampler": "random", "count": 3, "stride": 2}, "--stride: only with"),
         ({"min_fraction": 1.5}, "--min-fraction 1.5: must be between 0 and 1"),
         ({"per_class": True}, "--per-class: needs --labels"),
         ({"max_per_class": 3}, "--max-per-class: only with --per-class"),
@@ -253,6 +251,7 @@ def test_choose_origins_warns_with_number_obtained() -> None:
     ],
 )  # fmt: skip
 def test_check_selection_errors(kwargs: dict[str, object], message: str) -> None:
+    has = {k: bool(kwargs.pop(k)) for k in ("has_labels", "has_mask") if k in kwargs}
     with pytest.raises(OptionError) as info:
-        check_selection(**kwargs)  # type: ignore[arg-type]
+        check_selection(PatchOptions(**kwargs), **has)  # type: ignore[arg-type]
     assert str(info.value).startswith(message)

@@ -26,8 +26,9 @@ from datatools.cli.options import (
     source_options,
     verbosity_options,
 )
+from datatools.patches.choose import CLASS_RULES, SAMPLERS
 from datatools.patches.options import PatchOptions
-from datatools.patches.sampling import CLASS_RULES, SAMPLERS, SamplingWarning
+from datatools.patches.sampling import SamplingWarning
 from datatools.sources import SourceSpec
 
 

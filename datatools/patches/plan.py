@@ -23,8 +23,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from datatools.edges import PAD_MODES, EdgeMode, check_edge, check_fill, read_box
 from datatools.errors import DatatoolsError, InputError, OptionError
 from datatools.geometry import Box, resolve_roi, spatial_axes
+from datatools.patches.choose import Region, check_selection, choose_origins
 from datatools.patches.options import PatchOptions
-from datatools.patches.sampling import check_selection, choose_origins, resolve_seed, slab_extent
+from datatools.patches.sampling import resolve_seed, slab_extent
 from datatools.sources import Volume
 
 log = logging.getLogger(__name__)
@@ -258,19 +259,7 @@ def plan_patches(
         InputError: labels or mask not on the source's grid, or nothing selected.
     """
     g = make_geometry(volume, options)
-    sel = check_selection(
-        options.sampler,
-        stride_given=options.stride is not None,
-        count=options.count,
-        min_distance=options.min_distance,
-        max_patches=options.max_patches,
-        max_per_class=options.max_per_class,
-        min_fraction=options.min_fraction,
-        per_class=options.per_class,
-        class_rule=options.class_rule,
-        has_labels=labels is not None,
-        has_mask=mask is not None,
-    )
+    sel = check_selection(options, has_labels=labels is not None, has_mask=mask is not None)
     for role, companion in (("labels", labels), ("mask", mask)):
         if companion is not None:
             _check_companion(companion, g, role, volume.spec)
@@ -279,10 +268,7 @@ def plan_patches(
         raise OptionError(f"--memory-limit {limit}: must be > 0")
     seed = resolve_seed(rng) if sel.random else None
     found = choose_origins(
-        g.bounds,
-        g.size,
-        g.stride,
-        g.edge,
+        Region(g.bounds, tuple(g.size), tuple(g.stride), g.edge),
         sel,
         labels=labels,
         mask=mask,
