@@ -13,38 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datatools.errors import OptionError
 from datatools.geometry import SPATIAL_AXES
-
-SPACE_UNITS = (
-    "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot",
-    "gigameter", "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile",
-    "millimeter", "nanometer", "parsec", "petameter", "picometer", "terameter", "yard",
-    "yoctometer", "yottameter", "zeptometer", "zettameter",
-)  # fmt: skip
-"""Length units OME-NGFF allows for space axes (UDUNITS-2 names)."""
-
-UNIT_ALIASES = {
-    "um": "micrometer", "µm": "micrometer", "μm": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
-    "m": "meter", "pm": "picometer", "a": "angstrom", "å": "angstrom",
-}  # fmt: skip
-
-
-def normalize_unit(unit: str | None) -> str | None:
-    """An OME-NGFF length unit name for ``unit`` (aliases like ``um``, ``nm`` accepted).
-
-    Raises:
-        OptionError: not a length unit OME-NGFF knows.
-    """
-    if unit is None or unit == "":
-        return None
-    name = UNIT_ALIASES.get(unit.strip().lower(), unit.strip().lower())
-    if name not in SPACE_UNITS:
-        raise OptionError(
-            f"--unit {unit}: not an OME-NGFF length unit (e.g. micrometer, nanometer, um, nm)"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -167,23 +136,3 @@ def ngff_version(attributes: dict[str, Any]) -> str | None:
     if isinstance(ms, list) and ms:
         return str(ms[0].get("version"))
     return None
-
-
-METERS = {
-    "angstrom": 1e-10, "picometer": 1e-12, "nanometer": 1e-9, "micrometer": 1e-6,
-    "millimeter": 1e-3, "centimeter": 1e-2, "decimeter": 1e-1, "meter": 1.0,
-}  # fmt: skip
-"""Metres per unit for the length units microscopy data uses."""
-
-
-def to_nanometers(values: Sequence[float], unit: str) -> tuple[float, ...]:
-    """``values`` in ``unit`` expressed in nanometres.
-
-    Raises:
-        OptionError: ``unit`` is not a length unit in :data:`METERS`.
-    """
-    if unit not in METERS:
-        raise OptionError(f"--unit {unit}: cannot express it in nanometres")
-    factor = METERS[unit] / METERS["nanometer"]
-    # 12 significant digits: 4 micrometres are 4000 nm, not 3999.9999999999995 (1e-6 / 1e-9)
-    return tuple(float(f"{float(v) * factor:.12g}") for v in values)

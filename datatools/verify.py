@@ -37,9 +37,10 @@ from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.inputs import open_input
-from datatools.ngff import SPACE_UNITS, ngff_version
+from datatools.ngff import ngff_version
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume
+from datatools.units import SPACE_UNITS
 from datatools.zarr_tasks import settle
 
 DEFAULT_BLOCK_BYTES = 64 * 2**20

@@ -23,9 +23,10 @@ from datatools import ledger
 from datatools.downsample import centred, pyramid_shapes
 from datatools.errors import OptionError
 from datatools.geometry import Box, RoiSpec, normalize_chunks, resolve_roi, spatial_axes
-from datatools.ngff import Placement, normalize_unit
+from datatools.ngff import Placement
 from datatools.sinks.codecs import Codec
 from datatools.sources import OpenOptions, Volume, source_choices, spec_text
+from datatools.units import normalize_unit
 
 log = logging.getLogger(__name__)
 

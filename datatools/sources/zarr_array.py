@@ -24,26 +24,13 @@ import zarr
 from datatools.errors import InputError, first_line
 from datatools.geometry import SPATIAL_AXES, Box
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
+from datatools.units import METERS
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 AXIS_ORDER = "tczyx"
 AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
 LISTED_MAX = 10
 """At most this many array names appear in one error message."""
-
-METERS_PER_UNIT = MappingProxyType(
-    {
-        "kilometer": 1e3,
-        "meter": 1.0,
-        "centimeter": 1e-2,
-        "millimeter": 1e-3,
-        "micrometer": 1e-6,
-        "nanometer": 1e-9,
-        "angstrom": 1e-10,
-        "picometer": 1e-12,
-    }
-)
-"""OME-NGFF length units datatools converts between when spatial axes disagree."""
 
 
 @dataclass(frozen=True)
@@ -453,13 +440,13 @@ def _physical(
     known = {u for u in units if u is not None}
     if len(known) <= 1:
         return tuple(scale), tuple(shift), next(iter(known), None)
-    if not known <= METERS_PER_UNIT.keys():
+    if not known <= METERS.keys():
         raise InputError(
             f"{name}: spatial axes have different units ({', '.join(sorted(known))}) that "
             "datatools cannot convert"
         )
-    target = min(known, key=lambda u: METERS_PER_UNIT[u])
-    factors = [1.0 if u is None else METERS_PER_UNIT[u] / METERS_PER_UNIT[target] for u in units]
+    target = min(known, key=lambda u: METERS[u])
+    factors = [1.0 if u is None else METERS[u] / METERS[target] for u in units]
     return (
         tuple(s * f for s, f in zip(scale, factors, strict=True)),
         tuple(t * f for t, f in zip(shift, factors, strict=True)),
