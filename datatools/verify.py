@@ -37,7 +37,7 @@ from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.inputs import open_input
-from datatools.ngff import SPACE_UNITS, ngff_version
+from datatools.ngff import parse_image, validate_image
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume
 from datatools.zarr_tasks import settle
@@ -241,21 +241,22 @@ def _first_difference(
     return f"first at voxel {voxel}: {data[where].item()!r} != {expected[where].item()!r}"
 
 
-def _level_factors(attrs: dict[str, Any]) -> list[tuple[int, ...]]:
+def _level_factors(attrs: dict[str, Any], path: Path) -> list[tuple[int, ...]]:
     """Per level below the first, its factors over the level above, from the ratios of the
     multiscales' scales; empty when the metadata does not give them (reported elsewhere)."""
     try:
-        version = ngff_version(attrs)
-        datasets = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]["datasets"]
-        scales = [
-            next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
-            for ds in datasets
-        ]
+        image = parse_image(attrs, str(path))
+    except InputError:
+        return []
+    if image is None or any(d.scale is None for d in image.datasets):
+        return []
+    scales = [d.scale for d in image.datasets if d.scale is not None]
+    try:
         return [
             tuple(max(1, round(b / a)) for a, b in zip(upper, lower, strict=True))
             for upper, lower in itertools.pairwise(scales)
         ]
-    except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError):
+    except (ValueError, OverflowError, ZeroDivisionError):
         return []
 
 
@@ -393,48 +394,19 @@ def _open_zarr(
         raise InputError(f"{path}: not a readable OME-Zarr image ({exc})") from exc
     factors: list[tuple[int, ...]] = []
     if status.complete:
-        found = check_ngff(dict(group.attrs), group)
+        attrs = group.attrs.asdict()
+        found = validate_image(attrs, lambda name: _ndim(group, name))
         problems.extend(found)
         if not found:
-            factors = _level_factors(dict(group.attrs))
+            factors = _level_factors(attrs, path)
     return arrays, status.record.params, factors
 
 
-def check_ngff(attrs: dict[str, Any], group: Any) -> list[str]:
-    """Structural OME-NGFF 0.4/0.5 checks of an image group; one line per problem."""
-    version = ngff_version(attrs)
-    if version not in ("0.4", "0.5"):
-        return [f"no OME-NGFF 0.4/0.5 multiscales metadata (found version {version})"]
-    ms = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]
-    problems: list[str] = []
-    axes = ms.get("axes", [])
-    types = [a.get("type") for a in axes]
-    order = {"time": 0, "channel": 1, "space": 2}
-    if types != sorted(types, key=lambda t: order.get(t, 9)) or any(t not in order for t in types):
-        problems.append(f"axes types {types} are not in time, channel, space order")
-    if types.count("space") not in (2, 3):
-        problems.append(f"{types.count('space')} space axes (OME-NGFF needs 2 or 3)")
-    for a in axes:
-        if a.get("type") == "space" and a.get("unit") not in (None, *SPACE_UNITS):
-            problems.append(f"axis {a.get('name')}: unit {a.get('unit')!r} is not a length unit")
-    for ds in ms.get("datasets", []):
-        try:
-            array = group[ds["path"]]
-        except KeyError:
-            problems.append(f"dataset {ds['path']!r} listed in multiscales does not exist")
-            continue
-        if array.ndim != len(axes):
-            problems.append(f"dataset {ds['path']}: {array.ndim} dims but {len(axes)} axes")
-        kinds = [t.get("type") for t in ds.get("coordinateTransformations", [])]
-        if not kinds or kinds[0] != "scale" or kinds[1:] not in ([], ["translation"]):
-            problems.append(
-                f"dataset {ds['path']}: transformations {kinds} (need scale[, translation])"
-            )
-            continue
-        for t in ds["coordinateTransformations"]:
-            values = t.get(t["type"], [])
-            if len(values) != len(axes):
-                problems.append(f"dataset {ds['path']}: {t['type']} has {len(values)} values")
-            if t["type"] == "scale" and any(v <= 0 for v in values):
-                problems.append(f"dataset {ds['path']}: scale {values} has a value <= 0")
-    return problems
+def _ndim(group: zarr.Group, name: str) -> int | None:
+    """The number of dimensions of the array ``name`` in ``group``, ``None`` when there is no
+    array by that name."""
+    try:
+        node = group[name]
+    except (KeyError, OSError, ValueError):
+        return None
+    return node.ndim if isinstance(node, zarr.Array) else None

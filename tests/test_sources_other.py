@@ -1079,8 +1079,8 @@ def test_hdf5_written_by_datatools_keeps_its_placement(
     roi_start: tuple[int, ...],
 ) -> None:
     from datatools.convert import convert
-    from datatools.ngff import normalize_unit
     from datatools.sources import ArrayVolume
+    from datatools.units import normalize_unit
 
     shape = {"zyx": (5, 7, 9), "cyx": (3, 7, 9), "czyx": (2, 5, 7, 9)}[axes]
     data = arange_volume(shape, "uint16")

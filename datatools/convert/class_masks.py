@@ -33,7 +33,6 @@ from datatools.errors import InputError, OptionError
 from datatools.executor import check_overwrite
 from datatools.geometry import Box, resolve_roi, tile_box
 from datatools.inputs import open_input
-from datatools.ngff import normalize_unit, to_nanometers
 from datatools.progress import counted, progress_bar
 from datatools.sources import (
     SourceSpec,
@@ -43,6 +42,7 @@ from datatools.sources import (
     spec_text,
 )
 from datatools.stores import NODE_NAME
+from datatools.units import normalize_unit, to_nanometers
 
 COUNT_BLOCK_BYTES = 64 * 2**20
 MAX_CLASSES = 256

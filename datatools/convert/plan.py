@@ -25,9 +25,10 @@ from datatools.downsample import centred, pyramid_shapes
 from datatools.errors import OptionError
 from datatools.executor import default_workers
 from datatools.geometry import Box, normalize_chunks, resolve_roi, spatial_axes
-from datatools.ngff import Placement, normalize_unit
+from datatools.ngff import Placement
 from datatools.sinks.codecs import Codec, parse_codec
 from datatools.sources import Volume, source_choices, spec_text
+from datatools.units import normalize_unit
 
 log = logging.getLogger(__name__)
 

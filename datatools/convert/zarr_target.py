@@ -31,7 +31,7 @@ from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
 from datatools.inputs import open_input
-from datatools.ngff import image_attributes
+from datatools.ngff import for_zarr_format
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
 
@@ -372,13 +372,9 @@ def _finalize(job: ConvertJob, path: Path, record: ledger.Ledger) -> bool:
     # keeps their files in flight; attributes are replaced atomically
     ledger.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
-    attrs = image_attributes(job.axes, levels, name=job.name, zarr_format=job.zarr_format)
-    if job.image_label:
-        image_label = {"source": {"image": "../../"}}
-        if job.zarr_format == 3:
-            attrs["ome"]["image-label"] = image_label
-        else:
-            attrs["image-label"] = {"version": "0.4", **image_label}
+    ngff = for_zarr_format(job.zarr_format)
+    write = ngff.label_image_attributes if job.image_label else ngff.image_attributes
+    attrs = write(job.axes, levels, name=job.name)
     attrs["datatools"] = _provenance(job, complete=True)
     ledger.update_attributes(path, attrs)
     ledger.mark_complete(path)

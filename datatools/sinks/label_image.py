@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zarr
 
 from datatools import ledger
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
-from datatools.ngff import ngff_version
+from datatools.ngff import for_zarr_format, parse_image
 from datatools.stores import NODE_NAME
 
 LABELS_GROUP = "labels"
@@ -52,12 +51,6 @@ class LabelTarget:
         """The label image's folder: ``<image>/labels/<name>``."""
         return self.image / LABELS_GROUP / self.name
 
-    def attributes(self) -> dict[str, Any]:
-        """The ``image-label`` attributes to merge into the label image's group."""
-        if self.zarr_format == 3:
-            return {"image-label": {"source": {"image": "../../"}}}
-        return {"image-label": {"version": "0.4", "source": {"image": "../../"}}}
-
     def prepare_group(self) -> None:
         """Create ``<image>/labels`` when missing (an existing one is kept as it is).
 
@@ -72,23 +65,17 @@ class LabelTarget:
                 raise TargetError(f"{folder}: exists and is not a Zarr group") from exc
             return
         group = zarr.create_group(folder, zarr_format=self.zarr_format)  # type: ignore[arg-type]
-        group.attrs.update(_labels_attrs([], self.zarr_format))
+        group.attrs.update(for_zarr_format(self.zarr_format).labels_attributes([]))
 
     def register(self) -> None:
         """List this label image in ``<image>/labels`` (idempotent; the attributes are
         replaced atomically, as tasks of a job array may finish together)."""
         folder = self.image / LABELS_GROUP
-        attrs: dict[str, Any] = dict(zarr.open_group(folder, mode="r").attrs)
-        names = list((attrs.get("ome") or {}).get("labels", attrs.get("labels", [])))
+        ngff = for_zarr_format(self.zarr_format)
+        names = ngff.label_names(zarr.open_group(folder, mode="r").attrs.asdict())
         if self.name not in names:
             names.append(self.name)
-        ledger.update_attributes(folder, _labels_attrs(names, self.zarr_format))
-
-
-def _labels_attrs(names: list[str], zarr_format: int) -> dict[str, Any]:
-    if zarr_format == 3:
-        return {"ome": {"version": "0.5", "labels": names}}
-    return {"labels": names}
+        ledger.update_attributes(folder, ngff.labels_attributes(names))
 
 
 def open_image(image: Path, name: str) -> LabelTarget:
@@ -97,6 +84,7 @@ def open_image(image: Path, name: str) -> LabelTarget:
     Raises:
         OptionError: ``name`` is not a plain name.
         TargetError: ``image`` is not an OME-Zarr image.
+        InputError: its OME-NGFF metadata is malformed.
     """
     if not NODE_NAME.match(name):
         raise OptionError(f"--as-labels {name}: use letters, digits, '_', '-', '.' (no '/')")
@@ -110,29 +98,26 @@ def open_image(image: Path, name: str) -> LabelTarget:
             f"{image}: no OME-Zarr image here to attach labels to (convert the image first)"
         ) from exc
     attrs = doc.get("attributes", {}) if zarr_format == 3 else doc
-    version = ngff_version(attrs)
-    if version is None:
+    metadata = parse_image(attrs, str(image))
+    if metadata is None:
         raise TargetError(
             f"{image}: not a finished OME-Zarr image (no multiscales metadata); convert or "
             "finish the image first"
         )
-    ms = (attrs["ome"] if version == "0.5" else attrs)["multiscales"][0]
-    spatial = [i for i, axis in enumerate(ms["axes"]) if axis.get("type") == "space"]
-    first = ms["datasets"][0]["coordinateTransformations"]
-    scale = next(t["scale"] for t in first if t["type"] == "scale")
-    shift = next((t["translation"] for t in first if t["type"] == "translation"), None)
-    units = {ms["axes"][i].get("unit") for i in spatial}
+    placement = metadata.placement(0, str(image))
+    names = metadata.axis_names or ()
+    spatial = [i for i, axis in enumerate(names) if axis in tuple(SPATIAL_AXES)]
     shapes = []
-    for dataset in ms["datasets"]:
-        shape = zarr.open_array(image / dataset["path"], mode="r").shape
+    for path in metadata.paths:
+        shape = zarr.open_array(image / path, mode="r").shape
         shapes.append(tuple(int(shape[i]) for i in spatial))
     return LabelTarget(
         image=image,
         name=name,
         zarr_format=zarr_format,
-        voxel_size=tuple(float(scale[i]) for i in spatial),
-        translation=tuple(0.0 if shift is None else float(shift[i]) for i in spatial),
-        unit=units.pop() if len(units) == 1 else None,
+        voxel_size=placement.voxel_size,
+        translation=placement.translation,
+        unit=placement.unit,
         level_shapes=tuple(shapes),
     )
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from datatools.errors import InputError, first_line
 from datatools.geometry import Box, spatial_axes
-from datatools.ngff import SPACE_UNITS, UNIT_ALIASES
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 from datatools.stores import HDF5_READ_SUFFIXES
+from datatools.units import unit_name
 
 logger = logging.getLogger(__name__)
 
@@ -33,33 +33,6 @@ KNOWN_AXES = ("yx", "zyx", "cyx", "czyx")
 """Values of an ``axes`` attribute that are read (datatools writes its volume's axes)."""
 LISTED_MAX = 10
 """At most this many dataset names appear in one error message."""
-
-_UNIT_NAMES = MappingProxyType(
-    {
-        "micrometer": "micrometer",
-        "micrometers": "micrometer",
-        "micron": "micrometer",
-        "microns": "micrometer",
-        "um": "micrometer",
-        "µm": "micrometer",
-        "μm": "micrometer",
-        "nanometer": "nanometer",
-        "nanometers": "nanometer",
-        "nm": "nanometer",
-        "millimeter": "millimeter",
-        "millimeters": "millimeter",
-        "mm": "millimeter",
-        "meter": "meter",
-        "meters": "meter",
-        "m": "meter",
-        "angstrom": "angstrom",
-        "å": "angstrom",
-        "picometer": "picometer",
-        "pm": "picometer",
-        **{name: name for name in SPACE_UNITS},
-        **UNIT_ALIASES,
-    }
-)
 
 
 def split_spec(spec: str) -> tuple[Path, str | None]:
@@ -305,7 +278,7 @@ def _unit(spec: str, value: object) -> str | None:
     text = value.decode() if isinstance(value, bytes) else str(value)
     if not text.strip():
         return None  # no unit (datatools writes "" when the voxel size has none)
-    unit = _UNIT_NAMES.get(text.strip().lower())
+    unit = unit_name(text)
     if unit is None:
         logger.warning("%s: ignoring unknown unit attribute %r", spec, text)
     return unit

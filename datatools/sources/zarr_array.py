@@ -12,7 +12,6 @@ a single time point, and is then dropped.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -23,6 +22,7 @@ import zarr
 
 from datatools.errors import InputError, first_line
 from datatools.geometry import SPATIAL_AXES, Box
+from datatools.ngff import ImageMetadata, parse_image
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
@@ -30,20 +30,6 @@ AXIS_ORDER = "tczyx"
 AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
 LISTED_MAX = 10
 """At most this many array names appear in one error message."""
-
-METERS_PER_UNIT = MappingProxyType(
-    {
-        "kilometer": 1e3,
-        "meter": 1.0,
-        "centimeter": 1e-2,
-        "millimeter": 1e-3,
-        "micrometer": 1e-6,
-        "nanometer": 1e-9,
-        "angstrom": 1e-10,
-        "picometer": 1e-12,
-    }
-)
-"""OME-NGFF length units datatools converts between when spatial axes disagree."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +106,7 @@ class ZarrVolume(Volume):
                 return cls(name, _ngff_level(name, group, multiscale, index))
             _refuse_level(name, options)
             return cls(name, _plain_level(name, node, None))
-        image = _multiscale(name, node.attrs.asdict())
+        image = parse_image(node.attrs.asdict(), name)
         if image is not None:
             level = 0 if options.level is None else options.level
             return cls(name, _ngff_level(name, node, image, level))
@@ -159,18 +145,6 @@ class ZarrVolume(Volume):
         }
 
 
-@dataclass(frozen=True)
-class _Multiscale:
-    """The first ``multiscales`` entry of an OME-Zarr image, transforms composed per level."""
-
-    version: str | None
-    axes: tuple[str, ...] | None
-    units: tuple[str | None, ...]
-    paths: tuple[str, ...]
-    scales: tuple[tuple[float, ...] | None, ...]
-    translations: tuple[tuple[float, ...] | None, ...]
-
-
 def _open_node(name: str) -> zarr.Array[Any] | zarr.Group:
     try:
         return zarr.open(name, mode="r")
@@ -189,7 +163,7 @@ def _refuse_level(name: str, options: OpenOptions) -> None:
         )
 
 
-def _parent_image(name: str) -> tuple[zarr.Group, _Multiscale, int] | None:
+def _parent_image(name: str) -> tuple[zarr.Group, ImageMetadata, int] | None:
     """The OME-Zarr image whose ``multiscales`` list ``name`` as a level, if any."""
     path = Path(name)
     parent = path.parent
@@ -197,7 +171,7 @@ def _parent_image(name: str) -> tuple[zarr.Group, _Multiscale, int] | None:
         return None
     try:
         group = zarr.open_group(parent, mode="r")
-        multiscale = _multiscale(str(parent), group.attrs.asdict())
+        multiscale = parse_image(group.attrs.asdict(), str(parent))
     except (OSError, ValueError, KeyError, TypeError, InputError):
         return None
     if multiscale is None or path.name not in multiscale.paths:
@@ -205,135 +179,7 @@ def _parent_image(name: str) -> tuple[zarr.Group, _Multiscale, int] | None:
     return group, multiscale, multiscale.paths.index(path.name)
 
 
-def _multiscale(name: str, attrs: Mapping[str, Any]) -> _Multiscale | None:
-    """Parse NGFF 0.4 (``multiscales``) or 0.5 (``ome.multiscales``) attributes, or ``None``.
-
-    Raises:
-        InputError: the metadata is present but malformed.
-    """
-    ome = attrs.get("ome")
-    if isinstance(ome, dict) and "multiscales" in ome:
-        entries, version = ome["multiscales"], ome.get("version")
-    elif "multiscales" in attrs:
-        entries = attrs["multiscales"]
-        version = entries[0].get("version") if _is_dict_list(entries) else None
-    else:
-        return None
-    try:
-        if not _is_dict_list(entries):
-            raise ValueError("multiscales is not a non-empty list of objects")
-        entry = entries[0]
-        axes, units = _axes(entry.get("axes"))
-        datasets = entry.get("datasets")
-        if not _is_dict_list(datasets):
-            raise ValueError("datasets is not a non-empty list of objects")
-        outer_scale, outer_shift = _transforms(entry.get("coordinateTransformations"))
-        paths: list[str] = []
-        scales: list[tuple[float, ...] | None] = []
-        shifts: list[tuple[float, ...] | None] = []
-        for dataset in datasets:
-            paths.append(str(dataset["path"]))
-            scale, shift = _transforms(dataset.get("coordinateTransformations"))
-            scale, shift = _compose(scale, shift, outer_scale, outer_shift)
-            for values in (scale, shift):
-                if values is not None and axes is not None and len(values) != len(axes):
-                    raise ValueError(
-                        f"level {dataset['path']} transform has {len(values)} values for "
-                        f"{len(axes)} axes"
-                    )
-            scales.append(scale)
-            shifts.append(shift)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(
-            f"{name}: malformed OME-Zarr multiscales metadata ({first_line(exc)})"
-        ) from exc
-    return _Multiscale(
-        None if version is None else str(version),
-        axes,
-        units,
-        tuple(paths),
-        tuple(scales),
-        tuple(shifts),
-    )
-
-
-def _is_dict_list(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _axes(raw: object) -> tuple[tuple[str, ...] | None, tuple[str | None, ...]]:
-    """Axis names and units from NGFF ``axes`` (objects, or 0.3-style strings)."""
-    if raw is None:
-        return None, ()
-    if not isinstance(raw, list):
-        raise ValueError("axes is not a list")
-    names: list[str] = []
-    units: list[str | None] = []
-    for axis in raw:
-        if isinstance(axis, str):
-            names.append(axis)
-            units.append(None)
-        elif isinstance(axis, dict):
-            names.append(str(axis["name"]))
-            unit = axis.get("unit")
-            units.append(None if unit is None else str(unit))
-        else:
-            raise ValueError(f"axis {axis!r} is neither a name nor an object")
-    return tuple(names), tuple(units)
-
-
-def _transforms(raw: object) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """``(scale, translation)`` from an NGFF ``coordinateTransformations`` list."""
-    scale: tuple[float, ...] | None = None
-    shift: tuple[float, ...] | None = None
-    if raw is None:
-        return scale, shift
-    if not isinstance(raw, list):
-        raise ValueError("coordinateTransformations is not a list")
-    for transform in raw:
-        kind = transform["type"]
-        if kind == "identity":
-            continue
-        if kind not in ("scale", "translation"):
-            raise ValueError(f"unsupported transform type {kind!r}")
-        if kind not in transform:
-            raise ValueError(f"{kind} transform without inline values")
-        values = tuple(float(v) for v in transform[kind])
-        if kind == "scale":
-            scale = values
-        else:
-            shift = values
-    return scale, shift
-
-
-def _compose(
-    scale: tuple[float, ...] | None,
-    shift: tuple[float, ...] | None,
-    outer_scale: tuple[float, ...] | None,
-    outer_shift: tuple[float, ...] | None,
-) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """A level's transforms followed by the image-wide ones: ``o_s * (s * i + t) + o_t``."""
-    if outer_scale is not None:
-        scale = outer_scale if scale is None else _mul(scale, outer_scale)
-        shift = None if shift is None else _mul(shift, outer_scale)
-    if outer_shift is not None:
-        shift = outer_shift if shift is None else _add(shift, outer_shift)
-    return scale, shift
-
-
-def _mul(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
-    if len(a) != len(b):
-        raise ValueError(f"transforms of {len(a)} and {len(b)} values do not compose")
-    return tuple(x * y for x, y in zip(a, b, strict=True))
-
-
-def _add(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
-    if len(a) != len(b):
-        raise ValueError(f"transforms of {len(a)} and {len(b)} values do not compose")
-    return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
-def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: int) -> _Level:
+def _ngff_level(name: str, group: zarr.Group, multiscale: ImageMetadata, level: int) -> _Level:
     """The array of ``level`` of an OME-Zarr image, placed by its transforms.
 
     Raises:
@@ -350,7 +196,7 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: in
     array = _level_array(group, path)
     if array is None:
         raise InputError(f"{name}: level {level} array '{path}' named in multiscales is missing")
-    names = multiscale.axes
+    names = multiscale.axis_names
     if names is None:
         names = tuple("tczyx" if array.ndim == 5 else AXES_BY_NDIM.get(array.ndim, ""))
     if len(names) != array.ndim:
@@ -359,16 +205,7 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: in
             f"'{path}' with {array.ndim} dimensions"
         )
     axes, dropped = _check_axes(name, names, array.shape)
-    spatial = [i for i, ax in enumerate(names) if ax in SPATIAL_AXES]
-    scale = multiscale.scales[level] or (1.0,) * len(names)
-    shift = multiscale.translations[level] or (0.0,) * len(names)
-    units = multiscale.units or (None,) * len(names)
-    voxel_size, translation, unit = _physical(
-        name,
-        [scale[i] for i in spatial],
-        [shift[i] for i in spatial],
-        [units[i] for i in spatial],
-    )
+    placement = multiscale.placement(level, name, names)
     shapes: list[tuple[int, ...] | None] = []
     for other in multiscale.paths:
         found = array if other == path else _level_array(group, other)
@@ -378,9 +215,9 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: _Multiscale, level: in
         path,
         axes,
         dropped,
-        voxel_size=voxel_size,
-        translation=translation,
-        unit=unit,
+        voxel_size=placement.voxel_size,
+        translation=placement.translation,
+        unit=placement.unit,
         ngff_version=multiscale.version,
         level=level,
         levels=tuple(shapes),
@@ -440,31 +277,6 @@ def _check_axes(name: str, names: tuple[str, ...], shape: tuple[int, ...]) -> tu
             )
         return joined[1:], 1
     return joined, 0
-
-
-def _physical(
-    name: str, scale: list[float], shift: list[float], units: list[str | None]
-) -> tuple[tuple[float, ...], tuple[float, ...], str | None]:
-    """Voxel size, translation and one unit for the spatial axes, converting mixed units.
-
-    Raises:
-        InputError: spatial axes carry different units datatools cannot convert.
-    """
-    known = {u for u in units if u is not None}
-    if len(known) <= 1:
-        return tuple(scale), tuple(shift), next(iter(known), None)
-    if not known <= METERS_PER_UNIT.keys():
-        raise InputError(
-            f"{name}: spatial axes have different units ({', '.join(sorted(known))}) that "
-            "datatools cannot convert"
-        )
-    target = min(known, key=lambda u: METERS_PER_UNIT[u])
-    factors = [1.0 if u is None else METERS_PER_UNIT[u] / METERS_PER_UNIT[target] for u in units]
-    return (
-        tuple(s * f for s, f in zip(scale, factors, strict=True)),
-        tuple(t * f for t, f in zip(shift, factors, strict=True)),
-        target,
-    )
 
 
 def _only_array(name: str, group: zarr.Group) -> _Level:
