@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from datatools import __version__, ledger
 from datatools.convert.plan import Array, ConvertJob, LevelPlan
@@ -32,7 +31,6 @@ from datatools.geometry import Box, tile_box
 from datatools.inputs import open_input
 from datatools.ngff import image_attributes
 from datatools.progress import progress_bar
-from datatools.sinks.chunk_files import ChunkFiles, spread_order
 from datatools.sources import OpenOptions
 
 STRAY_GRACE_SECONDS = 60.0
@@ -46,6 +44,8 @@ def _populate(job: ConvertJob) -> Callable[[Path], None]:
     """Creates the image group and its empty level arrays in a fresh folder."""
 
     def populate(folder: Path) -> None:
+        import zarr
+
         group = zarr.create_group(folder, zarr_format=job.zarr_format)  # type: ignore[arg-type]
         group.attrs.update({"datatools": _provenance(job, complete=False)})
         for k, (shape, _) in enumerate(job.plan.levels):
@@ -81,6 +81,10 @@ class _LevelWriter:
     def __init__(
         self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor, *, atomic: bool
     ) -> None:
+        import zarr
+
+        from datatools.sinks.chunk_files import ChunkFiles
+
         self.pool = pool
         self.sharded = job.plan.shards is not None
         self.array = zarr.open_array(path, mode="r+")
@@ -93,6 +97,8 @@ class _LevelWriter:
     def tasks(self, box: Box, data: Array) -> list[Callable[[], None]]:
         """Tasks for the pool that store ``data`` at ``box`` (aligned to this level's chunk or
         shard grid): one per chunk, or one for the whole box when sharded."""
+        from datatools.sinks.chunk_files import spread_order
+
         if self.files is None:
             array = self.array
             return [lambda: array.__setitem__(box.slices(), data)]

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zarr
-
 from datatools import ledger
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
@@ -64,6 +62,8 @@ class LabelTarget:
         Raises:
             TargetError: ``labels`` exists and is not a Zarr group.
         """
+        import zarr
+
         folder = self.image / LABELS_GROUP
         if folder.exists():
             try:
@@ -77,6 +77,8 @@ class LabelTarget:
     def register(self) -> None:
         """List this label image in ``<image>/labels`` (idempotent; the attributes are
         replaced atomically, as tasks of a job array may finish together)."""
+        import zarr
+
         folder = self.image / LABELS_GROUP
         attrs: dict[str, Any] = dict(zarr.open_group(folder, mode="r").attrs)
         names = list((attrs.get("ome") or {}).get("labels", attrs.get("labels", [])))
@@ -98,6 +100,8 @@ def open_image(image: Path, name: str) -> LabelTarget:
         OptionError: ``name`` is not a plain name.
         TargetError: ``image`` is not an OME-Zarr image.
     """
+    import zarr
+
     if not NODE_NAME.match(name):
         raise OptionError(f"--as-labels {name}: use letters, digits, '_', '-', '.' (no '/')")
     image = Path(image)
