@@ -16,9 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-import zarr
 
 from datatools import ledger
 from datatools.convert import hdf5_target
@@ -91,6 +89,8 @@ def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
                       "rerun with --overwrite to start again"},
         }  # fmt: skip
         return _describe_output(path, torn, {})
+    import h5py
+
     try:
         with h5py.File(partial, "r") as fh:
             marks = np.asarray(fh[hdf5_target.LEDGER][:])
@@ -121,6 +121,8 @@ def _describe_output(
 
 
 def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
+    import zarr
+
     group = zarr.open_group(path, mode="r")
     return {
         name: {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
@@ -135,6 +137,8 @@ def _hdf5_output(path: Path, file: Path | None = None) -> dict[str, Any] | None:
     file = path if file is None else file
     if path.suffix.lower() not in (".h5", ".hdf5") or not file.is_file():
         return None
+    import h5py
+
     try:
         with h5py.File(file, "r") as fh:
             raw = fh.attrs.get("datatools")

@@ -3,9 +3,10 @@ otherwise, and counts in summaries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def progress_bar(total: float | None, desc: str, *, enabled: bool, unit: str = "unit") -> tqdm[Any]:
@@ -14,6 +15,8 @@ def progress_bar(total: float | None, desc: str, *, enabled: bool, unit: str = "
     Library functions take ``progress: bool`` and pass it here; the CLI decides it from
     ``--quiet`` and whether stderr is a terminal.
     """
+    from tqdm import tqdm
+
     return tqdm(
         total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True
     )

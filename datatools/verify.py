@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import zarr
 
@@ -346,6 +345,8 @@ def _class_value(params: dict[str, Any]) -> int | None:
 
 
 def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dict[str, Any]]:
+    import h5py
+
     try:
         fh = opened.enter_context(h5py.File(path, "r"))
     except OSError as exc:

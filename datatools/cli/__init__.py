@@ -6,8 +6,8 @@ import sys
 
 
 def run() -> None:
-    """Console-script entry point: Ctrl-C while the commands load (about half a second of
-    imports) exits quietly with status 130, as it does later."""
+    """Console-script entry point: Ctrl-C while the command group loads exits quietly with
+    status 130, as it does later (a command's module loads when the command runs)."""
     try:
         from datatools.cli.main import main
     except KeyboardInterrupt:

@@ -26,8 +26,8 @@ from datatools.cli.options import (
     source_argument,
     source_options,
     task_options,
-    verbosity_options,
 )
+from datatools.cli.verbosity import verbosity_options
 from datatools.convert import ConvertOptions, class_masks
 from datatools.downsample import METHODS
 from datatools.errors import OptionError

@@ -13,8 +13,8 @@ from datatools.cli.options import (
     resolve_source,
     source_argument,
     source_options,
-    verbosity_options,
 )
+from datatools.cli.verbosity import verbosity_options
 
 
 @click.command("info")

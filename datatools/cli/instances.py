@@ -22,8 +22,8 @@ from datatools.cli.options import (
     run_options,
     source_argument,
     source_options,
-    verbosity_options,
 )
+from datatools.cli.verbosity import verbosity_options
 from datatools.instances import InstanceOptions
 
 

@@ -1,18 +1,51 @@
-"""The ``datatools`` command group: global options and the error boundary."""
+"""The ``datatools`` command group: global options, the error boundary, and the commands,
+each imported only when it runs or shows its help (``datatools --help`` imports none)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import MappingProxyType
 from typing import Any
 
 import click
 
 from datatools import __version__
-from datatools.cli.options import configure_logging
+from datatools.cli.verbosity import configure_logging
 from datatools.errors import DatatoolsError
 
 INTERRUPT_SETTLE_SECONDS = 5.0
 """How long Ctrl-C waits at most for zarr's cancelled reads and writes to end."""
+
+COMMANDS = MappingProxyType(
+    {
+        "convert": (
+            "datatools.cli.convert:convert_command",
+            "Convert SOURCE (TIFF slices, multi-page TIFF, HDF5, Zarr, ITK image) into TARGET.",
+        ),
+        "info": (
+            "datatools.cli.info:info_command",
+            "Describe SPEC: kind, shape, dtype, axes, voxel size, chunks, and progress of outputs.",
+        ),
+        "instances": (
+            "datatools.cli.instances:instances_command",
+            "Crop a fixed window around every instance of LABELS from IMAGE into TARGET.",
+        ),
+        "patches": (
+            "datatools.cli.patches:patches_command",
+            "Cut SOURCE into a dataset of patches: TARGET (.zarr, or .h5) holds patches (n, [c,] "
+            "*size), labels, and origins (n, ndim: voxel start in SOURCE, z,y,x).",
+        ),
+        "verify": (
+            "datatools.cli.verify:verify_command",
+            "Check TARGET: complete, valid OME-NGFF metadata, every chunk readable, every "
+            "pyramid level equal to the level above merged, and with --against every voxel "
+            "equal to the source (opened at the level and series TARGET was converted from).",
+        ),
+    }
+)
+"""Each command's ``module:attribute`` and the first sentence of its help, which ``datatools
+--help`` lists without importing the command module (and so its libraries)."""
 
 
 class UserError(click.ClickException):
@@ -22,7 +55,43 @@ class UserError(click.ClickException):
 
 
 class DatatoolsGroup(click.Group):
-    """Turns user errors into one-line messages and Ctrl-C into exit status 130."""
+    """Loads the commands of :data:`COMMANDS` when they are used; turns user errors into
+    one-line messages and Ctrl-C into exit status 130."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module, _, attribute = COMMANDS[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.NoSuchCommand as exc:  # click suggests from the loaded commands only
+            raise click.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands as :class:`click.Group` does, from :data:`COMMANDS`' sentences
+        for those not loaded."""
+        commands = [
+            (name, self.commands[name])
+            if name in self.commands
+            else (name, click.Command(name, help=COMMANDS[name][1]))
+            for name in self.list_commands(ctx)
+        ]
+        commands = [(name, command) for name, command in commands if not command.hidden]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(n, c.get_short_help_str(limit)) for n, c in commands])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,23 +123,6 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose}
     configure_logging(quiet, verbose)
-
-
-def _register() -> None:
-    from datatools.cli.convert import convert_command
-    from datatools.cli.info import info_command
-    from datatools.cli.instances import instances_command
-    from datatools.cli.patches import patches_command
-    from datatools.cli.verify import verify_command
-
-    cli.add_command(convert_command)
-    cli.add_command(info_command)
-    cli.add_command(instances_command)
-    cli.add_command(patches_command)
-    cli.add_command(verify_command)
-
-
-_register()
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from datatools.cli.options import (
     run_options,
     source_argument,
     source_options,
-    verbosity_options,
 )
+from datatools.cli.verbosity import verbosity_options
 from datatools.patches.choose import CLASS_RULES, SAMPLERS
 from datatools.patches.options import PatchOptions
 from datatools.patches.sampling import SamplingWarning

@@ -12,8 +12,8 @@ from datatools.cli.options import (
     progress_wanted,
     resolve_source,
     source_options,
-    verbosity_options,
 )
+from datatools.cli.verbosity import verbosity_options
 
 
 @click.command("verify")

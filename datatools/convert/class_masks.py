@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from datatools import ledger
 from datatools.convert import ConvertResult, convert_many
@@ -304,6 +303,8 @@ def _record_class(folder: Path, value: int, count: int) -> None:
     """Add the class value and voxel count to a finished class image's ``datatools`` attribute,
     and the count as cellmap-data caches it, ``class_counts`` ``{<class>: count}`` on level 0
     (each file replaced atomically: several tasks may finish classes at once)."""
+    import zarr
+
     info: dict[str, Any] = json.loads(
         json.dumps(zarr.open_group(folder, mode="r").attrs["datatools"])
     )
@@ -313,6 +314,8 @@ def _record_class(folder: Path, value: int, count: int) -> None:
 
 
 def _populate(folder: Path, zarr_format: int, params: dict[str, Any]) -> None:
+    import zarr
+
     group = zarr.create_group(folder, zarr_format=zarr_format)  # type: ignore[arg-type]
     group.attrs.update({"datatools": {"command": "split-classes", **params}})
 

@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from datatools import ledger
@@ -41,6 +40,8 @@ def partial_path(path: Path) -> Path:
 
 def read_record(path: Path) -> ledger.RunRecord | None:
     """The run record of an HDF5 file datatools wrote, or ``None`` for any other file."""
+    import h5py
+
     if not path.is_file():
         return None
     try:
@@ -60,6 +61,8 @@ def is_torn(path: Path) -> bool:
     Raises:
         TargetError: another process holds the file open for writing.
     """
+    import h5py
+
     try:
         with h5py.File(path, "r"):
             return False
@@ -92,6 +95,8 @@ def run(
         ResumeMismatchError: it holds a run with other options (without ``overwrite``).
         WriteError: the file cannot be written.
     """
+    import h5py
+
     partial = partial_path(path)
     ledger.check_target_location(path)
     for candidate in (path, partial):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from datatools import __version__, ledger
 from datatools.convert.options import ConvertOptions
@@ -46,6 +45,8 @@ def _populate(job: ConvertJob) -> Callable[[Path], None]:
     """Creates the image group and its empty level arrays in a fresh folder."""
 
     def populate(folder: Path) -> None:
+        import zarr
+
         group = zarr.create_group(folder, zarr_format=job.zarr_format)  # type: ignore[arg-type]
         group.attrs.update({"datatools": _provenance(job, complete=False)})
         for k, (shape, _) in enumerate(job.plan.levels):
@@ -81,6 +82,8 @@ class _LevelWriter:
     def __init__(
         self, job: ConvertJob, path: Path, pool: ThreadPoolExecutor, *, atomic: bool
     ) -> None:
+        import zarr
+
         self.pool = pool
         self.sharded = job.plan.shards is not None
         self.array = zarr.open_array(path, mode="r+")
@@ -93,6 +96,7 @@ class _LevelWriter:
     def tasks(self, box: Box, data: Array) -> list[Callable[[], None]]:
         """Tasks for the pool that store ``data`` at ``box`` (aligned to this level's chunk or
         shard grid): one per chunk, or one for the whole box when sharded."""
+
         if self.files is None:
             array = self.array
             return [lambda: array.__setitem__(box.slices(), data)]

@@ -9,15 +9,15 @@ themselves (in parallel, without Zarr's per-chunk overhead) and store the bytes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numcodecs
 import numpy as np
-from numcodecs.abc import Codec as NumcodecsCodec
-from zarr.abc.codec import BytesBytesCodec
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from datatools.errors import OptionError
+
+if TYPE_CHECKING:
+    from numcodecs.abc import Codec as NumcodecsCodec
+    from zarr.abc.codec import BytesBytesCodec
 
 ZARR_CODECS = ("zstd", "blosc-zstd", "blosc-lz4", "gzip", "none")
 HDF5_CODECS = ("gzip", "lzf", "none")
@@ -38,6 +38,8 @@ class Codec:
 
     def zarr_compressors(self, dtype: np.dtype[Any]) -> list[BytesBytesCodec]:
         """Zarr v3 ``compressors`` for ``zarr.create_array`` (empty list for ``none``)."""
+        from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
         level = self.effective_level
         itemsize = np.dtype(dtype).itemsize
         if self.name == "none":
@@ -59,6 +61,8 @@ class Codec:
     def encoder(self, dtype: np.dtype[Any]) -> NumcodecsCodec | None:
         """The numcodecs codec giving the same bytes as Zarr: the Zarr v2 ``compressor``, and
         the v3 compressor after the little-endian ``bytes`` codec; ``None`` for ``none``."""
+        import numcodecs
+
         level = self.effective_level
         itemsize = np.dtype(dtype).itemsize
         if self.name == "none":

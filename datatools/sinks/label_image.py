@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import zarr
-
 from datatools import ledger
 from datatools.errors import OptionError, TargetError
 from datatools.geometry import SPATIAL_AXES
@@ -57,6 +55,8 @@ class LabelTarget:
         Raises:
             TargetError: ``labels`` exists and is not a Zarr group.
         """
+        import zarr
+
         folder = self.image / LABELS_GROUP
         if folder.exists():
             try:
@@ -70,6 +70,8 @@ class LabelTarget:
     def register(self) -> None:
         """List this label image in ``<image>/labels`` (idempotent; the attributes are
         replaced atomically, as tasks of a job array may finish together)."""
+        import zarr
+
         folder = self.image / LABELS_GROUP
         ngff = for_zarr_format(self.zarr_format)
         names = ngff.label_names(zarr.open_group(folder, mode="r").attrs.asdict())
@@ -86,6 +88,8 @@ def open_image(image: Path, name: str) -> LabelTarget:
         TargetError: ``image`` is not an OME-Zarr image.
         InputError: its OME-NGFF metadata is malformed.
     """
+    import zarr
+
     if not NODE_NAME.match(name):
         raise OptionError(f"--as-labels {name}: use letters, digits, '_', '-', '.' (no '/')")
     image = Path(image)

@@ -2,33 +2,29 @@
 
 Kinds, asked in this order: Zarr array or OME-Zarr image (:mod:`.zarr_array`), folder, glob or
 list of 2D TIFF slices (:mod:`.tiff_stack`), HDF5 dataset (:mod:`.hdf5`), multi-page / OME /
-ImageJ TIFF (:mod:`.tiff_file`), ITK image via SimpleITK (:mod:`.itk_image`).
+ImageJ TIFF (:mod:`.tiff_file`), ITK image via SimpleITK (:mod:`.itk_image`). A kind's module is
+imported when the kind is first asked, and asking (``can_open``: names, folder contents, file
+signatures) imports no reading library, so opening a TIFF imports neither zarr, h5py nor
+SimpleITK.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from datatools.errors import InputError, InputNotFoundError, OptionError, UnsupportedInputError
 from datatools.sources.base import ArrayVolume, OpenOptions, SourceSpec, Volume, spec_text
-from datatools.sources.hdf5 import Hdf5Volume
-from datatools.sources.itk_image import ItkVolume
-from datatools.sources.tiff_file import TiffFileVolume
-from datatools.sources.tiff_stack import TiffStack
-from datatools.sources.zarr_array import ZarrVolume
-
-KINDS: tuple[type[Volume], ...] = (ZarrVolume, TiffStack, Hdf5Volume, TiffFileVolume, ItkVolume)
 
 __all__ = [
-    "KINDS",
     "ArrayVolume",
     "OpenOptions",
     "SourceSpec",
     "Volume",
     "check_source_options",
+    "kinds",
     "open_companion",
     "open_volume",
     "paths_from_lines",
@@ -64,15 +60,40 @@ def open_volume(spec: SourceSpec, options: OpenOptions | None = None) -> Volume:
     """
     options = options or OpenOptions()
     if not isinstance(spec, str | Path):
+        from datatools.sources.tiff_stack import TiffStack
+
         return TiffStack.open(spec, options)
     text = str(spec)
     if not glob.has_magic(text) and not _exists(text):
         raise InputNotFoundError(f"{text}: no such file or directory")
-    for kind in KINDS:
+    tried: list[str] = []
+    for kind in kinds():
         if kind.can_open(text):
             return kind.open(text, options)
-    tried = ", ".join(kind.kind for kind in KINDS)
-    raise UnsupportedInputError(f"{text}: not a volume datatools can open (tried: {tried})")
+        tried.append(kind.kind)
+    raise UnsupportedInputError(
+        f"{text}: not a volume datatools can open (tried: {', '.join(tried)})"
+    )
+
+
+def kinds() -> Iterator[type[Volume]]:
+    """The source kinds in the order :func:`open_volume` asks them, each module imported when
+    its kind is reached (SimpleITK only when no other kind recognised the input)."""
+    from datatools.sources.zarr_array import ZarrVolume
+
+    yield ZarrVolume
+    from datatools.sources.tiff_stack import TiffStack
+
+    yield TiffStack
+    from datatools.sources.hdf5 import Hdf5Volume
+
+    yield Hdf5Volume
+    from datatools.sources.tiff_file import TiffFileVolume
+
+    yield TiffFileVolume
+    from datatools.sources.itk_image import ItkVolume
+
+    yield ItkVolume
 
 
 def open_companion(spec: SourceSpec, options: OpenOptions | None) -> Volume:

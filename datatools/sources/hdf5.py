@@ -12,11 +12,11 @@ voxel 0's centre, spatial axes in C order, in the voxel size's unit), as datatoo
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from datatools.errors import InputError, first_line
@@ -24,6 +24,9 @@ from datatools.geometry import Box, spatial_axes
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
 from datatools.stores import HDF5_READ_SUFFIXES
 from datatools.units import unit_name
+
+if TYPE_CHECKING:
+    import h5py
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ KNOWN_AXES = ("yx", "zyx", "cyx", "czyx")
 """Values of an ``axes`` attribute that are read (datatools writes its volume's axes)."""
 LISTED_MAX = 10
 """At most this many dataset names appear in one error message."""
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The bytes an HDF5 file starts with, or holds at 512, 1024, 2048... after a user block."""
 
 
 def split_spec(spec: str) -> tuple[Path, str | None]:
@@ -48,6 +53,24 @@ def split_spec(spec: str) -> tuple[Path, str | None]:
             return head, spec[pos + 1 :]
         start = pos + 1
     return Path(spec), None
+
+
+def has_signature(path: Path) -> bool:
+    """Whether ``path`` holds the HDF5 signature where HDF5 looks for it (at 0, then at every
+    power of two from 512 inside the file), as ``h5py.is_hdf5`` answers, without h5py.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        offset = 0
+        while offset + len(SIGNATURE) <= size:
+            fh.seek(offset)
+            if fh.read(len(SIGNATURE)) == SIGNATURE:
+                return True
+            offset = max(512, 2 * offset)
+    return False
 
 
 class Hdf5Volume(Volume):
@@ -106,7 +129,7 @@ class Hdf5Volume(Volume):
         if path.suffix.lower() in HDF5_READ_SUFFIXES:
             return True
         try:
-            return bool(h5py.is_hdf5(path))
+            return has_signature(path)
         except OSError:
             return False
 
@@ -118,6 +141,8 @@ class Hdf5Volume(Volume):
             InputError: not an HDF5 file, no such dataset, the path is a group, several
                 candidate datasets and none named, or the dataset is unusable.
         """
+        import h5py
+
         path, name = split_spec(str(spec))
         try:
             file = h5py.File(path, "r")
@@ -163,6 +188,8 @@ class Hdf5Volume(Volume):
 
 
 def _find_dataset(file: h5py.File, path: Path, name: str | None) -> h5py.Dataset:
+    import h5py
+
     datasets: dict[str, h5py.Dataset] = {}
 
     def visit(key: str, obj: object) -> None:
@@ -285,6 +312,8 @@ def _unit(spec: str, value: object) -> str | None:
 
 
 def _filter_name(info: tuple[int, int, tuple[int, ...], bytes]) -> str:
+    import h5py
+
     code, _, _, name = info
     if code == h5py.h5z.FILTER_DEFLATE:
         return "gzip"

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
-import zarr
 
 from datatools.errors import DatatoolsError, InputError
 from datatools.geometry import Box, resolve_roi
@@ -30,6 +29,9 @@ from datatools.sources._tiff_layout import (
     ome_voxel_size,
 )
 from datatools.sources.base import OpenOptions, SourceSpec, Volume, check_dtype
+
+if TYPE_CHECKING:
+    import zarr
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,8 @@ class TiffFileVolume(Volume):
                     n if a in "YXS" else 1 for a, n in zip(data.axes, data.shape, strict=True)
                 )
             else:
+                import zarr
+
                 # A multi-level series' own store is a group of all levels; a level's
                 # TiffPageSeries has only itself as a level, so ask the base series.
                 store = series.aszarr(level=level)

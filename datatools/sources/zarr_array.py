@@ -15,15 +15,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from datatools.errors import InputError, first_line
 from datatools.geometry import SPATIAL_AXES, Box
 from datatools.ngff import ImageMetadata, parse_image
 from datatools.sources.base import OpenOptions, SourceSpec, Volume
+
+if TYPE_CHECKING:
+    import zarr
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 AXIS_ORDER = "tczyx"
@@ -92,6 +94,8 @@ class ZarrVolume(Volume):
                 ``t, c, z, y, x`` order), malformed NGFF metadata, a group with no or several
                 arrays, an empty array or an unsupported dtype.
         """
+        import zarr
+
         name = str(spec).rstrip("/") or str(spec)
         node = _open_node(name)
         if isinstance(node, zarr.Array):
@@ -146,6 +150,8 @@ class ZarrVolume(Volume):
 
 
 def _open_node(name: str) -> zarr.Array[Any] | zarr.Group:
+    import zarr
+
     try:
         return zarr.open(name, mode="r")
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -165,6 +171,8 @@ def _refuse_level(name: str, options: OpenOptions) -> None:
 
 def _parent_image(name: str) -> tuple[zarr.Group, ImageMetadata, int] | None:
     """The OME-Zarr image whose ``multiscales`` list ``name`` as a level, if any."""
+    import zarr
+
     path = Path(name)
     parent = path.parent
     if not any((parent / f).is_file() for f in (*ZARR_METADATA, ".zattrs")):
@@ -225,6 +233,8 @@ def _ngff_level(name: str, group: zarr.Group, multiscale: ImageMetadata, level: 
 
 
 def _level_array(group: zarr.Group, path: str) -> zarr.Array[Any] | None:
+    import zarr
+
     try:
         node = group[path]
     except (KeyError, OSError, ValueError):
@@ -285,6 +295,8 @@ def _only_array(name: str, group: zarr.Group) -> _Level:
     Raises:
         InputError: the group holds no array, or several.
     """
+    import zarr
+
     arrays = sorted(group.array_keys())
     if len(arrays) == 1:
         node = group[arrays[0]]

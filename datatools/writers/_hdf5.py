@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from datatools import ledger as owned
@@ -121,6 +120,8 @@ def hdf5_value(value: Any) -> Any:
 
 def read_meta(path: Path) -> dict[str, Any] | None:
     """The ``datatools`` root attribute of an HDF5 file of ours, ``None`` for anything else."""
+    import h5py
+
     try:
         with h5py.File(path, "r") as file:
             raw = file.attrs.get(META)
@@ -145,6 +146,8 @@ def read_hdf5_record(path: Path) -> tuple[owned.RunRecord, bool] | None:
 
 
 def _file(path: Path, mode: str) -> Any:
+    import h5py
+
     try:
         return h5py.File(path, mode)
     except OSError as exc:
