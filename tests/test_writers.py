@@ -96,7 +96,7 @@ def test_random_batches_equal_the_concatenation(
         assert group["origins"].chunks == (8, 3)
         assert group.attrs["datatools"] == {"rows": total, "chunk_rows": 8, "complete": True}
         assert ledger.is_complete(path)
-        assert ledger.read_state(path) == {"rows": total}
+        assert ledger.open_ledger(path).read_state() == {"rows": total}
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
@@ -652,7 +652,10 @@ def test_groups_grow_on_their_own_in_one_output(
         assert (meta["rows"], meta["group_rows"]) == (17, {"class_1": 6, "class_7": 11})
     else:
         assert group_attrs(path, "class_7") == {"class_value": 7}
-        assert ledger.read_state(path) == {"rows": 17, "group_rows": {"class_1": 6, "class_7": 11}}
+        assert ledger.open_ledger(path).read_state() == {
+            "rows": 17,
+            "group_rows": {"class_1": 6, "class_7": 11},
+        }
         names = [name for name, _ in zarr.open_group(str(path), mode="r").members(max_depth=None)]
         assert ".datatools" in names
         assert not [name for name in names if name.endswith("/.datatools")]  # one marker
