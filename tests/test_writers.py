@@ -417,6 +417,24 @@ def test_an_unreadable_partial_hdf5_file_is_replaced_only_on_request(tmp_path: P
     assert not partial.exists()
 
 
+def test_an_hdf5_overwrite_keeps_the_finished_file_until_the_new_one_is_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.h5"
+    partial = Path(f"{path}{ledger.PARTIAL_SUFFIX}")
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+    interrupted(path, 9, overwrite=True)
+    assert_rows(path, 3)
+    assert_rows(partial, 8)
+    assert not ledger.is_complete(path)  # the partial file is the run under way
+    with open_writer(path, ARRAYS, chunk_rows=8, append=True) as writer:
+        assert writer.rows == 8
+        writer.append(patches=patches(8, 1), origins=origins(8, 1))
+    assert_rows(path, 9)
+    assert not partial.exists()
+
+
 @pytest.mark.parametrize("name", ["out.zarr", "out.h5"])
 def test_foreign_targets_are_never_replaced(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
