@@ -12,16 +12,11 @@ outputs, have ``kind`` ``"datatools-output"``, ``None`` volume keys, and ``array
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from datatools import ledger
-from datatools.convert import hdf5_target
-from datatools.errors import TargetError
 from datatools.inputs import open_input
+from datatools.ledger import OutputLedger, TargetStatus, open_ledger
 from datatools.sources import OpenOptions, SourceSpec
 
 VOLUME_KEYS = (
@@ -39,77 +34,38 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
     Raises:
         InputNotFoundError, InputError: as :func:`datatools.sources.open_volume`.
     """
+    status: TargetStatus | None = None
     if isinstance(spec, str | Path):
         path = Path(spec)
-        status = ledger.status(path)
-        if status is not None and (not status.complete or status.record.command != "convert"):
+        output = open_ledger(path)
+        status = output.status()
+        if status is not None and not _finished_image(status):
             described = status.to_dict()
-            if status.record.command == "split-classes":
+            if status.record is not None and status.record.command == "split-classes":
                 names = dict(status.record.params.get("classes") or {}).values()
-                done = sum(ledger.is_ours(path / n) and ledger.is_complete(path / n) for n in names)
+                done = sum(open_ledger(path / n).is_complete() for n in names)
                 described["state"] = {**described["state"], "classes": [done, len(names)]}
-            return _describe_output(path, described, _zarr_arrays(path))
-        hdf5 = (
-            _hdf5_output(path)
-            or _hdf5_unfinished(path)
-            or (None if path.exists() else _hdf5_output(path, hdf5_target.partial_path(path)))
-        )
-        if hdf5 is not None:
-            return hdf5
-    else:
-        status = None
+            return _describe_output(path, described, _arrays(output))
     with open_input(spec, options) as volume:
         out = volume.describe()
         files = volume.files()
+    if status is None and out["kind"] == "hdf5":  # a dataset of a finished HDF5 convert output
+        found = open_ledger(files[0]).status()
+        if _finished_image(found):
+            status = found
     out["status"] = None if status is None else status.to_dict()
-    if status is None and out["kind"] == "hdf5":  # a finished HDF5 convert output
-        record = hdf5_target.read_record(files[0])
-        if record is not None and record.command == "convert":
-            out["status"] = {"complete": True, "command": "convert", "units_done": None,
-                             "units_total": None, "state": {}}  # fmt: skip
     return out
 
 
-def _hdf5_unfinished(path: Path) -> dict[str, Any] | None:
-    """An HDF5 convert output still under its partial name (interrupted, or running)."""
-    partial = hdf5_target.partial_path(path)
-    if path.exists() or not partial.is_file():
-        return None
-    record = hdf5_target.read_record(partial)
-    if record is None:
-        try:
-            unreadable = hdf5_target.is_torn(partial)
-        except TargetError:  # being written right now: not torn, just not readable yet
-            unreadable = False
-        if not unreadable:
-            return None
-        torn: dict[str, Any] = {
-            "complete": False, "command": None, "units_done": None, "units_total": None,
-            "state": {"partial": str(partial), "unreadable": "killed while HDF5 wrote it; "
-                      "rerun with --overwrite to start again"},
-        }  # fmt: skip
-        return _describe_output(path, torn, {})
-    import h5py
-
-    try:
-        with h5py.File(partial, "r") as fh:
-            marks = np.asarray(fh[hdf5_target.LEDGER][:])
-            arrays = {
-                name: {"shape": list(node.shape), "dtype": str(node.dtype),
-                       "chunks": None if node.chunks is None else list(node.chunks)}
-                for name, node in fh.items()
-                if isinstance(node, h5py.Dataset) and name != hdf5_target.LEDGER
-            }  # fmt: skip
-    except (OSError, KeyError):
-        return None
-    status = {
-        "complete": False,
-        "command": record.command,
-        "units_done": int(np.count_nonzero(marks)),
-        "units_total": len(marks),
-        "state": {"partial": str(partial)},
-    }
-    return _describe_output(path, status, arrays)
+def _finished_image(status: TargetStatus | None) -> bool:
+    """A complete ``convert`` output: described as the volume it is."""
+    record = None if status is None else status.record
+    return (
+        status is not None
+        and status.complete
+        and record is not None
+        and (record.command == "convert")
+    )
 
 
 def _describe_output(
@@ -120,54 +76,40 @@ def _describe_output(
     return out
 
 
-def _zarr_arrays(path: Path) -> dict[str, dict[str, Any]]:
-    import zarr
+def _arrays(output: OutputLedger[Any]) -> dict[str, dict[str, Any]]:
+    """Shape, dtype and chunks of each array of the output (not the ledger's own), read where
+    its data is now; empty when it cannot be read."""
+    where = output.location()
+    if where.is_dir():
+        import zarr
 
-    group = zarr.open_group(path, mode="r")
-    return {
-        name: {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
-        for name, node in sorted(group.members(max_depth=None))
-        if isinstance(node, zarr.Array) and ledger.MARKER not in name.split("/")
-    }
-
-
-def _hdf5_output(path: Path, file: Path | None = None) -> dict[str, Any] | None:
-    """An HDF5 file written by datatools with several datasets (writers, patches, instances),
-    read from ``file`` when it is still under its partial name."""
-    file = path if file is None else file
-    if path.suffix.lower() not in (".h5", ".hdf5") or not file.is_file():
-        return None
+        return _described(output, dict(zarr.open_group(where, mode="r").members(max_depth=None)))
     import h5py
 
+    found: dict[str, Any] = {}
+
+    def collect(name: str, node: Any) -> None:
+        found[name] = node
+
     try:
-        with h5py.File(file, "r") as fh:
-            raw = fh.attrs.get("datatools")
-            if raw is None:
-                return None
-            record = json.loads(raw)
-            if record.get("command") == "convert":
-                return None
-            arrays: dict[str, dict[str, Any]] = {}
-
-            def visit(name: str, node: Any) -> None:
-                if isinstance(node, h5py.Dataset):
-                    arrays[name] = {
-                        "shape": list(node.shape),
-                        "dtype": str(node.dtype),
-                        "chunks": None if node.chunks is None else list(node.chunks),
-                    }
-
-            fh.visititems(visit)
+        with h5py.File(where, "r") as fh:
+            fh.visititems(collect)
+            return _described(output, found)
     except OSError:
-        return None
-    status = {
-        "complete": bool(record.get("complete", True)),
-        "command": record.get("command"),
-        "units_done": None,
-        "units_total": None,
-        "state": {"rows": record.get("rows")},
+        return {}
+
+
+def _described(output: OutputLedger[Any], nodes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The arrays (Zarr arrays, HDF5 datasets: the nodes with a dtype) among ``nodes``."""
+    return {
+        name: {
+            "shape": list(node.shape),
+            "dtype": str(node.dtype),
+            "chunks": None if node.chunks is None else list(node.chunks),
+        }
+        for name, node in sorted(nodes.items())
+        if getattr(node, "dtype", None) is not None and not output.is_own_node(name)
     }
-    return _describe_output(path, status, arrays)
 
 
 def format_info(info: dict[str, Any]) -> str:

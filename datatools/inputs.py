@@ -10,8 +10,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from datatools import ledger
 from datatools.errors import InputError
+from datatools.ledger import open_ledger
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
 
 UNFINISHED_DEPTH = 3
@@ -43,11 +43,12 @@ def refuse_unfinished(path: Path) -> None:
     if not path.is_dir():
         return
     for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
-        if not ledger.is_ours(folder):
+        output = open_ledger(folder)
+        if not output.is_ours():
             continue
-        if ledger.is_complete(folder):
+        if output.is_complete():
             return
-        state = ledger.status(folder)  # counts the ledger: only for an unfinished output
+        state = output.status()  # counts the done units: only for an unfinished output
         if state is not None:
             done = (
                 f"{state.units_done}/{state.units_total} units done"

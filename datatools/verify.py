@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -28,14 +27,13 @@ from typing import Any
 import numpy as np
 import zarr
 
-from datatools import ledger
 from datatools.convert.class_masks import ClassMask
-from datatools.convert.hdf5_target import partial_path
 from datatools.convert.plan import cast
 from datatools.downsample import downsample
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.inputs import open_input
+from datatools.ledger import Hdf5Ledger, open_ledger
 from datatools.ngff import parse_image, validate_image
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume
@@ -94,12 +92,12 @@ def verify(
         InputError: it is not an output datatools can verify.
     """
     path = Path(target_path)
+    where = open_ledger(path).location()
+    if where != path:
+        raise InputError(
+            f"{path}: unfinished (still {where.name}); rerun the convert command to finish it"
+        )
     if not path.exists():
-        if partial_path(path).is_file():
-            raise InputError(
-                f"{path}: unfinished (still {partial_path(path).name}); rerun the convert "
-                "command to finish it"
-            )
         raise InputNotFoundError(f"{path}: no such file or directory")
     with contextlib.ExitStack() as opened:
         return _verify(path, opened, against, open_options, block_bytes, progress)
@@ -351,13 +349,13 @@ def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dic
         fh = opened.enter_context(h5py.File(path, "r"))
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    raw = fh.attrs.get("datatools")
-    if raw is None:
+    record = Hdf5Ledger(path).read_record()
+    if record is None:
         raise InputError(f"{path}: not an output of datatools convert (no datatools record)")
-    record = json.loads(raw)
-    command = record.get("command")
-    if command not in (None, "convert"):
-        raise InputError(f"{path}: a datatools {command} output (verify checks convert outputs)")
+    if record.command != "convert":
+        raise InputError(
+            f"{path}: a datatools {record.command} output (verify checks convert outputs)"
+        )
     datasets: list[str] = []
 
     def collect(name: str, node: object) -> None:
@@ -367,14 +365,14 @@ def _open_hdf5(path: Path, opened: contextlib.ExitStack) -> tuple[list[Any], dic
     fh.visititems(collect)  # --dataset may have put it in a group
     if not datasets:
         raise InputError(f"{path}: holds no dataset")
-    return [fh[datasets[0]]], dict(record.get("params", {}))
+    return [fh[datasets[0]]], record.params
 
 
 def _open_zarr(
     path: Path, problems: list[str]
 ) -> tuple[list[Any], dict[str, Any], list[tuple[int, ...]]]:
-    status = ledger.status(path)
-    if status is None:
+    status = open_ledger(path).status()
+    if status is None or status.record is None:
         raise InputError(f"{path}: not an output of datatools convert (no .datatools record)")
     command = status.record.command
     if command != "convert":

@@ -484,7 +484,7 @@ def test_parent_that_refuses_a_folder_is_a_write_error(
     def refused(*args: object, **kwargs: object) -> str:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(ledger.os, "mkdir", refused)
+    monkeypatch.setattr(os, "mkdir", refused)
     with pytest.raises(WriteError, match=r"o\.zarr: cannot create output \(Permission denied\)"):
         convert(ArrayVolume(arange_volume((4, 4, 4))), tmp_path / "o.zarr")
 

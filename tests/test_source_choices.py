@@ -62,7 +62,7 @@ def test_records_of_earlier_versions_still_resume(tmp_path: Path, two_series: st
     record = ledger.read_record(out)
     params = {k: v for k, v in record.params.items() if k not in ("source_level", "series")}
     params["voxel_size"] = [3999.9999999999995] * 3
-    ledger._update_attrs(out, run=ledger.RunRecord(record.command, params).to_dict())
+    ledger.ZarrLedger(out)._update_attrs(run=ledger.RunRecord(record.command, params).to_dict())
     done = convert(two_series, out, chunks=4, task=TaskSlice(1, 2), voxel_size=(4000, 4000, 4000))
     assert done.complete
 

@@ -75,6 +75,7 @@ def test_version_and_help_import_no_command(option: str, start: str) -> None:
     assert {m for m in modules if m.startswith("datatools.")} <= {
         "datatools.cli",
         "datatools.cli.main",
+        "datatools.cli.verbosity",
         "datatools.errors",
     }
 

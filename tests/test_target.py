@@ -29,10 +29,10 @@ def test_claim_creates_a_clean_zarr_hierarchy(tmp_path: Path) -> None:
     assert ledger.claim(out, record, overwrite=False, populate=populate) == "created"
     assert ledger.is_ours(out)
     assert ledger.read_record(out) == record
-    ledger.Ledger(out).mark_many([0, 5, 7])
-    assert ledger.Ledger(out).done() == {0, 5, 7}
-    ledger.write_state(out, {"rows": 12})
-    assert ledger.read_state(out) == {"rows": 12}
+    ledger.ZarrLedger(out).mark_done([0, 5, 7])
+    assert ledger.ZarrLedger(out).done() == {0, 5, 7}
+    ledger.ZarrLedger(out).write_state({"rows": 12})
+    assert ledger.ZarrLedger(out).read_state() == {"rows": 12}
     assert not ledger.is_complete(out)
     ledger.mark_complete(out)
     assert ledger.is_complete(out)
@@ -53,8 +53,8 @@ def test_claim_v2_marker(tmp_path: Path) -> None:
         overwrite=False,
         populate=lambda f: zarr.create_group(f, zarr_format=2).attrs.update({"k": 1}),
     )
-    ledger.Ledger(out).mark(3)
-    assert ledger.Ledger(out).done() == {3}
+    ledger.ZarrLedger(out).mark_done([3])
+    assert ledger.ZarrLedger(out).done() == {3}
     group = zarr.open_group(out, mode="r")
     assert sorted(name for name, _ in group.members(max_depth=None)) == [
         ".datatools",
@@ -99,11 +99,11 @@ def test_remove_ours_refuses_foreign(tmp_path: Path) -> None:
     foreign = tmp_path / "f"
     foreign.mkdir()
     with pytest.raises(TargetError, match="folder datatools did not create"):
-        ledger.remove_ours(foreign)
+        ledger.ZarrLedger(foreign).remove()
     link = tmp_path / "link"
     link.symlink_to(foreign)
     with pytest.raises(TargetError, match="symbolic link"):
-        ledger.remove_ours(link)
+        ledger.ZarrLedger(link).remove()
     assert foreign.is_dir()
 
 

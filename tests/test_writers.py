@@ -96,7 +96,7 @@ def test_random_batches_equal_the_concatenation(
         assert group["origins"].chunks == (8, 3)
         assert group.attrs["datatools"] == {"rows": total, "chunk_rows": 8, "complete": True}
         assert ledger.is_complete(path)
-        assert ledger.read_state(path) == {"rows": total}
+        assert ledger.open_ledger(path).read_state() == {"rows": total}
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
@@ -417,6 +417,24 @@ def test_an_unreadable_partial_hdf5_file_is_replaced_only_on_request(tmp_path: P
     assert not partial.exists()
 
 
+def test_an_hdf5_overwrite_keeps_the_finished_file_until_the_new_one_is_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.h5"
+    partial = Path(f"{path}{ledger.PARTIAL_SUFFIX}")
+    with open_writer(path, ARRAYS, chunk_rows=8) as writer:
+        writer.append(patches=patches(0, 3), origins=origins(0, 3))
+    interrupted(path, 9, overwrite=True)
+    assert_rows(path, 3)
+    assert_rows(partial, 8)
+    assert not ledger.is_complete(path)  # the partial file is the run under way
+    with open_writer(path, ARRAYS, chunk_rows=8, append=True) as writer:
+        assert writer.rows == 8
+        writer.append(patches=patches(8, 1), origins=origins(8, 1))
+    assert_rows(path, 9)
+    assert not partial.exists()
+
+
 @pytest.mark.parametrize("name", ["out.zarr", "out.h5"])
 def test_foreign_targets_are_never_replaced(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
@@ -652,7 +670,10 @@ def test_groups_grow_on_their_own_in_one_output(
         assert (meta["rows"], meta["group_rows"]) == (17, {"class_1": 6, "class_7": 11})
     else:
         assert group_attrs(path, "class_7") == {"class_value": 7}
-        assert ledger.read_state(path) == {"rows": 17, "group_rows": {"class_1": 6, "class_7": 11}}
+        assert ledger.open_ledger(path).read_state() == {
+            "rows": 17,
+            "group_rows": {"class_1": 6, "class_7": 11},
+        }
         names = [name for name, _ in zarr.open_group(str(path), mode="r").members(max_depth=None)]
         assert ".datatools" in names
         assert not [name for name in names if name.endswith("/.datatools")]  # one marker

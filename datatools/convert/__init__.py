@@ -374,9 +374,8 @@ def _ngff(zarr_format: int) -> str:
 
 def _recorded_unit_shapes(path: Path, is_hdf5: bool) -> list[list[int]] | None:
     """A resumed run keeps the unit shapes of the run that created the output."""
-    record = hdf5_target.existing_record(path) if is_hdf5 else None
-    if not is_hdf5 and ledger.is_ours(path):
-        record = ledger.read_record(path)
+    output = ledger.Hdf5Ledger(path) if is_hdf5 else ledger.ZarrLedger(path)
+    record = output.read_record()
     if record is None or record.command != "convert":
         return None
     shapes = record.params.get("unit_shapes")

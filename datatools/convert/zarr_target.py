@@ -30,6 +30,7 @@ from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
 from datatools.inputs import open_input
+from datatools.ledger import ZarrLedger
 from datatools.ngff import for_zarr_format
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
@@ -246,7 +247,7 @@ class _Output:
 
     job: ConvertJob
     path: Path
-    record: ledger.Ledger
+    ledger: ZarrLedger
     todo: set[int]
     skipped: int
     created: bool
@@ -281,15 +282,15 @@ def run(
     mine = range(n_base) if task is None else task.select(n_base)
     runs: list[_Output] = []
     for job, path in outputs:
-        how = ledger.claim(path, job.record, overwrite=overwrite, populate=_populate(job))
+        output = ZarrLedger(path)
+        how = output.claim(job.record, overwrite=overwrite, populate=_populate(job))
         if how == "resumed" and task is None:
             # temporaries of a killed run; with task slices other tasks may be writing right
             # now, so those are cleaned by whichever task finalizes
             ledger.clean_stray_files(path)
-        record = ledger.Ledger(path)
-        done = record.done()
+        done = output.done()
         todo = {i for i in mine if i not in done}
-        runs.append(_Output(job, path, record, todo, len(mine) - len(todo), how == "created"))
+        runs.append(_Output(job, path, output, todo, len(mine) - len(todo), how == "created"))
     pending = sorted(set().union(*(out.todo for out in runs)))
     megabytes = [math.prod(plan.unit_shape) * out.job.out_dtype.itemsize / 1e6 for out in runs]
     total = sum(len(out.todo) * mb for out, mb in zip(runs, megabytes, strict=True))
@@ -318,14 +319,14 @@ def run(
             for index in runner.map(base_unit if len(runs) > 1 else units[0], pending):
                 for out, mb in zip(runs, megabytes, strict=True):
                     if index in out.todo:
-                        out.record.mark(index)
+                        out.ledger.mark_done([index])
                         out.written.append(index)
                         bar.update(mb)
                 if on_unit_done is not None:
                     on_unit_done(index)
             for out, unit in zip(runs, units, strict=True):
                 _run_pyramid(out, unit, runner, on_unit_done)
-            complete = [_finalize(out.job, out.path, out.record) for out in runs]
+            complete = [_finalize(out) for out in runs]
         except OSError as exc:
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
@@ -339,7 +340,7 @@ def run(
                 for out in runs:
                     if out.created:
                         with contextlib.suppress(OSError):
-                            ledger.remove_ours(out.path)
+                            out.ledger.remove()
             raise
     return [(out.written, out.skipped, done) for out, done in zip(runs, complete, strict=True)]
 
@@ -354,23 +355,26 @@ def _run_pyramid(
     this task or others)."""
     plan = out.job.plan
     for level in plan.pyramid:
-        done = out.record.done()
+        done = out.ledger.done()
         if not all(i in done for i in range(plan.n_base_units)):
             return
         todo = [level.offset + i for i in range(level.n_units)]
         todo = [i for i in todo if i not in done]
         out.skipped += level.n_units - len(todo)
         for index in runner.map(unit, todo):
-            out.record.mark(index)
+            out.ledger.mark_done([index])
             out.written.append(index)
             if on_unit_done is not None:
                 on_unit_done(index)
 
 
-def _finalize(job: ConvertJob, path: Path, record: ledger.Ledger) -> bool:
-    if len(record.done()) < job.plan.n_units:
+def _finalize(out: _Output) -> bool:
+    """Write the OME metadata and mark ``out`` complete once every unit is done (by any task);
+    whether it is complete."""
+    job, path = out.job, out.path
+    if len(out.ledger.done()) < job.plan.n_units:
         return False
-    if ledger.is_complete(path):
+    if out.ledger.is_complete():
         return True
     # the last tasks of a job array may finish together and all get here: a minute's grace
     # keeps their files in flight; attributes are replaced atomically
@@ -381,5 +385,5 @@ def _finalize(job: ConvertJob, path: Path, record: ledger.Ledger) -> bool:
     attrs = write(job.axes, levels, name=job.name)
     attrs["datatools"] = _provenance(job, complete=True)
     ledger.update_attributes(path, attrs)
-    ledger.mark_complete(path)
+    out.ledger.mark_complete()
     return True

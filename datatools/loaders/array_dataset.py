@@ -10,7 +10,6 @@ hold ``class``. The dataset needs no torch: ``DataLoader(dataset, ...)`` takes i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +21,8 @@ import numpy as np
 import zarr
 import zarr.errors
 
-from datatools import ledger as owned
 from datatools.errors import InputError, InputNotFoundError, OptionError
+from datatools.ledger import open_ledger
 from datatools.loaders.rows import (
     Array,
     ChunkCache,
@@ -126,7 +125,7 @@ def open_arrays(source: GroupLike, *, arrays: Sequence[str] | None = None) -> di
 
 
 def _zarr_path(path: Path) -> dict[str, RowSource]:
-    if owned.is_ours(path) and not owned.is_complete(path):
+    if open_ledger(path).is_unfinished():
         raise InputError(
             f"{path}: unfinished datatools output (rerun the command that writes it to complete it)"
         )
@@ -177,26 +176,14 @@ def _zarr_rows(group: zarr.Group, where: str) -> dict[str, RowSource]:
 def _hdf5_rows(path: Path) -> dict[str, RowSource]:
     try:
         with h5py.File(path, "r") as file:
-            meta = file.attrs.get("datatools")
             names = [name for name, node in file.items() if isinstance(node, h5py.Dataset)]
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    if _unfinished(meta):
+    if open_ledger(path).is_unfinished():
         raise InputError(
             f"{path}: unfinished datatools output (rerun the command that writes it to complete it)"
         )
     return {name: Hdf5Rows(path, name) for name in names}
-
-
-def _unfinished(meta: object) -> bool:
-    """Whether an HDF5 ``datatools`` attribute (JSON text) records an unfinished run."""
-    if not isinstance(meta, str | bytes):
-        return False
-    try:
-        record = json.loads(meta)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and record.get("complete") is False
 
 
 class ArrayDataset:

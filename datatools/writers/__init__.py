@@ -10,7 +10,8 @@ subgroups (one per class, say), and each subgroup grows on its own (:meth:`Array
 
 Targets (same interface):
 
-- Zarr group (v3 default, v2 on request), a folder owned through :mod:`datatools.ledger`::
+- Zarr group (v3 default, v2 on request), a folder owned through
+  :class:`datatools.ledger.ZarrLedger`::
 
       train.zarr/
           zarr.json (v3) | .zgroup + .zattrs (v2)
@@ -32,10 +33,12 @@ Targets (same interface):
 
 - HDF5 file (``.h5`` / ``.hdf5``): one resizable dataset per array at the root or in each
   subgroup (``maxshape=(None, ...)``, chunks ``(chunk_rows, *item_chunks)``), attributes set
-  at creation (numbers, strings, numeric lists; anything else as JSON text), written as
-  ``<name>.datatools-partial`` and renamed at a normal close. The root attribute ``datatools``
-  is JSON ``{"command", "params", "version", "rows", "complete"}`` (plus ``"group_rows"``, and
-  ``"done"`` for positional fill), rewritten and flushed after every flush.
+  at creation (numbers, strings, numeric lists; anything else as JSON text), claimed through
+  :class:`datatools.ledger.Hdf5Ledger`: written as ``<name>.datatools-partial`` and renamed
+  at a normal close (an ``overwrite`` keeps the finished file until then). The root
+  attribute ``datatools`` is JSON ``{"command", "params", "version", "rows", "complete"}``
+  (plus ``"group_rows"``, and ``"done"`` for positional fill once a chunk row is written),
+  rewritten and flushed after every flush.
 
 Crash safety: chunk data are written first, then the array shapes, then the row count, so a
 killed process (kill -9, out-of-memory kill, job time limit) leaves an output whose recorded
@@ -58,11 +61,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from datatools import ledger as owned
 from datatools.errors import OptionError
+from datatools.ledger import RunRecord, open_ledger
 from datatools.sinks.codecs import parse_codec
-from datatools.stores import HDF5_SUFFIXES
-from datatools.writers._hdf5 import open_hdf5, read_hdf5_record
+from datatools.stores import HDF5_SUFFIXES, is_hdf5_target
+from datatools.writers._hdf5 import open_hdf5
 from datatools.writers._layout import (
     COMMAND,
     ArraySpec,
@@ -75,7 +78,7 @@ from datatools.writers._layout import (
     make_streams,
 )
 from datatools.writers._writer import ArrayWriter, GroupWriter
-from datatools.writers._zarr import open_zarr, read_zarr_record
+from datatools.writers._zarr import open_zarr
 
 __all__ = [
     "COMMAND",
@@ -161,7 +164,7 @@ def open_writer(
         raise OptionError(f"zarr_format {zarr_format}: choose 2 or 3")
     if not isinstance(command, str) or not command:
         raise OptionError(f"command {command!r}: must be a non-empty name")
-    hdf5 = path.suffix.lower() in HDF5_SUFFIXES
+    hdf5 = is_hdf5_target(path)
     chosen = parse_codec(codec or ("gzip" if hdf5 else "zstd"), level, hdf5=hdf5)
     specs = arrays if isinstance(arrays, Mapping) else {DEFAULT_NAME: arrays}
     if not specs:
@@ -186,7 +189,7 @@ def open_writer(
         record_params["units_total"] = sum(s.units for s in streams)
     setup = Setup(
         path,
-        owned.RunRecord(command, record_params),
+        RunRecord(command, record_params),
         layouts,
         names,
         chunk_rows,
@@ -252,11 +255,9 @@ def read_run(target: str | Path) -> StoredRun | None:
     """The record of the output at ``target`` (a Zarr group of ours, or an HDF5 file or its
     unfinished ``.datatools-partial`` file); ``None`` when there is none (nothing there, or
     something datatools did not make), so a caller can check its options before writing."""
-    path = Path(target)
-    found = (
-        read_hdf5_record(path) if path.suffix.lower() in HDF5_SUFFIXES else read_zarr_record(path)
-    )
-    if found is None:
+    output = open_ledger(target)
+    record = output.read_record()
+    if record is None:
         return None
-    record, complete = found
-    return StoredRun(record.command, dict(record.params.get("options") or {}), complete)
+    options = dict(record.params.get("options") or {})
+    return StoredRun(record.command, options, output.is_complete())

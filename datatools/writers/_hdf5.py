@@ -1,29 +1,20 @@
-"""HDF5 storage of a writer: one file, written as ``<name>.datatools-partial`` and renamed at a
-normal close; its root attribute ``datatools`` (JSON) records the run and the progress."""
+"""HDF5 storage of a writer: one file claimed through :class:`datatools.ledger.Hdf5Ledger`
+(written under a partial name, renamed at a normal close); the ledger's record attribute also
+holds the rows and the chunk rows done."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datatools import ledger as owned
-from datatools.errors import TargetError, WriteError
+from datatools.errors import WriteError
 from datatools.interrupts import deferred_interrupt
+from datatools.ledger import Hdf5Ledger
 from datatools.writers._layout import Array, Backend, Setup
-
-META = "datatools"
-"""Root attribute holding ``{"command", "params", "version", "rows", "complete", ...}``."""
-
-
-def partial_path(path: Path) -> Path:
-    """The name an unfinished HDF5 output has."""
-    return Path(f"{path}{owned.PARTIAL_SUFFIX}")
 
 
 def open_hdf5(setup: Setup, *, overwrite: bool) -> Hdf5Backend:
@@ -33,58 +24,23 @@ def open_hdf5(setup: Setup, *, overwrite: bool) -> Hdf5Backend:
         TargetError, ResumeMismatchError: as :func:`datatools.writers.open_writer`.
         WriteError: the file cannot be created or opened.
     """
-    final = setup.path
-    partial = partial_path(final)
-    owned.check_target_location(final)
-    if partial.is_symlink():
-        raise TargetError(f"{partial}: is a symbolic link (remove it or choose another target)")
-    present = [p for p in (final, partial) if p.exists()]
-    metas: dict[Path, dict[str, Any]] = {}
-    for p in present:
-        meta = read_meta(p)
-        if meta is not None:
-            metas[p] = meta
-        elif p == partial and not overwrite:
-            raise TargetError(
-                f"{p}: unfinished file that HDF5 cannot read, left by a run killed while "
-                "flushing (--overwrite replaces it)"
-            )
-        elif p != partial:
-            raise TargetError(
-                f"{p}: exists and is not a datatools output (choose another target; "
-                "--overwrite only replaces outputs of datatools)"
-            )
-    if present and overwrite:
-        for p in present:
-            _remove(p)
-    elif present:
-        if not setup.append:
-            raise setup.exists_error(
-                "exists" if final in present else f"exists as the unfinished {partial.name}"
-            )
-        if len(present) == 2:
-            raise TargetError(
-                f"{final}: both it and {partial.name} exist (remove the one you do not want)"
-            )
-        setup.check_same(owned.RunRecord.from_dict(metas[present[0]]))
-        if present[0] == final:
-            os.replace(final, partial)
-        return Hdf5Backend(setup, partial, _file(partial, "r+"), metas[present[0]])
-    file = _file(partial, "w-")
+    output = Hdf5Ledger(setup.path)
+    setup.check_existing(output, overwrite=overwrite)
+    outcome = output.claim(
+        setup.record, overwrite=overwrite, populate=lambda file: _create(file, setup)
+    )
     try:
-        _create(file, setup)
-        rows = setup.total_rows or 0
-        meta = {
-            **setup.record.to_dict(),
-            **setup.state(dict.fromkeys(setup.groups, rows)),
-            "complete": False,
-        }
-        if setup.total_rows is not None:
-            meta["done"] = []
-        return Hdf5Backend(setup, partial, file, meta)
+        if outcome == "resumed":
+            output.clear_complete()
+        else:
+            rows = setup.total_rows or 0
+            output.write_state(setup.state(dict.fromkeys(setup.groups, rows)))
+        return Hdf5Backend(setup, output)
+    except OSError as exc:
+        output.close()
+        raise WriteError(f"{output.partial}: cannot record progress ({exc})") from exc
     except BaseException:
-        file.close()
-        partial.unlink(missing_ok=True)
+        output.close()
         raise
 
 
@@ -118,65 +74,19 @@ def hdf5_value(value: Any) -> Any:
     return json.dumps(value)
 
 
-def read_meta(path: Path) -> dict[str, Any] | None:
-    """The ``datatools`` root attribute of an HDF5 file of ours, ``None`` for anything else."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as file:
-            raw = file.attrs.get(META)
-    except OSError:
-        return None
-    try:
-        meta = json.loads(raw) if isinstance(raw, str | bytes) else None
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) and {"command", "params"} <= set(meta) else None
-
-
-def read_hdf5_record(path: Path) -> tuple[owned.RunRecord, bool] | None:
-    """The run record of an HDF5 output of datatools (the finished file, else the partial one)
-    and whether it is complete; ``None`` when there is none."""
-    for candidate in (path, partial_path(path)):
-        meta = read_meta(candidate) if candidate.is_file() else None
-        if meta is not None:
-            complete = candidate == path and meta.get("complete", True) is True
-            return owned.RunRecord.from_dict(meta), complete
-    return None
-
-
-def _file(path: Path, mode: str) -> Any:
-    import h5py
-
-    try:
-        return h5py.File(path, mode)
-    except OSError as exc:
-        raise WriteError(f"{path}: cannot open for writing ({exc})") from exc
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError as exc:
-        raise WriteError(f"{path}: cannot remove ({exc.strerror or exc})") from exc
-
-
 class Hdf5Backend(Backend):
-    """An HDF5 file written under its partial name; the root attribute records progress."""
+    """An HDF5 file written under its partial name; its ledger records the progress."""
 
-    def __init__(self, setup: Setup, partial: Path, file: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, setup: Setup, output: Hdf5Ledger) -> None:
         self.path = setup.path
-        self.partial = partial
+        self.partial = output.partial
         self.setup = setup
+        self.ledger = output
         self.growing = setup.total_rows is None
-        self._file = file
-        self._meta = meta
-        self._datasets = {key: (group, file[key]) for group, key, _ in setup.keys}
-        self.rows = setup.recorded_rows(meta)
-        meta["complete"] = False
+        self._datasets = {key: (group, output.file[key]) for group, key, _ in setup.keys}
+        self.rows = setup.recorded_rows(output.read_state() if self.growing else {})
         if self.growing:
             self._resize()
-        self._save()
         self._interrupt = ExitStack()
         self._check_interrupt = self._interrupt.enter_context(deferred_interrupt())
 
@@ -194,36 +104,36 @@ class Hdf5Backend(Backend):
 
     def record_rows(self, rows: Mapping[str, int]) -> None:
         self.rows.update(rows)
-        self._meta.update(self.setup.state(self.rows))
-        self._save()
+        self._record_state(self.rows)
         self._check_interrupt()  # Ctrl-C takes effect here, with the rows recorded
 
     def record_done(self, units: Iterable[int]) -> None:
-        self._meta["done"] = sorted(set(self._meta["done"]).union(units))
-        self._save()
+        try:
+            self.ledger.mark_done(units)
+        except OSError as exc:
+            raise WriteError(f"{self.partial}: cannot record progress ({exc})") from exc
         self._check_interrupt()
 
     def done(self) -> frozenset[int]:
-        return frozenset(self._meta.get("done", ()))
+        return self.ledger.done()
 
     def finish(self, rows: Mapping[str, int]) -> None:
-        self._meta.update(**self.setup.state(rows), complete=True)
         try:
-            self._save()
+            self._record_state(rows)
+            try:
+                self.ledger.mark_complete()
+            except OSError as exc:
+                raise WriteError(f"{self.path}: cannot rename the finished file ({exc})") from exc
         finally:
-            self._file.close()
+            self.ledger.close()
             self._interrupt.close()
-        try:
-            os.replace(self.partial, self.path)
-        except OSError as exc:
-            raise WriteError(f"{self.path}: cannot rename the finished file ({exc})") from exc
 
     def release(self) -> None:
         try:
             if self.growing:
                 self._resize()
         finally:
-            self._file.close()
+            self.ledger.close()
             self._interrupt.close()
 
     def _resize(self) -> None:
@@ -233,9 +143,8 @@ class Hdf5Backend(Backend):
             if dataset.shape[0] != self.rows[group]:
                 dataset.resize(self.rows[group], axis=0)
 
-    def _save(self) -> None:
+    def _record_state(self, rows: Mapping[str, int]) -> None:
         try:
-            self._file.attrs[META] = json.dumps(self._meta)
-            self._file.flush()
+            self.ledger.write_state(self.setup.state(rows))
         except OSError as exc:
             raise WriteError(f"{self.partial}: cannot record progress ({exc})") from exc

@@ -13,9 +13,9 @@ from typing import Any, TypeAlias
 import numpy as np
 from numpy.typing import DTypeLike
 
-from datatools import ledger as owned
 from datatools.dtypes import is_supported
 from datatools.errors import OptionError, ResumeMismatchError, TargetError
+from datatools.ledger import OutputLedger, RunRecord, diff_params
 from datatools.sinks.codecs import Codec
 from datatools.stores import NODE_NAME
 
@@ -211,7 +211,7 @@ class Setup:
     """
 
     path: Path
-    record: owned.RunRecord
+    record: RunRecord
     layouts: tuple[Layout, ...]
     groups: tuple[str, ...]
     chunk_rows: int
@@ -238,7 +238,7 @@ class Setup:
         rows = state.get("group_rows") or {"": state.get("rows", 0)}
         return {g: int(rows.get(g, 0)) for g in self.groups}
 
-    def check_same(self, existing: owned.RunRecord) -> None:
+    def check_same(self, existing: RunRecord) -> None:
         """Refuse to append to an output of another command, layout or options.
 
         Raises:
@@ -259,16 +259,35 @@ class Setup:
                 f"{self.path}: cannot append, {differences} (append with the same arrays, "
                 "chunk_rows and codec, or --overwrite to replace it)"
             )
-        old = owned.RunRecord(existing.command, dict(existing.params.get("options") or {}))
-        new = owned.RunRecord(existing.command, dict(self.record.params["options"]))
-        differences = owned.diff_params(old, new)
+        old = RunRecord(existing.command, dict(existing.params.get("options") or {}))
+        new = RunRecord(existing.command, dict(self.record.params["options"]))
+        differences = diff_params(old, new)
         if differences:
             raise ResumeMismatchError(
                 f"{self.path}: cannot append, {differences} (append with the same options, or "
                 "--overwrite to replace it)"
             )
 
-    def exists_error(self, what: str = "exists") -> TargetError:
+    def check_existing(self, output: OutputLedger[Any], *, overwrite: bool) -> None:
+        """Refuse an existing output of ours unless this writer appends to it with the same
+        command, layout and options (or overwrites it). Foreign and unreadable targets are
+        the ledger's to refuse (:meth:`~datatools.ledger.OutputLedger.claim`).
+
+        Raises:
+            TargetError: the output exists (without ``append``), or another command made it.
+            ResumeMismatchError: as :meth:`check_same`.
+        """
+        existing = None if overwrite else output.read_record()
+        if existing is None:
+            return
+        if not self.append:
+            raise self.exists_error(output)
+        self.check_same(existing)
+
+    def exists_error(self, output: OutputLedger[Any]) -> TargetError:
+        """The output is there and this writer does not append; names its unfinished file."""
+        where = output.location()
+        what = "exists" if where == self.path else f"exists as the unfinished {where.name}"
         return TargetError(
             f"{self.path}: {what} (append to continue it, or --overwrite to replace it)"
         )

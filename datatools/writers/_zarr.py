@@ -1,4 +1,4 @@
-"""Zarr v2/v3 storage of a writer: a folder owned through :mod:`datatools.ledger`.
+"""Zarr v2/v3 storage of a writer: a folder owned through :class:`datatools.ledger.ZarrLedger`.
 
 Chunks are encoded and written as files by :class:`datatools.sinks.chunk_files.ChunkFiles` (each via
 a temporary name and a rename; an all-zero chunk is not stored and reads as the fill value 0).
@@ -17,9 +17,9 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from datatools import ledger as owned
 from datatools.errors import WriteError
 from datatools.geometry import Box
+from datatools.ledger import ZarrLedger
 from datatools.sinks.chunk_files import ChunkFiles, write_file_atomic
 from datatools.writers._layout import Array, Backend, Layout, Setup
 
@@ -31,19 +31,16 @@ def open_zarr(setup: Setup, zarr_format: Literal[2, 3], *, overwrite: bool) -> Z
         TargetError, ResumeMismatchError: as :func:`datatools.writers.open_writer`.
         WriteError: the group cannot be created.
     """
-    path = setup.path
-    if not overwrite and not path.is_symlink() and owned.is_ours(path):
-        if not setup.append:
-            raise setup.exists_error()
-        setup.check_same(owned.read_record(path))
+    output = ZarrLedger(setup.path)
+    setup.check_existing(output, overwrite=overwrite)
 
     def populate(folder: Path) -> None:
         _create(folder, setup, zarr_format)
 
-    outcome = owned.claim(path, setup.record, overwrite=overwrite, populate=populate)
-    if outcome == "resumed" and not setup.append:
-        raise setup.exists_error()
-    return ZarrBackend(setup, zarr_format, resumed=outcome == "resumed")
+    outcome = output.claim(setup.record, overwrite=overwrite, populate=populate)
+    if outcome == "resumed" and not setup.append:  # another process created it meanwhile
+        raise setup.exists_error(output)
+    return ZarrBackend(setup, zarr_format, output, resumed=outcome == "resumed")
 
 
 def _create(folder: Path, setup: Setup, zarr_format: Literal[2, 3]) -> None:
@@ -96,15 +93,18 @@ class _ZarrArray:
 class ZarrBackend(Backend):
     """A Zarr v2/v3 group; progress in its ``.datatools`` marker (state, ledger, complete)."""
 
-    def __init__(self, setup: Setup, zarr_format: Literal[2, 3], *, resumed: bool) -> None:
+    def __init__(
+        self, setup: Setup, zarr_format: Literal[2, 3], output: ZarrLedger, *, resumed: bool
+    ) -> None:
         self.path = setup.path
         self.setup = setup
+        self.ledger = output
         self.growing = setup.total_rows is None
         meta_name = "zarr.json" if zarr_format == 3 else ".zarray"
         self._group_file = self.path / ("zarr.json" if zarr_format == 3 else ".zattrs")
         self._group_doc = _load(self._group_file)
         self._attrs = self._group_doc["attributes"] if zarr_format == 3 else self._group_doc
-        self.rows = setup.recorded_rows(owned.read_state(self.path) if self.growing else {})
+        self.rows = setup.recorded_rows(output.read_state() if self.growing else {})
         self._arrays: dict[str, _ZarrArray] = {}
         for group, key, lay in setup.keys:
             folder = self.path / key
@@ -121,7 +121,7 @@ class ZarrBackend(Backend):
                 _blocks(lay),
             )
         if resumed:
-            owned.clear_complete(self.path)
+            output.clear_complete()
             total = setup.total_rows or sum(self.rows.values())
             self._attrs["datatools"].update(rows=total, complete=False)
             _save(self._group_file, self._group_doc)
@@ -157,18 +157,18 @@ class ZarrBackend(Backend):
 
     def record_done(self, units: Iterable[int]) -> None:
         try:
-            owned.Ledger(self.path).mark_many(units)
+            self.ledger.mark_done(units)
         except OSError as exc:
             raise WriteError(f"{self.path}: cannot record rows ({exc.strerror or exc})") from exc
 
     def done(self) -> frozenset[int]:
-        return frozenset(owned.Ledger(self.path).done())
+        return self.ledger.done()
 
     def finish(self, rows: Mapping[str, int]) -> None:
         self._attrs["datatools"].update(rows=sum(rows.values()), complete=True)
         _save(self._group_file, self._group_doc)
         try:
-            owned.mark_complete(self.path)
+            self.ledger.mark_complete()
         except OSError as exc:
             raise WriteError(f"{self.path}: cannot mark complete ({exc.strerror or exc})") from exc
 
@@ -178,7 +178,7 @@ class ZarrBackend(Backend):
     def _record_state(self) -> None:
         """Record the rows durably in the marker (what ``append`` and ``info`` read)."""
         try:
-            owned.write_state(self.path, self.setup.state(self.rows))
+            self.ledger.write_state(self.setup.state(self.rows))
         except OSError as exc:
             raise WriteError(f"{self.path}: cannot record rows ({exc.strerror or exc})") from exc
 
@@ -208,11 +208,3 @@ def _blocks(lay: Layout) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
         )
         for starts in product(*ranges)
     ]
-
-
-def read_zarr_record(path: Path) -> tuple[owned.RunRecord, bool] | None:
-    """The run record of a Zarr output of datatools and whether it is complete; ``None`` when
-    ``path`` is not one."""
-    if path.is_symlink() or not owned.is_ours(path):
-        return None
-    return owned.read_record(path), owned.is_complete(path)

@@ -1,0 +1,239 @@
+"""The ledger of a Zarr folder output (:class:`ZarrLedger`), safe across processes.
+
+Every folder output carries a hidden child group ``.datatools``, itself valid Zarr (in the
+output's Zarr format), so ``zarr.open_group(...).members()`` and validators see a clean
+hierarchy::
+
+    target.zarr/
+        zarr.json | .zgroup      the Zarr group
+        .datatools/
+            zarr.json | .zgroup+.zattrs   attributes {"run": {command, params, version},
+                                          "state": {...}, "complete": bool}
+            done/                 the done units: a uint8 array, one single-byte chunk per
+                                  finished unit (concurrent tasks write different chunk files)
+
+The marker makes ``--overwrite`` safe (only our outputs are removed) and lets a rerun with the
+same options resume. A folder is created under a temporary name and renamed into place, so
+concurrent tasks starting at once agree on one run record. ``complete`` is set last, when every
+unit is done and the metadata is final.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from datatools import __version__
+from datatools.errors import TargetError, WriteError
+from datatools.ledger.atomic_files import fresh_name, write_json_atomic
+from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
+from datatools.ledger.record import RunRecord, check_same_run
+from datatools.ledger.target_checks import check_folder_name, check_target_location, is_absent
+
+MARKER = ".datatools"
+DONE_DIR = "done"
+LEDGER_LENGTH = 2**40
+"""Nominal length of the done-units array (units are indices into it; chunks are sparse)."""
+
+
+class ZarrLedger(OutputLedger[Path]):
+    """The ``.datatools`` marker group of a Zarr folder output.
+
+    Unit ``k`` is done when chunk ``k`` of ``.datatools/done`` exists: a one-byte file written
+    after the unit's data. A missing record means "not done", whatever chunks exist. Every
+    method works from any process, with or without a claim.
+    """
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
+    def location(self) -> Path:
+        return self.path
+
+    def is_ours(self) -> bool:
+        if not self.path.is_dir() or self.path.is_symlink():
+            return False
+        try:
+            return "run" in self._read_attrs()
+        except (OSError, ValueError):
+            return False
+
+    def read_record(self) -> RunRecord | None:
+        if not self.is_ours():
+            return None
+        return RunRecord.from_dict(self._read_attrs()["run"])
+
+    def claim(
+        self,
+        record: RunRecord,
+        *,
+        overwrite: bool,
+        populate: Callable[[Path], None],
+        units_total: int | None = None,
+    ) -> Claimed:
+        """Create the output folder or join an unfinished run with the same options. An empty
+        folder at :attr:`path` counts as no output (:func:`is_absent`).
+
+        A new output is built in a temporary sibling by ``populate(tmp_dir)`` (which writes
+        the Zarr group and empty arrays), the marker is added, and the folder is renamed into
+        place. When several processes race, one rename wins and the others join its run.
+        ``units_total`` is not needed: the done units are a sparse array of any length.
+
+        Raises:
+            TargetError: the target is a file, a foreign folder, named like a file of
+                another format (:func:`check_folder_name`), or its parent is missing.
+            ResumeMismatchError: an unfinished or finished output of ours has other options.
+            WriteError: the folder cannot be created.
+        """
+        path = self.path
+        check_target_location(path)
+        check_folder_name(path)
+        if not is_absent(path):  # the rename below replaces an empty folder
+            if overwrite:
+                self.remove()
+            else:
+                return self._join(record)
+        try:
+            tmp = fresh_name(path, PARTIAL_SUFFIX, os.mkdir)
+        except OSError as exc:
+            raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
+        try:
+            populate(tmp)
+            ZarrLedger(tmp)._create_marker(record)
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not path.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return self._join(record)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise WriteError(f"{path}: cannot create output ({exc.strerror or exc})") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return "created"
+
+    def _join(self, record: RunRecord) -> Claimed:
+        existing = self.read_record()
+        if existing is None:
+            what = "a file" if self.path.is_file() else "a folder datatools did not create"
+            raise TargetError(
+                f"{self.path}: exists and is {what} (choose another target; --overwrite only "
+                "replaces outputs of datatools)"
+            )
+        check_same_run(self.path, existing, record)
+        return "resumed"
+
+    def mark_done(self, units: Iterable[int]) -> None:
+        folder = self._done_dir()
+        folder.mkdir(exist_ok=True)
+        for unit in units:
+            (folder / str(unit)).write_bytes(b"\x01")
+
+    def done(self) -> frozenset[int]:
+        folder = self._done_dir()
+        if not folder.is_dir():
+            return frozenset()
+        return frozenset(int(name) for name in os.listdir(folder) if name.isdigit())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        self._update_attrs(state=state)
+
+    def read_state(self) -> dict[str, Any]:
+        return dict(self._read_attrs().get("state") or {})
+
+    def mark_complete(self) -> None:
+        """Set the completion flag (idempotent)."""
+        self._update_attrs(complete=True, completed_by=__version__)
+
+    def clear_complete(self) -> None:
+        if self._attrs_file().is_file():
+            self._update_attrs(complete=False)
+
+    def is_complete(self) -> bool:
+        return bool(self._read_attrs().get("complete", False))
+
+    def remove(self) -> None:
+        """Delete the output folder; symlinks inside are removed as links, never followed.
+
+        Raises:
+            TargetError: :attr:`path` is a symlink, a file, or a folder without our marker.
+        """
+        path = self.path
+        if path.is_symlink():
+            raise TargetError(f"{path}: is a symbolic link; datatools will not remove it")
+        if not path.exists():
+            return
+        if not self.is_ours():
+            what = "a file" if path.is_file() else "a folder datatools did not create"
+            raise TargetError(f"{path}: exists and is {what}; datatools will not remove it")
+        shutil.rmtree(path)
+
+    def is_own_node(self, name: str) -> bool:
+        return MARKER in name.strip("/").split("/")
+
+    def _done_dir(self) -> Path:
+        done = self.marker / DONE_DIR
+        return done if self._zarr_format() == 2 else done / "c"
+
+    def _zarr_format(self) -> int:
+        """2 when the output (or its marker) is Zarr v2, else 3."""
+        v2 = (self.path / ".zgroup").is_file() or (self.marker / ".zgroup").is_file()
+        return 2 if v2 else 3
+
+    def _attrs_file(self) -> Path:
+        return self.marker / (".zattrs" if self._zarr_format() == 2 else "zarr.json")
+
+    def _read_attrs(self) -> dict[str, Any]:
+        file = self._attrs_file()
+        if not file.is_file():
+            return {}
+        data = json.loads(file.read_text())
+        return dict(data if file.name == ".zattrs" else data.get("attributes", {}))
+
+    def _write_attrs(self, attrs: dict[str, Any]) -> None:
+        file = self._attrs_file()
+        if file.name == ".zattrs":
+            write_json_atomic(file, attrs)
+        else:
+            write_json_atomic(file, {"zarr_format": 3, "node_type": "group", "attributes": attrs})
+
+    def _update_attrs(self, **changes: Any) -> None:
+        attrs = self._read_attrs()
+        attrs.update(changes)
+        self._write_attrs(attrs)
+
+    def _create_marker(self, record: RunRecord) -> None:
+        """The marker group and its empty done-units array, in the output's Zarr format."""
+        done = self.marker / DONE_DIR
+        done.mkdir(parents=True)
+        if (self.path / ".zgroup").is_file():
+            write_json_atomic(self.marker / ".zgroup", {"zarr_format": 2})
+            write_json_atomic(
+                done / ".zarray",
+                {
+                    "zarr_format": 2, "shape": [LEDGER_LENGTH], "chunks": [1], "dtype": "|u1",
+                    "compressor": None, "fill_value": 0, "filters": None, "order": "C",
+                    "dimension_separator": "/",
+                },
+            )  # fmt: skip
+        else:
+            write_json_atomic(
+                done / "zarr.json",
+                {
+                    "zarr_format": 3, "node_type": "array", "shape": [LEDGER_LENGTH],
+                    "data_type": "uint8",
+                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+                    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                    "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {},
+                    "dimension_names": ["unit"],
+                },
+            )  # fmt: skip
+        self._write_attrs({"run": record.to_dict(), "state": {}, "complete": False})
