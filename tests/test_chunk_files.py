@@ -12,12 +12,12 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from conftest import arange_volume
 
 from datatools.geometry import Box, tile_box
 from datatools.loaders.rows import as_rows
 from datatools.sinks.chunk_files import ChunkFiles, chunk_reader, spread_order
 from datatools.sinks.codecs import parse_codec
+from tests.helpers import arange_volume
 
 
 @pytest.mark.parametrize("atomic", [True, False])

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
@@ -33,6 +32,7 @@ from datatools.geometry import Box, RoiSpec
 from datatools.info import format_info, inspect
 from datatools.sources import ArrayVolume, open_volume
 from datatools.verify import verify
+from tests.helpers import arange_volume
 
 
 def read_level0(path: Path) -> np.ndarray:

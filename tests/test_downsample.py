@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import arange_volume
 
 from datatools import downsample as ds
 from datatools.downsample import (
@@ -23,6 +22,7 @@ from datatools.downsample import (
     pyramid_shapes,
 )
 from datatools.errors import OptionError
+from tests.helpers import arange_volume
 
 U64_MAX = 2**64 - 1
 I64_MIN = -(2**63)

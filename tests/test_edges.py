@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import arange_volume
 
 from datatools.edges import (
     check_edge,
@@ -20,6 +19,7 @@ from datatools.edges import (
 from datatools.errors import OptionError
 from datatools.geometry import Box
 from datatools.sources import ArrayVolume
+from tests.helpers import arange_volume
 
 
 class RecordingVolume(ArrayVolume):

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
 
 from datatools import ledger
 from datatools.convert import convert
 from datatools.errors import OptionError
 from datatools.executor import DaskExecutor, TaskSlice, ThreadExecutor, dask_executor
+from tests.helpers import arange_volume
 
 SMALL = 6 * 2 * 8 * 8 * 8 * 2
 

@@ -13,7 +13,6 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
 
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
@@ -24,6 +23,7 @@ from datatools.instances.label_stats import LabelStats, label_stats, slab_shape
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run
+from tests.helpers import arange_volume
 
 SHAPE = (10, 12, 14)
 SIZE = (4, 5, 6)

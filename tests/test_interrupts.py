@@ -7,12 +7,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import arange_volume
 
 from datatools.convert import convert
 from datatools.interrupts import deferred_interrupt
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
+from tests.helpers import arange_volume
 
 
 def test_ctrl_c_is_noted_then_raised_at_the_check() -> None:

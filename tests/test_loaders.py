@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
 from torch.utils.data import DataLoader
 
 from datatools.augment import AddChannel, Compose, Flip
@@ -34,6 +33,7 @@ from datatools.loaders.splits import SharedEpoch, resolve_ranks, share
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume, open_volume
 from datatools.writers import open_writer
+from tests.helpers import arange_volume
 
 
 def write_rows(path: Path, n: int, *, chunk_rows: int = 8, codec: str | None = None) -> None:

@@ -12,7 +12,6 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
 
 from datatools import ledger
 from datatools.cli.main import cli
@@ -23,6 +22,7 @@ from datatools.patches import extract_patches, iter_patches
 from datatools.patches.sampling import SamplingWarning
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run
+from tests.helpers import arange_volume
 
 PAD = 16
 

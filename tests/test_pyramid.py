@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
@@ -17,6 +16,7 @@ from datatools.convert import convert
 from datatools.downsample import downsample
 from datatools.executor import TaskSlice
 from datatools.sources import ArrayVolume
+from tests.helpers import arange_volume
 
 SMALL = 6 * 2 * 8 * 8 * 8 * 2  # memory limit that forces many units with 8^3 chunks
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
 import zarr
-from conftest import arange_volume
 from ome_zarr_models.v04 import Image as ImageV04
 from ome_zarr_models.v05 import Image as ImageV05
 
@@ -31,6 +30,7 @@ from datatools.sources import (
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
 from datatools.sources.itk_image import ItkVolume, itk_message
 from datatools.sources.zarr_array import ZarrVolume
+from tests.helpers import arange_volume
 
 UNSUPPORTED = "(datatools handles bool, integer and float data)"
 

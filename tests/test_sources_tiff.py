@@ -12,13 +12,13 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
-from conftest import arange_volume
 
 from datatools.errors import InputError, InputNotFoundError, RoiError
 from datatools.geometry import Box
 from datatools.sources import OpenOptions, open_volume
 from datatools.sources.tiff_file import TiffFileVolume
 from datatools.sources.tiff_stack import TiffStack, natural_key
+from tests.helpers import arange_volume
 
 SHAPE = (3, 37, 45)  # 37 rows: the last 7-row strip and the 16-row tiles are partial
 OPEN = OpenOptions()

@@ -13,7 +13,6 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
 from zarr.core.sync import cleanup_resources, sync
 
 from datatools.cli.main import cli
@@ -21,6 +20,7 @@ from datatools.convert import convert
 from datatools.errors import InputError
 from datatools.sources import ArrayVolume, OpenOptions
 from datatools.verify import verify
+from tests.helpers import arange_volume
 
 ZSTD_ERROR = "Zstd decompression error: invalid input data"
 
