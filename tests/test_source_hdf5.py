@@ -19,6 +19,20 @@ from datatools.sources import (
 )
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
 from tests.helpers import UNSUPPORTED, arange_volume, check_reads, error_of
+from tests.source_conformance import SourceConformance
+
+
+class TestHdf5Conformance(SourceConformance):
+    kind = "hdf5"
+    dtype = "float32"
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        with h5py.File(folder / "vol.h5", "w") as f:
+            f.create_dataset("grp/raw", data=data, chunks=(2, 4, 4), compression="gzip")
+        return f"{folder / 'vol.h5'}:/grp/raw"
+
+    def input_files(self, spec: str) -> tuple[Path, ...]:
+        return (Path(spec.partition(":/")[0]),)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -23,6 +23,38 @@ from datatools.sources import (
 )
 from datatools.sources.itk_image import ItkVolume, itk_message
 from tests.helpers import UNSUPPORTED, arange_volume, check_reads, error_of, write_itk
+from tests.source_conformance import SourceConformance
+
+
+class ItkConformance(SourceConformance):
+    """An ITK image file named ``vol`` + :attr:`suffix`."""
+
+    kind = "itk"
+    suffix: ClassVar[str]
+    compress: ClassVar[bool] = False
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        path = folder / f"vol{self.suffix}"
+        write_itk(path, data, compress=self.compress)
+        return str(path)
+
+
+class TestMhaConformance(ItkConformance):
+    suffix = ".mha"
+    dtype = "float32"
+
+
+class TestNrrdConformance(ItkConformance):
+    """A raw NRRD, read in place (not through ITK)."""
+
+    suffix = ".nrrd"
+    dtype = "uint8"
+
+
+class TestNiftiGzConformance(ItkConformance):
+    suffix = ".nii.gz"
+    dtype = "int16"
+    compress = True
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,18 @@ from datatools.geometry import Box
 from datatools.sources import OpenOptions, open_volume
 from datatools.sources.tiff_file import TiffFileVolume
 from tests.helpers import arange_volume, message, random_boxes
+from tests.source_conformance import SourceConformance
+
+
+class TestTiffFileConformance(SourceConformance):
+    kind = "tiff-file"
+    dtype = "uint8"
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        path = folder / "vol.tif"
+        tifffile.imwrite(path, data, photometric="minisblack")  # memory-mapped when read
+        return str(path)
+
 
 OPEN = OpenOptions()
 

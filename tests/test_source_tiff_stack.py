@@ -18,6 +18,18 @@ from datatools.geometry import Box
 from datatools.sources import OpenOptions, open_volume
 from datatools.sources.tiff_stack import TiffStack, natural_key
 from tests.helpers import arange_volume, message, random_boxes, write_stack
+from tests.source_conformance import SourceConformance
+
+
+class TestTiffStackConformance(SourceConformance):
+    kind = "tiff-stack"
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        return str(write_stack(folder, data, compression="zlib", rowsperstrip=4))
+
+    def input_files(self, spec: str) -> tuple[Path, ...]:
+        return tuple(sorted(Path(spec).glob("slice_*.tif")))
+
 
 SHAPE = (3, 37, 45)  # 37 rows: the last 7-row strip and the 16-row tiles are partial
 OPEN = OpenOptions()

@@ -20,6 +20,61 @@ from datatools.sources import (
 )
 from datatools.sources.zarr_array import ZarrVolume
 from tests.helpers import UNSUPPORTED, arange_volume, check_reads, error_of
+from tests.source_conformance import SourceConformance
+
+
+class TestZarrV2Conformance(SourceConformance):
+    kind = "zarr"
+    dtype = "int16"
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        path = folder / "vol.zarr"
+        array = zarr.create_array(
+            path, shape=data.shape, dtype=data.dtype, chunks=(2, 4, 4), zarr_format=2
+        )
+        array[:] = data
+        return str(path)
+
+
+class TestZarrV3Conformance(SourceConformance):
+    kind = "zarr"
+    shape = (2, 5, 14, 11)
+    axes = "czyx"
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        path = folder / "vol.zarr"
+        array = zarr.create_array(
+            path,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(1, 2, 4, 4),
+            shards=(1, 4, 8, 8),
+            dimension_names=("c", "z", "y", "x"),
+        )
+        array[:] = data
+        return str(path)
+
+
+class TestOmeZarrLevelConformance(SourceConformance):
+    """Level 1 of an OME-Zarr image (NGFF 0.5) whose level 0 holds other values."""
+
+    kind = "zarr"
+    options = OpenOptions(level=1)
+
+    def write(self, folder: Path, data: np.ndarray) -> str:
+        path = folder / "img.zarr"
+        level0 = arange_volume((5, 28, 22)) + 1
+        write_ome_zarr(
+            path,
+            "0.5",
+            [level0, data],
+            "zyx",
+            [[1.0, 1.0, 1.0], [1.0, 2.0, 2.0]],
+            [None, [0.0, 0.5, 0.5]],
+            {},
+        )
+        return str(path)
+
 
 # --- Zarr arrays ------------------------------------------------------------------------------
 
