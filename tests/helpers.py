@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
 import tifffile
+import zarr
 
 from datatools.errors import InputError
 from datatools.geometry import Box
-from datatools.sources import OpenOptions, Volume, open_volume
+from datatools.sources import ArrayVolume, OpenOptions, Volume, open_volume
 
 UNSUPPORTED = "(datatools handles bool, integer and float data)"
 """The hint that ends every unsupported-dtype message."""
+
+PadMode = Literal["symmetric", "reflect", "constant"]
+"""The ``np.pad`` modes that ``--edge`` shares, as numpy's annotations spell them."""
 
 
 def arange_volume(shape: tuple[int, ...], dtype: str = "uint16") -> np.ndarray:
@@ -87,3 +91,49 @@ def write_itk(path: Path, data: np.ndarray, *, vector: bool = False, **kwargs: A
     if "direction" in kwargs:
         image.SetDirection(kwargs["direction"])
     sitk.WriteImage(image, str(path), useCompression=kwargs.get("compress", False))
+
+
+class RecordingVolume(ArrayVolume):
+    """An in-memory volume that records every box read from it."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array)
+        self.reads: list[Box] = []
+
+    def read(self, box: Box, out: np.ndarray | None = None) -> np.ndarray:
+        self.reads.append(box)
+        return super().read(box, out)
+
+
+def attrs_of(node: str | Path | zarr.Group | zarr.Array[Any]) -> dict[str, Any]:
+    """The attributes of a Zarr group or array (opened read-only from a path), as plain data.
+
+    zarr types them as its ``JSON`` union, which cannot be indexed without narrowing; tests
+    know the layout they wrote, so they get ``Any``."""
+    if isinstance(node, str | Path):
+        node = zarr.open_group(node, mode="r")
+    return cast("dict[str, Any]", node.attrs.asdict())
+
+
+def child_array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of ``group`` (asserting it is an array, not a group)."""
+    node = group[name]
+    assert isinstance(node, zarr.Array), f"{group.store_path}/{name} is not an array"
+    return node
+
+
+def child_group(group: zarr.Group, name: str) -> zarr.Group:
+    """The subgroup ``name`` of ``group`` (asserting it is a group, not an array)."""
+    node = group[name]
+    assert isinstance(node, zarr.Group), f"{group.store_path}/{name} is not a group"
+    return node
+
+
+def values(array: zarr.Array[Any]) -> np.ndarray:
+    """Every value of ``array``, as a numpy array."""
+    return np.asarray(array[...])
+
+
+def stored(group: zarr.Group, name: str) -> np.ndarray:
+    """Every value of the array ``name`` of ``group``, as a numpy array."""
+    return values(child_array(group, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -252,7 +253,7 @@ def test_choose_origins_warns_with_number_obtained() -> None:
         ),
     ],
 )  # fmt: skip
-def test_check_selection_errors(kwargs: dict[str, object], message: str) -> None:
+def test_check_selection_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(OptionError) as info:
-        check_selection(**kwargs)  # type: ignore[arg-type]
+        check_selection(**kwargs)
     assert str(info.value).startswith(message)

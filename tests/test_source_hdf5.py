@@ -10,7 +10,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-import zarr
 
 from datatools.geometry import Box
 from datatools.sources import (
@@ -18,7 +17,7 @@ from datatools.sources import (
     open_volume,
 )
 from datatools.sources.hdf5 import Hdf5Volume, split_spec
-from tests.helpers import UNSUPPORTED, arange_volume, check_reads, error_of
+from tests.helpers import UNSUPPORTED, arange_volume, attrs_of, check_reads, error_of
 from tests.source_conformance import SourceConformance
 
 
@@ -280,7 +279,7 @@ def test_hdf5_written_by_datatools_keeps_its_placement(
 
     out = tmp_path / "img.zarr"
     assert convert(str(h5), out, chunks=4).complete
-    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    ms = attrs_of(out)["ome"]["multiscales"][0]
     scale, shift = ms["datasets"][0]["coordinateTransformations"]
     channel = [1.0] if axes[0] == "c" else []
     assert scale["scale"] == channel + list(voxel_size)

@@ -8,7 +8,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytest
@@ -182,7 +182,7 @@ def write_nrrd(
         f"dimension: {data.ndim}", "sizes: " + " ".join(map(str, data.shape[::-1])),
         "spacings: 0.5 0.5 2", f"endian: {endian}", "encoding: raw", f"byte skip: {skip}",
     ]  # fmt: skip
-    order = "<" if endian == "little" else ">"
+    order: Literal["<", ">"] = "<" if endian == "little" else ">"
     voxels = data.astype(data.dtype.newbyteorder(order)).tobytes()
     if data_file is None:
         path.write_bytes("\n".join(header).encode() + b"\n\n" + junk + voxels)

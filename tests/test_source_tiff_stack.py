@@ -118,6 +118,7 @@ def test_stack_rgb_slices_are_channel_first(
     folder = write_stack(tmp_path / "rgb", planes, photometric="rgb", **kw)
     expected = np.moveaxis(data, -1, 0)  # (c, z, y, x)
     with TiffStack.open(str(folder), OPEN) as volume:
+        assert isinstance(volume, TiffStack)
         assert (volume.shape, volume.axes) == (expected.shape, "czyx")
         assert volume.chunks == (3, 1, *volume.layout.chunk_shape)
         for box in random_boxes(expected.shape, rng):

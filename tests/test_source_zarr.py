@@ -4,7 +4,7 @@ levels, placement metadata, bad inputs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ from datatools.sources import (
     open_volume,
 )
 from datatools.sources.zarr_array import ZarrVolume
-from tests.helpers import UNSUPPORTED, arange_volume, check_reads, error_of
+from tests.helpers import UNSUPPORTED, arange_volume, attrs_of, check_reads, error_of
 from tests.source_conformance import SourceConformance
 
 
@@ -95,7 +95,7 @@ class TestOmeZarrLevelConformance(SourceConformance):
 def test_zarr_array_reads_random_boxes(
     tmp_path: Path,
     rng: np.random.Generator,
-    fmt: int,
+    fmt: Literal[2, 3],
     shape: tuple[int, ...],
     dtype: str,
     chunks: tuple[int, ...],
@@ -294,7 +294,7 @@ def write_ome_zarr(
         group = zarr.open_group(path, mode="w", zarr_format=3)
         group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
     for i, data in enumerate(levels):
-        extra = {} if version == "0.4" else {"dimension_names": tuple(axes)}
+        extra: dict[str, Any] = {} if version == "0.4" else {"dimension_names": tuple(axes)}
         chunks = tuple(max(1, s // 2) for s in data.shape)
         array = group.create_array(
             str(i), shape=data.shape, dtype=data.dtype, chunks=chunks, **extra
@@ -425,7 +425,7 @@ def test_ngff_global_transforms_and_mixed_units(tmp_path: Path) -> None:
         {"z": "micrometer", "y": "nanometer", "x": "nanometer"},
     )
     group = zarr.open_group(path, mode="r+")
-    multiscales = group.attrs["multiscales"]
+    multiscales = attrs_of(group)["multiscales"]
     multiscales[0]["coordinateTransformations"] = [
         {"type": "scale", "scale": [0.5, 3.0, 3.0]},
         {"type": "translation", "translation": [10.0, 20.0, 30.0]},
@@ -478,7 +478,7 @@ def test_ngff_bad_metadata(tmp_path: Path, change: dict[str, Any], problem: str)
     path = tmp_path / "bad.zarr"
     write_ome_zarr(path, "0.4", [arange_volume((2, 3, 4))], "zyx", [[1.0, 1.0, 1.0]], [None], {})
     group = zarr.open_group(path, mode="r+")
-    multiscales = group.attrs["multiscales"]
+    multiscales = attrs_of(group)["multiscales"]
     multiscales[0].update(change)
     group.attrs["multiscales"] = multiscales
     assert error_of(str(path)).startswith(f"{path}: {problem}")
@@ -489,7 +489,7 @@ def test_ngff_without_axes_uses_dimensions(tmp_path: Path) -> None:
     data = arange_volume((1, 2, 3, 4, 5))
     write_ome_zarr(path, "0.4", [data], "tczyx", [[1.0] * 5], [None], {})
     group = zarr.open_group(path, mode="r+")
-    multiscales = group.attrs["multiscales"]
+    multiscales = attrs_of(group)["multiscales"]
     del multiscales[0]["axes"]
     group.attrs["multiscales"] = multiscales
     with open_volume(str(path)) as volume:

@@ -9,6 +9,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
 import zarr
@@ -166,7 +167,7 @@ def test_verify_checks_each_level_against_the_level_above(tmp_path: Path, method
     convert(ArrayVolume(data), out, chunks=4, levels=3, downsample=method)
     assert verify(out).ok
     level2 = zarr.open_array(out / "2", mode="r+")
-    right = int(level2[1, 2, 3])
+    right = int(np.asarray(level2[1, 2, 3]))
     level2[1, 2, 3] = 99
     assert verify(out).problems == [
         f"level 2 block 0:4,0:6,0:5 differs from the level above merged by {method} (first at "
