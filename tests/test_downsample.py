@@ -66,7 +66,7 @@ def reference(block: np.ndarray, factors: Sequence[int], method: str) -> np.ndar
 def _block(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """Arange-encoded; signed dtypes straddle zero so rounding of negatives is exercised.
 
-    uint64 starts at 2**40 (label-like ids); conftest's arange_volume overflows on uint64.
+    uint64 starts at 2**40 (label-like ids); the helpers' arange_volume overflows on uint64.
     """
     if dtype == "uint64":
         return np.arange(math.prod(shape), dtype=np.uint64).reshape(shape) + np.uint64(2**40)
