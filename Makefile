@@ -18,7 +18,8 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --basetemp=.pytest_tmp
+	$(BIN)/python -m pytest -q --basetemp=.pytest_tmp --doctest-modules \
+		tests datatools/geometry.py datatools/edges.py datatools/downsample.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check datatools tests scripts

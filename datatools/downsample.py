@@ -70,6 +70,15 @@ def level_placement(
 
     Raises:
         OptionError: unknown ``method``.
+
+    Examples:
+        A level averaging 2 x 2 voxels of 8 nm in (y, x) sits half a level-0 voxel (4 nm) in;
+        ``nearest`` keeps level 0's position:
+
+        >>> level_placement((40.0, 8.0, 8.0), (0.0, 0.0, 0.0), (1, 2, 2), "mean")
+        ((40.0, 16.0, 16.0), (0.0, 4.0, 4.0))
+        >>> level_placement((40.0, 8.0, 8.0), (0.0, 0.0, 0.0), (1, 2, 2), "nearest")
+        ((40.0, 16.0, 16.0), (0.0, 0.0, 0.0))
     """
     shift = 0.5 if centred(method) else 0.0
     scale = tuple(float(v) * f for v, f in zip(voxel_size, factors, strict=True))
@@ -106,6 +115,25 @@ def downsample(block: Array, factors: Sequence[int], method: str) -> Array:
 
     Raises:
         OptionError: unknown ``method``; ``factors`` of the wrong length or with a value < 1.
+
+    Examples:
+        A 2 x 2 mean of integers rounds half to even (2.5 -> 2, 4.5 -> 4); floats keep the
+        halves; a cut-short edge group is reduced over what it has (the last voxel, 4):
+
+        >>> downsample(np.arange(16).reshape(4, 4), (2, 2), "mean")
+        array([[ 2,  4],
+               [10, 12]])
+        >>> downsample(np.arange(16.0).reshape(4, 4), (2, 2), "mean")
+        array([[ 2.5,  4.5],
+               [10.5, 12.5]])
+        >>> downsample(np.arange(5), (2,), "mean")
+        array([0, 2, 4])
+        >>> downsample(np.arange(16).reshape(4, 4), (2, 2), "nearest")
+        array([[ 0,  2],
+               [ 8, 10]])
+        >>> downsample(np.arange(16).reshape(4, 4), (2, 2), "max")
+        array([[ 5,  7],
+               [13, 15]])
     """
     _check_method(method)
     group = check_factors(factors, block.ndim)
@@ -162,6 +190,12 @@ def level_factors(
 
     Raises:
         OptionError: a voxel size <= 0; ``factors`` of the wrong length or with a value < 1.
+
+    Examples:
+        >>> level_factors((40, 8, 8))
+        (1, 2, 2)
+        >>> level_factors((40, 32, 32))
+        (2, 2, 2)
     """
     sizes = tuple(float(v) for v in voxel_size)
     if factors is not None:

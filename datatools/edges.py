@@ -73,6 +73,12 @@ def mirror_index(index: np.ndarray[Any, Any], extent: int, edge: str) -> np.ndar
 
     Returns:
         In-bounds coordinates (int64), same shape as ``index``.
+
+    Examples:
+        >>> mirror_index(np.arange(-3, 7), 4, "symmetric")
+        array([2, 1, 0, 0, 1, 2, 3, 3, 2, 1])
+        >>> mirror_index(np.arange(-3, 7), 4, "reflect")
+        array([3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
     """
     index = np.asarray(index, dtype=np.int64)
     if edge == "symmetric":
@@ -122,6 +128,14 @@ def read_box(
             source, ``out`` has another shape, or ``edge`` is ``shift``/``drop`` for a box
             crossing the border (internal misuse: those modes are applied to the plan with
             :func:`place_box`).
+
+    Examples:
+        >>> read_box(np.arange(5), Box((-2,), (7,)), "symmetric")
+        array([1, 0, 0, 1, 2, 3, 4, 4, 3])
+        >>> np.pad(np.arange(5), 2, mode="symmetric")
+        array([1, 0, 0, 1, 2, 3, 4, 4, 3])
+        >>> read_box(np.arange(5), Box((-2,), (3,)), "constant", fill=9)
+        array([9, 9, 0, 1, 2])
     """
     shape = tuple(source.shape)
     region = Box.from_shape(shape) if bounds is None else bounds
@@ -223,6 +237,13 @@ def place_box(box: Box, bounds: Box, edge: str) -> Box | None:
 
     Raises:
         OptionError: ``shift`` with a box larger than ``bounds`` on some axis.
+
+    Examples:
+        >>> bounds = Box((0, 0), (10, 5))
+        >>> place_box(Box((-2, 3), (2, 7)), bounds, "shift")
+        Box(start=(0, 1), stop=(4, 5))
+        >>> place_box(Box((-2, 3), (2, 7)), bounds, "drop") is None
+        True
     """
     origins, keep = place_origins(np.asarray([box.start]), box.shape, bounds, edge)
     if not keep[0]:

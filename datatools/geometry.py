@@ -19,7 +19,19 @@ SPATIAL_AXES = "zyx"
 
 @dataclass(frozen=True)
 class Box:
-    """A half-open box ``[start, stop)`` in voxels, one entry per axis (C order)."""
+    """A half-open box ``[start, stop)`` in voxels, one entry per axis (C order).
+
+    Examples:
+        >>> import numpy as np
+        >>> box = Box((0, 1, 1), (1, 3, 3))
+        >>> box.shape, box.size
+        ((1, 2, 2), 4)
+        >>> np.arange(24).reshape(2, 3, 4)[box.slices()]
+        array([[[ 5,  6],
+                [ 9, 10]]])
+        >>> Box((0, 2), (3, 5)).intersect(Box((1, 0), (9, 4)))
+        Box(start=(1, 2), stop=(3, 4))
+    """
 
     start: tuple[int, ...]
     stop: tuple[int, ...]
@@ -171,6 +183,10 @@ def resolve_roi(roi: RoiSpec | Box | None, shape: Sequence[int], axes: str) -> B
     Raises:
         RoiError: wrong number of axes, start >= stop, or a bound outside the volume; the
             message gives the volume's shape.
+
+    Examples:
+        >>> resolve_roi(RoiSpec.parse("2:4,:,5:"), (2, 10, 20, 30), "czyx")
+        Box(start=(0, 2, 0, 5), stop=(2, 4, 20, 30))
     """
     shape = tuple(int(s) for s in shape)
     described = _describe_shape(shape, axes)
@@ -231,6 +247,12 @@ def normalize_chunks(
 
     Raises:
         OptionError: a value <= 0, or more values than the array has axes.
+
+    Examples:
+        >>> normalize_chunks(64, (10, 300, 100))
+        (10, 64, 64)
+        >>> normalize_chunks((256, 256), (10, 300, 100))
+        (1, 256, 100)
     """
     shape = tuple(int(s) for s in shape)
     values = (chunks,) * len(shape) if isinstance(chunks, int) else tuple(int(c) for c in chunks)
@@ -250,6 +272,16 @@ def tile_box(box: Box, tile: Sequence[int]) -> Iterator[Box]:
 
     Every voxel of ``box`` lies in exactly one tile; tiles at the far edges are clipped. Tiles
     are aligned to the output's chunk grid when the output's voxel 0 is ``box.start``.
+
+    Examples:
+        >>> [tile.to_text() for tile in tile_box(Box((0, 0), (5, 7)), (2, 4))]
+        ['0:2,0:4', '0:2,4:7', '2:4,0:4', '2:4,4:7', '4:5,0:4', '4:5,4:7']
+        >>> import numpy as np
+        >>> covered = np.zeros((5, 7), int)
+        >>> for tile in tile_box(Box((0, 0), (5, 7)), (2, 4)):
+        ...     covered[tile.slices()] += 1
+        >>> bool((covered == 1).all())
+        True
     """
     ranges = [range(a, b, t) for a, b, t in zip(box.start, box.stop, tile, strict=True)]
     for corner in itertools.product(*ranges):
@@ -258,7 +290,12 @@ def tile_box(box: Box, tile: Sequence[int]) -> Iterator[Box]:
 
 
 def count_tiles(box: Box, tile: Sequence[int]) -> int:
-    """Number of tiles :func:`tile_box` yields."""
+    """Number of tiles :func:`tile_box` yields.
+
+    Examples:
+        >>> count_tiles(Box((0, 0), (5, 7)), (2, 4))
+        6
+    """
     n = 1
     for s, t in zip(box.shape, tile, strict=True):
         n *= -(-s // t)

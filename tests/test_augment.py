@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
-from conftest import arange_volume
 
 from datatools.augment import (
     AddChannel,
@@ -24,6 +23,7 @@ from datatools.augment import (
     warp,
 )
 from datatools.errors import InputError, OptionError
+from tests.helpers import arange_volume
 
 
 def sample3d(shape: tuple[int, int, int] = (4, 5, 6)) -> dict[str, Any]:

@@ -6,25 +6,25 @@ import itertools
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
 import pytest
 import zarr
-from conftest import arange_volume
 
 from datatools.geometry import Box, tile_box
 from datatools.loaders.rows import as_rows
 from datatools.sinks.chunk_files import ChunkFiles, chunk_reader, spread_order
 from datatools.sinks.codecs import parse_codec
+from tests.helpers import arange_volume
 
 
 @pytest.mark.parametrize("atomic", [True, False])
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("codec", ["zstd", "none"])
 def test_write_and_read_match_zarr(
-    tmp_path: Path, zarr_format: int, codec: str, atomic: bool
+    tmp_path: Path, zarr_format: Literal[2, 3], codec: str, atomic: bool
 ) -> None:
     data = arange_volume((9, 10, 11), "uint16")
     data[:4, :4, :4] = 0  # an all-zero chunk is not stored
@@ -80,7 +80,7 @@ READABLE = [
 
 @pytest.mark.parametrize(("zarr_format", "kwargs"), READABLE)
 def test_chunk_reader_decodes_what_zarr_reads(
-    tmp_path: Path, zarr_format: int, kwargs: dict[str, Any]
+    tmp_path: Path, zarr_format: Literal[2, 3], kwargs: dict[str, Any]
 ) -> None:
     data = arange_volume((21, 3, 5), "int16")
     data[8:16] = 7  # a chunk of fill value: not stored

@@ -7,7 +7,7 @@ import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -30,6 +30,7 @@ from datatools.geometry import Box
 from datatools.info import format_info, inspect
 from datatools.sources import ArrayVolume
 from datatools.verify import verify
+from tests.helpers import attrs_of, child_array, stored
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def labels(tmp_path: Path) -> tuple[str, np.ndarray]:
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_every_class_mask_equals_labels_eq_value(
-    tmp_path: Path, labels: tuple[str, np.ndarray], zarr_format: int
+    tmp_path: Path, labels: tuple[str, np.ndarray], zarr_format: Literal[2, 3]
 ) -> None:
     spec, data = labels
     out = tmp_path / "classes.zarr"
@@ -65,13 +66,13 @@ def test_every_class_mask_equals_labels_eq_value(
     assert sorted(result.classes) == ["1000", "3", "7"]
     for name, (value, count, _) in result.classes.items():
         group = zarr.open_group(out / name, mode="r")
-        mask = np.asarray(group["0"][:])
+        mask = stored(group, "0")
         np.testing.assert_array_equal(mask, (data == value).astype(np.uint8))
         assert count == int((data == value).sum())
-        assert group.attrs["datatools"]["voxel_count"] == count
-        assert group["0"].attrs["class_counts"] == {name: count}  # where cellmap-data looks
+        assert attrs_of(group)["datatools"]["voxel_count"] == count
+        assert child_array(group, "0").attrs["class_counts"] == {name: count}  # for cellmap-data
         (Image05 if zarr_format == 3 else Image04).from_zarr(group)
-        attrs = group.attrs["ome"] if zarr_format == 3 else group.attrs
+        attrs = attrs_of(group)["ome"] if zarr_format == 3 else attrs_of(group)
         ms = attrs["multiscales"][0]
         assert ms["axes"][0]["unit"] == "nanometer"
         # exactly: 0.04 micrometre is 40 nm, not 40.00000000000001
@@ -158,7 +159,7 @@ def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_complet
     spec, data = labels
     out = tmp_path / "classes.zarr"
     names = {3: "a", 7: "b"}
-    real = class_masks.convert_many
+    real = convert_many
 
     def racing(*args: Any, **kwargs: Any) -> list[Any]:
         results = real(*args, **kwargs)
@@ -176,9 +177,9 @@ def test_a_task_that_sees_a_class_unfinished_which_another_task_finished_complet
     assert ledger.is_complete(out)
     for value, name in names.items():
         group = zarr.open_group(out / name, mode="r")
-        np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
-        assert group.attrs["datatools"]["class_value"] == value
-        assert group.attrs["datatools"]["voxel_count"] == int((data == value).sum())
+        np.testing.assert_array_equal(stored(group, "0"), (data == value).astype(np.uint8))
+        assert attrs_of(group)["datatools"]["class_value"] == value
+        assert attrs_of(group)["datatools"]["voxel_count"] == int((data == value).sum())
 
 
 class CountingVolume(ArrayVolume):
@@ -213,7 +214,7 @@ def test_labels_are_read_once_per_unit_for_all_classes(
     assert (base > 1 and base < units) or levels == 1
     for value, out in zip((1, 2, 3), targets, strict=True):
         group = zarr.open_group(out, mode="r")
-        np.testing.assert_array_equal(group["0"][:], (data == value).astype(np.uint8))
+        np.testing.assert_array_equal(stored(group, "0"), (data == value).astype(np.uint8))
         assert ledger.is_complete(out)
 
 

@@ -14,10 +14,10 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
 
 from datatools import ledger
 from datatools.cli.main import cli
+from tests.helpers import arange_volume
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import arange_volume
 
 from datatools import downsample as ds
 from datatools.downsample import (
@@ -23,6 +22,7 @@ from datatools.downsample import (
     pyramid_shapes,
 )
 from datatools.errors import OptionError
+from tests.helpers import arange_volume
 
 U64_MAX = 2**64 - 1
 I64_MIN = -(2**63)
@@ -66,7 +66,7 @@ def reference(block: np.ndarray, factors: Sequence[int], method: str) -> np.ndar
 def _block(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """Arange-encoded; signed dtypes straddle zero so rounding of negatives is exercised.
 
-    uint64 starts at 2**40 (label-like ids); conftest's arange_volume overflows on uint64.
+    uint64 starts at 2**40 (label-like ids); the helpers' arange_volume overflows on uint64.
     """
     if dtype == "uint64":
         return np.arange(math.prod(shape), dtype=np.uint64).reshape(shape) + np.uint64(2**40)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
-from conftest import arange_volume
 
 from datatools.edges import (
     check_edge,
@@ -20,31 +19,20 @@ from datatools.edges import (
 from datatools.errors import OptionError
 from datatools.geometry import Box
 from datatools.sources import ArrayVolume
+from tests.helpers import PadMode, RecordingVolume, arange_volume
 
 
-class RecordingVolume(ArrayVolume):
-    """An in-memory volume that records every box read from it."""
-
-    def __init__(self, array: np.ndarray[Any, Any]) -> None:
-        super().__init__(array)
-        self.reads: list[Box] = []
-
-    def read(self, box: Box) -> np.ndarray[Any, Any]:
-        self.reads.append(box)
-        return super().read(box)
-
-
-def padded_window(data: np.ndarray, box: Box, mode: str, fill: int = 0) -> np.ndarray:
+def padded_window(data: np.ndarray, box: Box, mode: PadMode, fill: int = 0) -> np.ndarray:
     """The reference: np.pad the whole array enough, then cut ``box``."""
     before = [max(0, -a) for a in box.start]
     after = [max(0, b - n) for b, n in zip(box.stop, data.shape, strict=True)]
     kwargs: dict[str, Any] = {"constant_values": fill} if mode == "constant" else {}
-    padded = np.pad(data, list(zip(before, after, strict=True)), mode=mode, **kwargs)
+    padded: np.ndarray = np.pad(data, list(zip(before, after, strict=True)), mode=mode, **kwargs)
     return padded[box.shift(before).slices()]
 
 
 @pytest.mark.parametrize("mode", ["symmetric", "reflect"])
-def test_mirror_index_matches_np_pad(mode: str) -> None:
+def test_mirror_index_matches_np_pad(mode: Literal["symmetric", "reflect"]) -> None:
     for extent, before, after in itertools.product(range(1, 7), range(0, 16), (0, 3, 15)):
         expected = np.pad(np.arange(extent), (before, after), mode=mode)
         got = mirror_index(np.arange(-before, extent + after), extent, mode)
@@ -52,7 +40,7 @@ def test_mirror_index_matches_np_pad(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["symmetric", "reflect", "constant"])
-def test_read_box_equals_np_pad(mode: str, rng: np.random.Generator) -> None:
+def test_read_box_equals_np_pad(mode: PadMode, rng: np.random.Generator) -> None:
     data = arange_volume((5, 6, 7))
     vol = RecordingVolume(data)
     boxes = [
@@ -108,7 +96,7 @@ def test_read_box_channel_axis_kept_whole() -> None:
     [Box((1, 1, 1), (4, 5, 6)), Box((-3, 2, 4), (2, 5, 9)), Box((-2, -9, -1), (7, 8, 9))],
     ids=["inside", "two-axes", "every-axis"],
 )
-def test_read_box_fills_out_in_place(mode: str, box: Box) -> None:
+def test_read_box_fills_out_in_place(mode: PadMode, box: Box) -> None:
     data = arange_volume((5, 6, 7))
     buffer = np.full((3, *box.shape), 9999, dtype=data.dtype)
     row = buffer[1]

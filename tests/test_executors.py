@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
 
 from datatools import ledger
 from datatools.convert import convert
 from datatools.errors import OptionError
 from datatools.executor import DaskExecutor, TaskSlice, ThreadExecutor, dask_executor
+from tests.helpers import arange_volume
 
 SMALL = 6 * 2 * 8 * 8 * 8 * 2
 
@@ -52,7 +53,7 @@ def test_every_executor_gives_identical_output(
     tmp_path: Path, stack: tuple[str, np.ndarray], dask: DaskExecutor
 ) -> None:
     source, data = stack
-    kwargs = {"chunks": 8, "levels": "auto", "memory_limit": SMALL, "name": "img"}
+    kwargs: dict[str, Any] = {"chunks": 8, "levels": "auto", "memory_limit": SMALL, "name": "img"}
     serial = tmp_path / "serial.zarr"
     convert(source, serial, workers=1, **kwargs)
     threads = tmp_path / "threads.zarr"
@@ -73,7 +74,7 @@ def test_interrupted_dask_run_resumes_locally(
     tmp_path: Path, stack: tuple[str, np.ndarray], dask: DaskExecutor
 ) -> None:
     source, data = stack
-    kwargs = {"chunks": 4, "levels": 2, "memory_limit": SMALL, "name": "img"}
+    kwargs: dict[str, Any] = {"chunks": 4, "levels": 2, "memory_limit": SMALL, "name": "img"}
     out = tmp_path / "o.zarr"
     seen: list[int] = []
 
@@ -138,7 +139,7 @@ def test_rerunning_only_the_killed_task_completes(
     tmp_path: Path, stack: tuple[str, np.ndarray]
 ) -> None:
     source, data = stack
-    kwargs = {"chunks": 4, "memory_limit": SMALL, "name": "img"}
+    kwargs: dict[str, Any] = {"chunks": 4, "memory_limit": SMALL, "name": "img"}
     out = tmp_path / "t.zarr"
 
     def die(index: int) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
+from zarr.core.metadata import ArrayV3Metadata
 
 from datatools.cli.main import cli
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError
@@ -24,6 +25,7 @@ from datatools.instances.label_stats import LabelStats, label_stats, slab_shape
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run
+from tests.helpers import PadMode, RecordingVolume, arange_volume, attrs_of
 
 SHAPE = (10, 12, 14)
 SIZE = (4, 5, 6)
@@ -53,16 +55,22 @@ def scene_labels(dtype: str = "uint32") -> np.ndarray:
     return labels
 
 
-def padded_crop(data: np.ndarray, origin: tuple[int, ...], size: tuple[int, ...], mode: str) -> Any:
+def padded_crop(
+    data: np.ndarray, origin: tuple[int, ...], size: tuple[int, ...], mode: str
+) -> np.ndarray:
     """The reference: np.pad the spatial axes of ``data`` (channel axis first if any), cut."""
     lead = data.ndim - len(size)
     pads = [(0, 0)] * lead + [
         (max(0, -o), max(0, o + s - n))
         for o, s, n in zip(origin, size, data.shape[lead:], strict=True)
     ]
-    padded = np.pad(data, pads, mode=mode)  # type: ignore[call-overload]
+    padded: np.ndarray = np.pad(data, pads, mode=cast("PadMode", mode))
     starts = [o + p[0] for o, p in zip(origin, pads[lead:], strict=True)]
-    return padded[(..., *(slice(a, a + s) for a, s in zip(starts, size, strict=True)))]
+    cut: tuple[EllipsisType | slice, ...] = (
+        ...,
+        *(slice(a, a + s) for a, s in zip(starts, size, strict=True)),
+    )
+    return padded[cut]
 
 
 def read_output(path: Path) -> dict[str, np.ndarray]:
@@ -77,7 +85,7 @@ def output_attrs(path: Path) -> dict[str, Any]:
     if path.suffix in (".h5", ".datatools-partial"):
         with h5py.File(path, "r") as file:
             return dict(json.loads(file.attrs["instances"]))
-    return dict(zarr.open_group(str(path), mode="r").attrs["instances"])
+    return dict(attrs_of(path)["instances"])
 
 
 @pytest.fixture
@@ -175,11 +183,12 @@ def test_masks_and_zeroing_exact(tmp_path: Path, image: np.ndarray, edge: str) -
     labels = scene_labels()
     labels[3, 4:7, 6] = 42  # another instance inside the window of 7
     runs = {}
-    for name, options in {
+    variants: dict[str, dict[str, Any]] = {
         "plain": {"masks": True},
         "others": {"zero_others": True},
         "background": {"zero_background": True},
-    }.items():
+    }
+    for name, options in variants.items():
         out = tmp_path / f"{name}.zarr"
         extract_instances(
             ArrayVolume(image), ArrayVolume(labels), out, size=SIZE, edge=edge, **options
@@ -224,7 +233,9 @@ def test_2d_multichannel_with_channel_choice(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             crop, padded_crop(image[[2, 0]], tuple(origin), (5, 4), "symmetric")
         )
-    assert zarr.open_array(str(out / "images"), mode="r").metadata.dimension_names == (
+    metadata = zarr.open_array(str(out / "images"), mode="r").metadata
+    assert isinstance(metadata, ArrayV3Metadata)
+    assert metadata.dimension_names == (
         "i",
         "c",
         "y",
@@ -287,18 +298,6 @@ def test_roi_bounds_measurement_and_edges(tmp_path: Path, image: np.ndarray) -> 
 
 
 # --- out of core, formats, resume -------------------------------------------------------------
-
-
-class RecordingVolume(ArrayVolume):
-    """An in-memory volume that records every box read from it."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        super().__init__(array)
-        self.reads: list[Box] = []
-
-    def read(self, box: Box) -> np.ndarray:
-        self.reads.append(box)
-        return super().read(box)
 
 
 def test_sparse_windows_are_read_one_by_one(tmp_path: Path, image: np.ndarray) -> None:

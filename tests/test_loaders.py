@@ -7,15 +7,14 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from datatools.augment import AddChannel, Compose, Flip
 from datatools.errors import InputError, InputNotFoundError, OptionError
@@ -34,6 +33,7 @@ from datatools.loaders.splits import SharedEpoch, resolve_ranks, share
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume, open_volume
 from datatools.writers import open_writer
+from tests.helpers import arange_volume, child_array, stored
 
 
 def write_rows(path: Path, n: int, *, chunk_rows: int = 8, codec: str | None = None) -> None:
@@ -44,6 +44,12 @@ def write_rows(path: Path, n: int, *, chunk_rows: int = 8, codec: str | None = N
     arrays = {"patches": ((3, 4), "int32"), "origins": ((2,), "int64")}
     with open_writer(path, arrays, chunk_rows=chunk_rows, codec=codec) as writer:
         writer.append(patches=patches, origins=origins)
+
+
+def torch_loader(dataset: ArrayDataset, **options: Any) -> DataLoader[Any]:
+    """A torch ``DataLoader`` over ``dataset``: a map-style dataset by protocol (``__len__``,
+    ``__getitem__``), not a subclass of the ``Dataset`` that DataLoader's annotation names."""
+    return DataLoader(cast("Dataset[Any]", dataset), **options)
 
 
 def row_of(image: np.ndarray) -> np.ndarray:
@@ -364,13 +370,13 @@ def test_dataloader_two_workers_two_ranks_every_row_once(tmp_path: Path) -> None
         sampler = ChunkShuffleSampler(
             ds, batch_size=8, batched=True, num_workers=2, rank=rank, world_size=2, seed=2
         )
-        loader = DataLoader(ds, sampler=sampler, batch_size=None, num_workers=2)
+        loader = torch_loader(ds, sampler=sampler, batch_size=None, num_workers=2)
         for batch in loader:
             seen += row_of(batch["image"].numpy()).tolist()
             assert np.array_equal(batch["origin"][:, 0].numpy(), row_of(batch["image"].numpy()))
     assert sorted(seen) == list(range(90))
     rows_mode = ChunkShuffleSampler(ds, batch_size=8, num_workers=2, seed=2)
-    loader = DataLoader(ds, sampler=rows_mode, batch_size=8, num_workers=2)
+    loader = torch_loader(ds, sampler=rows_mode, batch_size=8, num_workers=2)
     assert sorted(np.concatenate([row_of(b["image"].numpy()) for b in loader]).tolist()) == list(
         range(90)
     )
@@ -383,7 +389,7 @@ def test_dataloader_same_seed_same_batches(tmp_path: Path) -> None:
     def epoch(seed: int, e: int) -> list[list[int]]:
         sampler = ChunkShuffleSampler(ds, batch_size=8, batched=True, num_workers=2, seed=seed)
         sampler.set_epoch(e)
-        loader = DataLoader(ds, sampler=sampler, batch_size=None, num_workers=2)
+        loader = torch_loader(ds, sampler=sampler, batch_size=None, num_workers=2)
         return [row_of(b["image"].numpy()).tolist() for b in loader]
 
     assert epoch(1, 0) == epoch(1, 0)
@@ -412,18 +418,18 @@ def test_volume_patches_grid_equals_datatools_patches(tmp_path: Path, workers: i
     )  # fmt: skip
     assert stream.plan(0).slabs.max() > 0  # several slabs
     items = list(stream)
-    assert len(items) == len(stream) == written["patches"].shape[0] > 10
+    assert len(items) == len(stream) == child_array(written, "patches").shape[0] > 10
     origins = np.stack([i["origin"] for i in items])
     order = np.lexsort(origins.T[::-1])
-    expected = np.lexsort(written["origins"][:].T[::-1])
-    assert np.array_equal(origins[order], written["origins"][:][expected])
+    expected = np.lexsort(stored(written, "origins").T[::-1])
+    assert np.array_equal(origins[order], stored(written, "origins")[expected])
     patches = np.stack([i["image"] for i in items])
-    assert np.array_equal(patches[order], written["patches"][:][expected])
+    assert np.array_equal(patches[order], stored(written, "patches")[expected])
     labels_cut = np.stack([i["label"] for i in items])
-    assert np.array_equal(labels_cut[order], written["labels"][:][expected])
+    assert np.array_equal(labels_cut[order], stored(written, "labels")[expected])
     # the command's slabs are memory_limit / (2 x (workers + 1)), the loader's memory_limit / 2:
     # the same slabs here, so the same row order
-    assert np.array_equal(origins, written["origins"][:])
+    assert np.array_equal(origins, stored(written, "origins"))
 
 
 def test_volume_patches_zarr_source_by_path_with_dataloader(tmp_path: Path) -> None:
@@ -431,7 +437,7 @@ def test_volume_patches_zarr_source_by_path_with_dataloader(tmp_path: Path) -> N
     zarr.create_array(tmp_path / "v.zarr", data=volume, chunks=(8, 8))
     extract_patches(tmp_path / "v.zarr", tmp_path / "p.zarr", size=6, edge="constant")
     written = zarr.open_group(tmp_path / "p.zarr", mode="r")
-    pairs = zip(written["origins"][:], written["patches"][:], strict=True)
+    pairs = zip(stored(written, "origins"), stored(written, "patches"), strict=True)
     expected = {tuple(o): p for o, p in pairs}
     dataset = VolumePatches(str(tmp_path / "v.zarr"), 6, edge="constant", seed=1)
     got: dict[tuple[int, ...], np.ndarray] = {}
@@ -559,7 +565,7 @@ def test_set_epoch_reaches_persistent_workers(tmp_path: Path) -> None:
     write_rows(tmp_path / "p.zarr", 16, chunk_rows=4)
     ds = ArrayDataset(tmp_path / "p.zarr", transform=_shift_by_draw)
     sampler = ChunkShuffleSampler(ds, batch_size=4, batched=True, num_workers=2, shuffle=False)
-    loader = DataLoader(
+    loader = torch_loader(
         ds, sampler=sampler, batch_size=None, num_workers=2, persistent_workers=True
     )
     patches = VolumePatches(ArrayVolume(arange_volume((30, 30), "uint16")), 5,

@@ -193,11 +193,11 @@ def test_written_groups_open_with_ome_zarr_models(
         (image, ngff.image_attributes("cyx", levels, name="img"), models[0]),
         (label, ngff.label_image_attributes("cyx", levels, name="cells"), models[1]),
     ):
-        group = zarr.create_group(folder, zarr_format=ngff.zarr_format)
+        group = zarr.create_group(folder, zarr_format=2 if ngff.zarr_format == 2 else 3)
         group.attrs.update(attrs)
-        names = {"dimension_names": list("cyx")} if ngff.zarr_format == 3 else {}
+        names = list("cyx") if ngff.zarr_format == 3 else None
         for path, shape in (("0", (3, 8, 8)), ("1", (3, 4, 4))):
-            group.create_array(path, shape=shape, dtype="uint8", **names)
+            group.create_array(path, shape=shape, dtype="uint8", dimension_names=names)
         model.from_zarr(zarr.open_group(folder, mode="r"))
 
 
@@ -419,7 +419,8 @@ def test_validation_finds_an_array_with_another_number_of_axes(ngff: Ngff) -> No
     ],
 )
 def test_validation_of_other_versions(attrs: dict[str, Any], found: str | None) -> None:
-    assert validate_image(attrs, {}.get) == [
+    no_arrays: dict[str, int] = {}
+    assert validate_image(attrs, no_arrays.get) == [
         f"no OME-NGFF 0.4/0.5 multiscales metadata (found version {found})"
     ]
 

@@ -22,6 +22,7 @@ from datatools.instances import InstanceOptions
 from datatools.options import OutputOptions, RunOptions
 from datatools.patches import PatchOptions
 from datatools.sources import ArrayVolume, OpenOptions
+from tests.helpers import attrs_of
 
 FULL_CONVERT = ConvertOptions(
     roi=RoiSpec(((1, 5), (None, 8)), "zy"),
@@ -154,13 +155,13 @@ def test_cli_codec_level_and_the_deprecated_level(
     out = tmp_path / "a.zarr"
     result = runner.invoke(cli, ["convert", str(stack), str(out), "--codec-level", "9"])
     assert result.exit_code == 0, result.output
-    assert zarr.open_group(out).attrs["datatools"]["codec"] == {"name": "zstd", "level": 9}
+    assert attrs_of(out)["datatools"]["codec"] == {"name": "zstd", "level": 9}
     old = tmp_path / "b.zarr"
     with caplog.at_level(logging.WARNING, logger="datatools"):
         result = runner.invoke(cli, ["convert", str(stack), str(old), "--level", "9"])
     assert result.exit_code == 0, result.output
     assert "--level is deprecated for the compression level: use --codec-level 9" in caplog.text
-    assert zarr.open_group(old).attrs["datatools"]["codec"] == {"name": "zstd", "level": 9}
+    assert attrs_of(old)["datatools"]["codec"] == {"name": "zstd", "level": 9}
     both = runner.invoke(
         cli, ["convert", str(stack), str(tmp_path / "c.zarr"), "--level", "1", "--codec-level", "2"]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -12,7 +12,6 @@ import pytest
 import tifffile
 import zarr
 from click.testing import CliRunner
-from conftest import arange_volume
 
 from datatools import ledger
 from datatools.cli.main import cli
@@ -23,6 +22,7 @@ from datatools.patches import extract_patches, iter_patches
 from datatools.patches.sampling import SamplingWarning
 from datatools.sources import ArrayVolume
 from datatools.writers import read_run
+from tests.helpers import PadMode, arange_volume, child_array, child_group, stored, values
 
 PAD = 16
 
@@ -44,9 +44,9 @@ def reference(data: np.ndarray, origin: np.ndarray, size: tuple[int, ...], mode:
     """np.pad the array by PAD voxels (spatial axes = the last len(origin)) and cut the patch."""
     lead = data.ndim - len(origin)
     widths = [(0, 0)] * lead + [(PAD, PAD)] * len(origin)
-    kwargs = {"constant_values": 9} if mode == "constant" else {}
+    kwargs: dict[str, Any] = {"constant_values": 9} if mode == "constant" else {}
     pad_mode = mode if mode in ("symmetric", "reflect") else "constant"
-    padded = np.pad(data, widths, mode=pad_mode, **kwargs)
+    padded = np.pad(data, widths, mode=cast("PadMode", pad_mode), **kwargs)
     cut = tuple(slice(o + PAD, o + PAD + s) for o, s in zip(origin, size, strict=True))
     return padded[(slice(None),) * lead + cut]
 
@@ -186,14 +186,17 @@ def test_per_class_membership(
         class_rule=rule,
     )
     root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
-    groups = {name: sorted(root[name]["origins"][:].tolist()) for name in result.counts}
+    groups = {
+        name: sorted(stored(child_group(root, name), "origins").tolist()) for name in result.counts
+    }
     assert groups == expected
     assert root.attrs["counts"] == {k: len(v) for k, v in expected.items()}
     for name, origins in groups.items():
-        sub = root[name]
+        sub = child_group(root, name)
         assert sub.attrs["count"] == len(origins)
         assert sub.attrs["class_value"] == int(name.removeprefix("class_"))
-        for o, p, lab in zip(sub["origins"][:], sub["patches"][:], sub["labels"][:], strict=True):
+        rows = (stored(sub, "origins"), stored(sub, "patches"), stored(sub, "labels"))
+        for o, p, lab in zip(*rows, strict=True):
             np.testing.assert_array_equal(p, data[o[0] : o[0] + 2, o[1] : o[1] + 2])
             np.testing.assert_array_equal(lab, LABELS[o[0] : o[0] + 2, o[1] : o[1] + 2])
 
@@ -294,8 +297,8 @@ def test_out_of_core_equals_in_memory_in_every_format(tmp_path: Path, name: str)
     else:
         root = zarr.open_group(str(target), mode="r")
         assert root.metadata.zarr_format == (2 if name == "v2.zarr" else 3)
-        written = {k: root[k][:] for k in ("patches", "labels", "origins")}
-        assert root["patches"].chunks == (5, 3, 10, 12)
+        written = {k: stored(root, k) for k in ("patches", "labels", "origins")}
+        assert child_array(root, "patches").chunks == (5, 3, 10, 12)
         assert root.attrs["edge"] == "reflect"
     memory = collect(
         iter_patches(data, size=(3, 10, 12), stride=(1, 7, 9), edge="reflect", labels=labels)
@@ -322,7 +325,7 @@ def test_workers_do_not_change_the_output(tmp_path: Path) -> None:
             workers=workers,
         )
         root = zarr.open_group(str(target), mode="r")
-        arrays.append((root["patches"][:], root["origins"][:]))
+        arrays.append((stored(root, "patches"), stored(root, "origins")))
     for patches, origins in arrays[1:]:
         np.testing.assert_array_equal(patches, arrays[0][0])
         np.testing.assert_array_equal(origins, arrays[0][1])
@@ -339,12 +342,12 @@ def test_two_d_patches_from_three_d_layout_and_attributes(tmp_path: Path) -> Non
     )
     result = extract_patches(volume, tmp_path / "p.zarr", size=(8, 8))
     root = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
-    assert root["patches"].shape == (18, 8, 8)
-    assert root["origins"].shape == (18, 3)
-    assert root["patches"].chunks == (32768, 8, 8)
-    origins = root["origins"][:]
+    assert child_array(root, "patches").shape == (18, 8, 8)
+    assert child_array(root, "origins").shape == (18, 3)
+    assert child_array(root, "patches").chunks == (32768, 8, 8)
+    origins = stored(root, "origins")
     assert sorted(set(origins[:, 0].tolist())) == [0, 1, 2]
-    for p, o in zip(root["patches"][:], origins, strict=True):
+    for p, o in zip(stored(root, "patches"), origins, strict=True):
         np.testing.assert_array_equal(p, data[o[0], o[1] : o[1] + 8, o[2] : o[2] + 8])
     attrs = root.attrs.asdict()
     assert attrs["patch_axes"] == "nyx"
@@ -369,11 +372,11 @@ class FailingVolume(ArrayVolume):
         super().__init__(array, spec="raw")
         self.left = reads
 
-    def read(self, box: Box) -> np.ndarray:
+    def read(self, box: Box, out: np.ndarray | None = None) -> np.ndarray:
         if self.left == 0:
             raise KeyboardInterrupt
         self.left -= 1
-        return super().read(box)
+        return super().read(box, out)
 
 
 def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
@@ -388,17 +391,18 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         extract_patches(FailingVolume(data, 3), tmp_path / "out.zarr", **options)
     partial = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
-    assert 0 < partial["origins"].shape[0] < complete.total
+    assert 0 < child_array(partial, "origins").shape[0] < complete.total
     shown = format_info(inspect(tmp_path / "out.zarr")).splitlines()[0]
     assert shown == (
-        f"status       INCOMPLETE ({partial['origins'].shape[0]} rows written) (patches)"
+        f"status       INCOMPLETE ({child_array(partial, 'origins').shape[0]} rows written) "
+        "(patches)"
     )
     resumed = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / "out.zarr", **options)
     assert 0 < resumed.written < complete.total
     a = zarr.open_group(str(tmp_path / "full.zarr"), mode="r")
     b = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     for key in ("patches", "origins"):
-        np.testing.assert_array_equal(a[key][:], b[key][:])
+        np.testing.assert_array_equal(stored(a, key), stored(b, key))
     again = extract_patches(ArrayVolume(data, spec="raw"), tmp_path / "out.zarr", **options)
     assert again.written == 0
     with pytest.raises(
@@ -417,7 +421,10 @@ def read_groups(path: Path, groups: Any) -> dict[str, dict[str, np.ndarray]]:
         with h5py.File(path, "r") as f:
             return {g: {k: f[g or "/"][k][:] for k in keys if k in f[g or "/"]} for g in groups}
     root = zarr.open_group(str(path), mode="r")
-    return {g: {k: v[:] for k, v in (root[g] if g else root).arrays() if k in keys} for g in groups}
+    return {
+        g: {k: values(v) for k, v in (child_group(root, g) if g else root).arrays() if k in keys}
+        for g in groups
+    }
 
 
 @pytest.mark.parametrize(("name", "per_class"), [("c.zarr", True), ("c.h5", True), ("p.h5", False)])
@@ -469,6 +476,7 @@ def test_rerun_completes_interrupted_per_class_and_hdf5_outputs(
         assert root.attrs["counts"] == full.counts
         status = ledger.status(tmp_path / name)
         assert status is not None
+        assert status.record is not None
         assert (status.record.command, status.complete) == ("patches", True)
         markers = [k for k, _ in root.members(max_depth=None) if k.endswith(".datatools")]
         assert markers == [".datatools"]  # one run record for every class
@@ -571,7 +579,7 @@ def test_cli_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, err = invoke("patches", "volume.zarr", "--size", "64")
     assert code == 0, out + err
     assert out.startswith("volume_patches.zarr: 1 patch of 64 x 64 x 64 uint8 (nzyx)")
-    cube = zarr.open_group("volume_patches.zarr", mode="r")["patches"][0]
+    cube = child_array(zarr.open_group("volume_patches.zarr", mode="r"), "patches")[0]
     np.testing.assert_array_equal(cube, np.pad(data, [(0, 60), (0, 0), (0, 0)], mode="symmetric"))
 
     code, out, err = invoke(
@@ -586,7 +594,7 @@ def test_cli_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "symmetric",
     )
     assert code == 0, out + err
-    assert zarr.open_group("train.zarr", mode="r")["patches"].shape == (16, 64, 64)
+    assert child_array(zarr.open_group("train.zarr", mode="r"), "patches").shape == (16, 64, 64)
 
     code, out, err = invoke(
         "patches",

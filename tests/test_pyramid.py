@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 import zarr
-from conftest import arange_volume
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
@@ -17,21 +18,21 @@ from datatools.convert import convert
 from datatools.downsample import downsample
 from datatools.executor import TaskSlice
 from datatools.sources import ArrayVolume
+from tests.helpers import arange_volume, attrs_of, stored
 
 SMALL = 6 * 2 * 8 * 8 * 8 * 2  # memory limit that forces many units with 8^3 chunks
 
 
 def levels_of(path: Path) -> list[np.ndarray]:
     group = zarr.open_group(path, mode="r")
-    ms = (
-        group.attrs["ome"]["multiscales"][0]
-        if "ome" in group.attrs
-        else (group.attrs["multiscales"][0])
-    )
-    return [np.asarray(group[d["path"]][:]) for d in ms["datasets"]]
+    attrs = attrs_of(group)
+    ms = attrs["ome"]["multiscales"][0] if "ome" in attrs else (attrs["multiscales"][0])
+    return [stored(group, d["path"]) for d in ms["datasets"]]
 
 
-def expected_levels(data: np.ndarray, factors: list[tuple[int, ...]], method: str) -> list:
+def expected_levels(
+    data: np.ndarray, factors: Sequence[tuple[int, ...]], method: str
+) -> list[np.ndarray]:
     out = [data]
     for f in factors:
         out.append(downsample(out[-1], f, method))
@@ -40,7 +41,9 @@ def expected_levels(data: np.ndarray, factors: list[tuple[int, ...]], method: st
 
 @pytest.mark.parametrize("method", ["mean", "median", "mode", "nearest", "max"])
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_levels_equal_repeated_downsampling(tmp_path: Path, method: str, zarr_format: int) -> None:
+def test_levels_equal_repeated_downsampling(
+    tmp_path: Path, method: str, zarr_format: Literal[2, 3]
+) -> None:
     data = arange_volume((19, 37, 45), "uint16")
     out = tmp_path / "p.zarr"
     result = convert(
@@ -74,7 +77,7 @@ def test_auto_levels_and_anisotropic_metadata(tmp_path: Path) -> None:
         levels="auto",
         memory_limit=SMALL,
     )
-    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    ms = attrs_of(out)["ome"]["multiscales"][0]
     shapes = [zarr.open_array(out / d["path"], mode="r").shape for d in ms["datasets"]]
     assert shapes == [(10, 64, 64), (10, 32, 32), (10, 16, 16), (5, 8, 8)]
     scales = [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]]
@@ -97,7 +100,7 @@ def test_nearest_keeps_translation(tmp_path: Path) -> None:
         levels=2,
         downsample="nearest",
     )
-    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    ms = attrs_of(out)["ome"]["multiscales"][0]
     assert ms["datasets"][1]["coordinateTransformations"][1]["translation"] == [0, 0, 0]
     assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == [2, 2, 2]
 
@@ -114,7 +117,7 @@ def test_channels_are_not_merged(tmp_path: Path) -> None:
 def test_pyramid_resumes_after_interruption(tmp_path: Path) -> None:
     data = arange_volume((24, 32, 32), "uint16")
     out = tmp_path / "r.zarr"
-    kwargs = {"chunks": 8, "levels": 4, "memory_limit": SMALL, "workers": 1}
+    kwargs: dict[str, Any] = {"chunks": 8, "levels": 4, "memory_limit": SMALL, "workers": 1}
     result = convert(ArrayVolume(data), tmp_path / "fresh.zarr", **kwargs)
     total = result.units_total
     seen: list[int] = []
@@ -136,7 +139,7 @@ def test_pyramid_resumes_after_interruption(tmp_path: Path) -> None:
 
 def test_pyramid_with_tasks(tmp_path: Path) -> None:
     data = arange_volume((24, 32, 32), "uint16")
-    kwargs = {"chunks": 8, "levels": "auto", "memory_limit": SMALL}
+    kwargs: dict[str, Any] = {"chunks": 8, "levels": "auto", "memory_limit": SMALL}
     single = tmp_path / "single.zarr"
     convert(ArrayVolume(data), single, **kwargs)
     shared = tmp_path / "shared.zarr"
@@ -180,7 +183,9 @@ def test_verify_reads_every_level(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_label_image_is_registered_with_its_image(tmp_path: Path, zarr_format: int) -> None:
+def test_label_image_is_registered_with_its_image(
+    tmp_path: Path, zarr_format: Literal[2, 3]
+) -> None:
     from ome_zarr_models.v04.image_label import ImageLabel as ImageLabel04
     from ome_zarr_models.v05.image_label import ImageLabel as ImageLabel05
 
@@ -199,16 +204,16 @@ def test_label_image_is_registered_with_its_image(tmp_path: Path, zarr_format: i
     assert result.complete
     label_path = out / "labels" / "cells"
     group = zarr.open_group(label_path, mode="r")
-    attrs = dict(group.attrs)
+    attrs = attrs_of(group)
     ome = attrs["ome"] if zarr_format == 3 else attrs
     assert ome["image-label"]["source"]["image"] == "../../"
-    image_ms = zarr.open_group(out, mode="r").attrs
+    image_ms = attrs_of(out)
     image_ms = (image_ms["ome"] if zarr_format == 3 else image_ms)["multiscales"][0]
     label_ms = ome["multiscales"][0]
     assert [d["coordinateTransformations"] for d in label_ms["datasets"]] == [
         d["coordinateTransformations"] for d in image_ms["datasets"]
     ]
-    parent = zarr.open_group(out / "labels", mode="r").attrs
+    parent = attrs_of(out / "labels")
     assert (parent["ome"]["labels"] if zarr_format == 3 else parent["labels"]) == ["cells"]
     got = levels_of(label_path)
     assert got[0].dtype == np.uint32

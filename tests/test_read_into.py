@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import arange_volume
 
 from datatools.geometry import Box
 from datatools.sources import ArrayVolume, open_volume
+from tests.helpers import arange_volume
 
 
 def specs(tmp_path: Path, data: np.ndarray) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -250,8 +251,8 @@ def test_choose_origins_warns_with_number_obtained() -> None:
         ),
     ],
 )  # fmt: skip
-def test_check_selection_errors(kwargs: dict[str, object], message: str) -> None:
+def test_check_selection_errors(kwargs: dict[str, Any], message: str) -> None:
     has = {k: bool(kwargs.pop(k)) for k in ("has_labels", "has_mask") if k in kwargs}
     with pytest.raises(OptionError) as info:
-        check_selection(PatchOptions(**kwargs), **has)  # type: ignore[arg-type]
+        check_selection(PatchOptions(**kwargs), **has)
     assert str(info.value).startswith(message)

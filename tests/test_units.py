@@ -35,6 +35,6 @@ def test_normalize_unit_and_nanometers() -> None:
     with pytest.raises(OptionError, match=r"^--unit pixel: not an OME-NGFF length unit"):
         normalize_unit("pixel")
     assert to_nanometers((4.0, 0.25), "micrometer") == (4000.0, 250.0)
-    assert to_nanometers(np.array([2.0]), "angstrom") == (0.2,)
+    assert to_nanometers(np.array([2.0]).tolist(), "angstrom") == (0.2,)
     with pytest.raises(OptionError, match=r"^--unit mile: cannot express it in nanometres"):
         to_nanometers((1.0,), "mile")

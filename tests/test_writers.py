@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -21,11 +21,13 @@ import pytest
 import zarr
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore, WrapperStore
 
 from datatools import ledger
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
 from datatools.writers import ArraySpec, ArrayWriter, StoredRun, open_writer, read_run
+from tests.helpers import attrs_of, child_array
 
 ARRAYS: dict[str, Any] = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
 FORMATS = [("zarr", 3), ("zarr", 2), ("hdf5", 3)]
@@ -65,7 +67,7 @@ def assert_rows(path: Path, n: int) -> None:
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_random_batches_equal_the_concatenation(
-    tmp_path: Path, rng: np.random.Generator, kind: str, zarr_format: int
+    tmp_path: Path, rng: np.random.Generator, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     sizes = [int(n) for n in rng.integers(0, 20, size=12)] + [0, 8, 1, 17]
@@ -92,8 +94,8 @@ def test_random_batches_equal_the_concatenation(
     else:
         group = zarr.open_group(str(path), mode="r")
         assert sorted(group.array_keys()) == ["origins", "patches"]
-        assert group["patches"].chunks == (8, 4, 5)
-        assert group["origins"].chunks == (8, 3)
+        assert child_array(group, "patches").chunks == (8, 4, 5)
+        assert child_array(group, "origins").chunks == (8, 3)
         assert group.attrs["datatools"] == {"rows": total, "chunk_rows": 8, "complete": True}
         assert ledger.is_complete(path)
         assert ledger.open_ledger(path).read_state() == {"rows": total}
@@ -102,7 +104,7 @@ def test_random_batches_equal_the_concatenation(
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 @pytest.mark.parametrize("total", [0, 16])
 def test_empty_and_chunk_multiple_row_counts(
-    tmp_path: Path, kind: str, zarr_format: int, total: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3], total: int
 ) -> None:
     path = out_path(tmp_path, kind)
     with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format) as writer:
@@ -140,7 +142,7 @@ def test_single_array_form_takes_a_positional_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_item_chunks_and_dims(tmp_path: Path, zarr_format: int) -> None:
+def test_item_chunks_and_dims(tmp_path: Path, zarr_format: Literal[2, 3]) -> None:
     path = tmp_path / "out.zarr"
     spec = ArraySpec((4, 5), "uint16", item_chunks=(3, 3), dims=("i", "y", "x"))
     with open_writer(path, {"patches": spec}, chunk_rows=8, zarr_format=zarr_format) as writer:
@@ -149,6 +151,7 @@ def test_item_chunks_and_dims(tmp_path: Path, zarr_format: int) -> None:
     assert array.chunks == (8, 3, 3)
     np.testing.assert_array_equal(array[:], patches(0, 11))
     if zarr_format == 3:
+        assert isinstance(array.metadata, ArrayV3Metadata)
         assert array.metadata.dimension_names == ("i", "y", "x")
     else:
         assert array.attrs["_ARRAY_DIMENSIONS"] == ["i", "y", "x"]
@@ -173,14 +176,14 @@ class KeyRecorder(WrapperStore[LocalStore]):
     [(3, ["origins/c/2/0", "patches/c/2/0/0"]), (2, ["origins/2.0", "patches/2.0.0"])],
 )
 def test_a_loader_batch_reads_one_chunk_per_array(
-    tmp_path: Path, zarr_format: int, expected: list[str]
+    tmp_path: Path, zarr_format: Literal[2, 3], expected: list[str]
 ) -> None:
     path = tmp_path / "out.zarr"
     with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format) as writer:
         writer.append(patches=patches(0, 30), origins=origins(0, 30))
     store = KeyRecorder(LocalStore(str(path), read_only=True))
     group = zarr.open_group(store, mode="r", zarr_format=zarr_format)
-    arrays = {name: group[name] for name in ("patches", "origins")}
+    arrays = {name: child_array(group, name) for name in ("patches", "origins")}
     store.keys.clear()
     batch = {name: np.asarray(array[16:24]) for name, array in arrays.items()}
     assert sorted(store.keys) == expected
@@ -265,7 +268,7 @@ def test_bad_options_are_refused(
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_append_after_close_continues_the_tail_chunk(
-    tmp_path: Path, kind: str, zarr_format: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     options: dict[str, Any] = {"chunk_rows": 8, "zarr_format": zarr_format}
@@ -294,7 +297,9 @@ def interrupted(path: Path, rows: int, **options: Any) -> ArrayWriter:
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
-def test_an_exception_keeps_the_flushed_rows(tmp_path: Path, kind: str, zarr_format: int) -> None:
+def test_an_exception_keeps_the_flushed_rows(
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
+) -> None:
     path = out_path(tmp_path, kind)
     writer = interrupted(path, 21, zarr_format=zarr_format)
     assert writer.rows == writer.flushed_rows == 16
@@ -306,7 +311,7 @@ def test_an_exception_keeps_the_flushed_rows(tmp_path: Path, kind: str, zarr_for
     else:
         assert_rows(path, 16)
         assert not ledger.is_complete(path)
-        assert zarr.open_group(str(path), mode="r").attrs["datatools"]["complete"] is False
+        assert attrs_of(path)["datatools"]["complete"] is False
     with pytest.raises(WriteError, match="the writer is closed"):
         writer.append(patches=patches(16, 1), origins=origins(16, 1))
     with open_writer(path, ARRAYS, chunk_rows=8, zarr_format=zarr_format, append=True) as writer:
@@ -444,7 +449,8 @@ def test_foreign_targets_are_never_replaced(tmp_path: Path, name: str) -> None:
     else:
         path.mkdir()
         (path / "notes.txt").write_text("mine")
-    for options in ({}, {"append": True}, {"overwrite": True}):
+    choices: list[dict[str, Any]] = [{}, {"append": True}, {"overwrite": True}]
+    for options in choices:
         with pytest.raises(TargetError, match=r"not a datatools output|datatools did not create"):
             open_writer(path, ARRAYS, **options)
     if name.endswith(".h5"):
@@ -493,7 +499,9 @@ def test_append_refuses_an_output_of_another_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
-def test_positional_fill_in_any_order(tmp_path: Path, kind: str, zarr_format: int) -> None:
+def test_positional_fill_in_any_order(
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
+) -> None:
     path = out_path(tmp_path, kind)
     options: dict[str, Any] = {"chunk_rows": 8, "total_rows": 21, "zarr_format": zarr_format}
     writer = open_writer(path, ARRAYS, **options)
@@ -507,7 +515,9 @@ def test_positional_fill_in_any_order(tmp_path: Path, kind: str, zarr_format: in
         other.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
         other.close()
         assert ledger.is_complete(path)
-        assert ledger.status(path).units_done == ledger.status(path).units_total == 3
+        status = ledger.status(path)
+        assert status is not None
+        assert status.units_done == status.units_total == 3
     else:
         writer.write_rows(8, patches=patches(8, 8), origins=origins(8, 8))
         writer.close()
@@ -563,7 +573,7 @@ def group_attrs(path: Path, group: str = "") -> dict[str, Any]:
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_command_params_and_attributes_are_recorded_from_the_start(
-    tmp_path: Path, kind: str, zarr_format: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     options: dict[str, Any] = {
@@ -588,7 +598,10 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
         assert json.loads(stored["counts"]) == {"a": 1}
         assert json.loads(stored["seed"]) is None
     else:
-        assert ledger.status(path).record.command == "patches"
+        status = ledger.status(path)
+        assert status is not None
+        assert status.record is not None
+        assert status.record.command == "patches"
         assert stored == {
             **attributes,
             "datatools": {"rows": 0, "chunk_rows": 8, "complete": False},
@@ -611,9 +624,9 @@ def test_append_checks_command_and_params(tmp_path: Path, kind: str) -> None:
         f"{path}: cannot append, size was [64, 64], now [32, 32] (append with the same "
         "options, or --overwrite to replace it)"
     )
-    with pytest.raises(TargetError) as info:
+    with pytest.raises(TargetError) as refused:
         open_writer(path, ARRAYS, command="instances", params={"size": [64, 64]}, append=True)
-    assert str(info.value) == (
+    assert str(refused.value) == (
         f"{path}: was made by datatools patches, not by datatools instances (choose another target)"
     )
     assert_rows(path, 3)
@@ -638,7 +651,7 @@ def test_read_run_of_missing_and_foreign_targets(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_groups_grow_on_their_own_in_one_output(
-    tmp_path: Path, kind: str, zarr_format: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     groups = {"class_1": {"class_value": 1}, "class_7": {"class_value": 7}}
@@ -682,7 +695,7 @@ def test_groups_grow_on_their_own_in_one_output(
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_arrays_with_their_own_chunk_rows_flush_on_their_own(
-    tmp_path: Path, kind: str, zarr_format: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     arrays = {"patches": ARRAYS["patches"], "origins": ArraySpec((3,), "int64", chunk_rows=16)}
@@ -706,14 +719,17 @@ def test_arrays_with_their_own_chunk_rows_flush_on_their_own(
             assert (file["patches"].chunks, file["origins"].chunks) == ((4, 4, 5), (16, 3))
     else:
         group = zarr.open_group(str(path), mode="r")
-        assert (group["patches"].chunks, group["origins"].chunks) == ((4, 4, 5), (16, 3))
+        assert (child_array(group, "patches").chunks, child_array(group, "origins").chunks) == (
+            (4, 4, 5),
+            (16, 3),
+        )
     with pytest.raises(ResumeMismatchError, match="origins chunk_rows was 16, now 4"):
         open_writer(path, ARRAYS, append=True, **options)
 
 
 @pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
 def test_positional_fill_writes_a_table_of_larger_chunks_on_its_own(
-    tmp_path: Path, kind: str, zarr_format: int
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
 ) -> None:
     path = out_path(tmp_path, kind)
     table = ArraySpec((3,), "int64", chunk_rows=32)
@@ -744,7 +760,9 @@ def test_positional_fill_writes_a_table_of_larger_chunks_on_its_own(
     assert_rows(path, 21)
     np.testing.assert_array_equal(read_back(path, "labels"), patches(0, 21))
     if kind == "zarr":
-        assert ledger.status(path).units_done == ledger.status(path).units_total == 4
+        status = ledger.status(path)
+        assert status is not None
+        assert status.units_done == status.units_total == 4
 
 
 def test_all_zero_chunks_are_not_stored(tmp_path: Path) -> None:
