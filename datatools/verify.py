@@ -28,8 +28,8 @@ import numpy as np
 import zarr
 
 from datatools.convert.class_masks import ClassMask
-from datatools.convert.plan import cast
 from datatools.downsample import downsample
+from datatools.dtypes import cast
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.inputs import open_input

@@ -17,7 +17,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 from datatools import ledger
 from datatools.convert import convert
-from datatools.convert import plan as convert_plan
+from datatools.convert import job as convert_job
 from datatools.convert.plan import plan_units
 from datatools.downsample import downsample
 from datatools.errors import (
@@ -538,7 +538,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
 def test_tiny_chunks_get_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(convert_plan, "SMALL_CHUNK_COUNT", 100)
+    monkeypatch.setattr(convert_job, "SMALL_CHUNK_COUNT", 100)
     volume = ArrayVolume(np.zeros((4, 8, 8), np.uint16), voxel_size=(1, 1, 1))
     with caplog.at_level(logging.WARNING):
         convert(volume, tmp_path / "fine.zarr", chunks=4)

@@ -38,8 +38,8 @@ from typing import Any
 
 from datatools import ledger
 from datatools.convert import hdf5_target, zarr_target
+from datatools.convert.job import ConvertJob
 from datatools.convert.options import ConvertOptions
-from datatools.convert.plan import ConvertJob
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, check_overwrite
 from datatools.inputs import open_input

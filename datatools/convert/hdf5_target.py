@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datatools.convert.plan import ConvertJob
+from datatools.convert.job import ConvertJob
 from datatools.errors import OptionError, WriteError
 from datatools.executor import run_units
 from datatools.interrupts import deferred_interrupt

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from datatools import __version__, ledger
+from datatools.convert.job import Array, ConvertJob
 from datatools.convert.options import ConvertOptions
-from datatools.convert.plan import Array, ConvertJob, LevelPlan
+from datatools.convert.plan import LevelPlan
 from datatools.downsample import downsample as merge
 from datatools.errors import OptionError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
