@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ from datatools.instances.crops import Cropper
 from datatools.instances.label_stats import label_stats
 from datatools.instances.options import DEFAULT_MEMORY, InstanceOptions
 from datatools.instances.plan import InstancePlan, plan_instances
-from datatools.progress import counted
+from datatools.instances.result import InstanceResult
 from datatools.sinks.codecs import parse_codec
 from datatools.sources import (
     SourceSpec,
@@ -116,53 +116,6 @@ CHECKED = (
 """Options a rerun must repeat to resume an output."""
 PLANNED = ("count", "plan_digest", "labelled", "removed")
 """What pass 1 found; a rerun resumes only the same plan."""
-
-
-@dataclass(frozen=True)
-class InstanceResult:
-    """What :func:`extract_instances` did.
-
-    Attributes:
-        target: the output path.
-        count: instances in the output (rows along ``i``).
-        labelled: instances in the labels (inside the ROI) before filtering.
-        removed: instances each filter removed, in the order applied.
-        size: window extent per spatial axis; ``channels`` the output's c.
-        chunk_rows: rows per chunk along ``i``.
-        rows_written: rows written by this call; ``rows_skipped`` by earlier runs.
-        seconds: wall time of this call.
-        complete: the output is finished.
-        format: ``zarr3``, ``zarr2`` or ``hdf5``.
-    """
-
-    target: Path
-    count: int
-    labelled: int
-    removed: dict[str, int]
-    size: tuple[int, ...]
-    channels: int
-    chunk_rows: int
-    rows_written: int
-    rows_skipped: int
-    seconds: float
-    complete: bool
-    format: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        """A few lines for the terminal."""
-        window = " x ".join(map(str, self.size))
-        state = "complete" if self.complete else "INCOMPLETE"
-        rate = self.rows_written / self.seconds if self.seconds > 0 else 0.0
-        filters = ", ".join(f"{k} {v}" for k, v in self.removed.items() if v) or "none"
-        lines = [
-            f"{self.target}: {counted(self.count, 'instance')} of {self.channels} x {window}, "
-            f"{self.format}, {state}",
-            f"  {self.labelled} labelled; removed by filters: {filters}",
-            f"  {self.rows_written} written now, {self.rows_skipped} already done; "
-            f"{self.seconds:.1f} s ({rate:.0f} instances/s)",
-        ]
-        return "\n".join(lines)
 
 
 def extract_instances(
@@ -270,6 +223,7 @@ class _Job:
     memory_limit: int
     workers: int
     params: dict[str, Any]
+    options: InstanceOptions
 
     @classmethod
     def prepare(cls, image: Volume, labels: Volume, path: Path, options: InstanceOptions) -> _Job:
@@ -345,6 +299,7 @@ class _Job:
             memory_limit=memory_limit,
             workers=run.workers or default_workers(),
             params=params,
+            options=options,
         )
 
     @property
@@ -400,10 +355,7 @@ class _Job:
             self.bounds,
             self.size,
             self.edge,
-            ids=self.filters["ids"],
-            min_voxels=self.filters["min_voxels"],
-            max_voxels=self.filters["max_voxels"],
-            exclude_border=self.filters["exclude_border"],
+            self.options,
             labels_name=self.labels.spec,
         )
         params = {

@@ -20,6 +20,7 @@ from datatools.edges import place_origins
 from datatools.errors import InputError, OptionError
 from datatools.geometry import Box
 from datatools.instances.label_stats import LabelStats
+from datatools.instances.options import InstanceOptions
 
 Array = np.ndarray[Any, Any]
 
@@ -56,11 +57,8 @@ def plan_instances(
     bounds: Box,
     size: Sequence[int],
     edge: str,
+    options: InstanceOptions | None = None,
     *,
-    ids: Sequence[int] | None = None,
-    min_voxels: int = 0,
-    max_voxels: int | None = None,
-    exclude_border: bool = False,
     labels_name: str = "labels",
 ) -> InstancePlan:
     """Filter instances and place their windows.
@@ -71,9 +69,11 @@ def plan_instances(
         size: window extent per spatial axis, voxels.
         edge: :data:`datatools.edges.EDGE_MODES` value; ``shift`` moves windows inside
             ``bounds``, ``drop`` removes instances whose window crosses it.
-        ids: keep only these ids (each must occur).
-        min_voxels, max_voxels: keep instances with ``min_voxels <= count <= max_voxels``.
-        exclude_border: remove instances whose bounding box touches the border of ``bounds``.
+        options: the filters, from :class:`~datatools.instances.options.InstanceOptions`:
+            ``ids`` (keep only these ids; each must occur), ``min_voxels`` and ``max_voxels``
+            (keep instances with ``min_voxels <= count <= max_voxels``), ``exclude_border``
+            (remove instances whose bounding box touches the border of ``bounds``); ``None``:
+            no filter.
         labels_name: the labels' path, for messages.
 
     Raises:
@@ -81,6 +81,9 @@ def plan_instances(
         OptionError: ``ids`` names ids that do not occur (listed), no instance is left after
             the filters, or ``shift`` with a window larger than ``bounds``.
     """
+    options = options or InstanceOptions()
+    ids, min_voxels, max_voxels = options.ids, options.min_voxels, options.max_voxels
+    exclude_border = options.exclude_border
     where = "" if bounds.start == (0,) * bounds.ndim else f" inside the ROI {bounds.to_text()}"
     if stats.n == 0:
         raise InputError(f"{labels_name}: holds no instances{where} (every voxel is 0)")

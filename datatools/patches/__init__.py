@@ -36,13 +36,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from datatools import ledger
 from datatools.errors import OptionError
-from datatools.executor import default_workers
+from datatools.executor import R, T, default_workers
 from datatools.geometry import Box, spatial_axes
 from datatools.inputs import open_input
 from datatools.patches.options import PatchOptions
@@ -76,8 +76,6 @@ ITER_BYTES = 512 * 2**10
 APPEND_BYTES = 16 * 2**20
 """Patches cut and appended at once (whole chunks), bytes: fewer, larger writer flushes."""
 
-T = TypeVar("T")
-R = TypeVar("R")
 Array = np.ndarray[Any, Any]
 
 

@@ -28,6 +28,7 @@ from typing import Any, cast
 import numpy as np
 import tifffile
 
+from datatools import units
 from datatools.errors import DatatoolsError, InputError
 
 TIFF_ERRORS: tuple[type[BaseException], ...] = (
@@ -44,39 +45,6 @@ TIFF_ERRORS: tuple[type[BaseException], ...] = (
 """What tifffile and imagecodecs raise on corrupt, truncated or unsupported files."""
 
 JPEG_COMPRESSIONS = frozenset({6, 7, 33007, 34892})
-
-UNIT_NAMES = {
-    "å": "angstrom",
-    "angstrom": "angstrom",
-    "pm": "picometer",
-    "nm": "nanometer",
-    "nanometer": "nanometer",
-    "nanometers": "nanometer",
-    "µm": "micrometer",
-    "μm": "micrometer",
-    "um": "micrometer",
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "micrometer": "micrometer",
-    "micrometers": "micrometer",
-    "mm": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "centimeter": "centimeter",
-    "m": "meter",
-    "meter": "meter",
-}
-"""Unit spellings found in OME-XML and ImageJ metadata, mapped to OME-NGFF unit names."""
-
-UNIT_METERS = {
-    "picometer": 1e-12,
-    "angstrom": 1e-10,
-    "nanometer": 1e-9,
-    "micrometer": 1e-6,
-    "millimeter": 1e-3,
-    "centimeter": 1e-2,
-    "meter": 1.0,
-}
 
 
 @dataclass(frozen=True)
@@ -341,10 +309,13 @@ def _read_segments(
 
 
 def unit_name(text: str | None) -> str | None:
-    """OME-NGFF unit name for a unit spelling (``"µm"``, ``"micron"``), or ``None``."""
+    """OME-NGFF unit name for a unit spelling in OME-XML or ImageJ metadata (``"µm"``,
+    ``"micron"``, ImageJ's escaped ``"\\u00b5m"``), or ``None`` for anything that is not a
+    length datatools converts (ImageJ's ``"pixel"``, TIFF's ``"inch"`` resolution unit)."""
     if text is None:
         return None
-    return UNIT_NAMES.get(text.strip().lower().replace("\\u00b5", "µ"))
+    name = units.unit_name(text.replace("\\u00b5", "µ"))
+    return name if name in units.METERS else None
 
 
 def pixel_size(page: tifffile.TiffPage) -> tuple[float, float] | None:
@@ -400,17 +371,17 @@ def ome_voxel_size(
     if pixels is None:
         return None
     sizes: list[float] = []
-    units: list[str] = []
+    names: list[str] = []
     for axis in spatial:
         value = pixels.get(f"PhysicalSize{axis.upper()}")
         unit = unit_name(pixels.get(f"PhysicalSize{axis.upper()}Unit", "µm"))
         if value is None or unit is None:
             return None
         sizes.append(float(value))
-        units.append(unit)
-    target = units[-1]
+        names.append(unit)
+    target = names[-1]
     return tuple(
-        s * UNIT_METERS[u] / UNIT_METERS[target] for s, u in zip(sizes, units, strict=True)
+        s * units.METERS[u] / units.METERS[target] for s, u in zip(sizes, names, strict=True)
     ), target
 
 

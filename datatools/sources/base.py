@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +24,12 @@ SourceSpec = str | Path | Sequence[str | Path]
 (``'scan/*.tif'``), or an explicit list of slice files."""
 
 """numpy dtype kinds datatools handles: bool, signed and unsigned integers, floats."""
+
+
+AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
+"""Axes of an array by its number of dimensions, when nothing says otherwise."""
+LISTED_MAX = 10
+"""At most this many array or dataset names appear in one error message."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,7 @@ class ArrayVolume(Volume):
         views: bool = False,
     ) -> None:
         if axes is None:
-            axes = {2: "yx", 3: "zyx", 4: "czyx"}.get(array.ndim, "")
+            axes = AXES_BY_NDIM.get(array.ndim, "")
         super().__init__(
             spec,
             array.shape,

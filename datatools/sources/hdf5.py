@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from datatools.errors import InputError, first_line
 from datatools.geometry import Box, spatial_axes
-from datatools.sources.base import OpenOptions, SourceSpec, Volume
+from datatools.sources.base import AXES_BY_NDIM, LISTED_MAX, OpenOptions, SourceSpec, Volume
 from datatools.stores import HDF5_READ_SUFFIXES
 from datatools.units import unit_name
 
@@ -30,12 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
-"""Axes of a dataset by its number of dimensions, when it has no usable ``axes`` attribute."""
 KNOWN_AXES = ("yx", "zyx", "cyx", "czyx")
 """Values of an ``axes`` attribute that are read (datatools writes its volume's axes)."""
-LISTED_MAX = 10
-"""At most this many dataset names appear in one error message."""
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 """The bytes an HDF5 file starts with, or holds at 512, 1024, 2048... after a user block."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,16 +21,13 @@ import numpy as np
 from datatools.errors import InputError, first_line
 from datatools.geometry import SPATIAL_AXES, Box
 from datatools.ngff import ImageMetadata, parse_image
-from datatools.sources.base import OpenOptions, SourceSpec, Volume
+from datatools.sources.base import AXES_BY_NDIM, LISTED_MAX, OpenOptions, SourceSpec, Volume
 
 if TYPE_CHECKING:
     import zarr
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 AXIS_ORDER = "tczyx"
-AXES_BY_NDIM = MappingProxyType({2: "yx", 3: "zyx", 4: "czyx"})
-LISTED_MAX = 10
-"""At most this many array names appear in one error message."""
 
 
 @dataclass(frozen=True)
