@@ -197,11 +197,14 @@ def dask_executor(
             raise OptionError(f"--dask-local {local_workers}: must be >= 1")
         with (
             LocalCluster(
-                n_workers=local_workers, threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=":0",
+                n_workers=local_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
             ) as cluster,
             Client(cluster) as client,
-        ):  # fmt: skip
+        ):
             yield DaskExecutor(client)
         return
     try:

@@ -212,9 +212,10 @@ def make_plan(
     shapes = [tuple(s) for s in existing] if existing else []
     if len(shapes) != max(1, len(levels) - 1) or any(len(s) != len(chunks) for s in shapes):
         shapes = [
-            plan_units(roi.shape, block(0), itemsize=itemsize, unit_bytes=unit_bytes,
-                       granule=granule)
-        ]  # fmt: skip
+            plan_units(
+                roi.shape, block(0), itemsize=itemsize, unit_bytes=unit_bytes, granule=granule
+            )
+        ]
         for k in range(2, len(levels)):
             # a level unit reads prod(factors) times its own size from the level above
             read_factor = math.prod(levels[k][1])

@@ -199,8 +199,12 @@ def make_geometry(volume: Volume, options: PatchOptions) -> PatchGeometry:
         log.warning(
             "%s: patches of %d voxels along %s are larger than the ROI's %d: most of each patch "
             "is %s (give a smaller --size)",
-            volume.spec, want, axis, have, "filled" if edge == "constant" else "mirrored",
-        )  # fmt: skip
+            volume.spec,
+            want,
+            axis,
+            have,
+            "filled" if edge == "constant" else "mirrored",
+        )
     return PatchGeometry(
         volume.axes, volume.shape, roi, full_size, full_stride, kept, edge, options.fill
     )
