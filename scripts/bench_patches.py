@@ -14,8 +14,9 @@ RSS is its own:
              pages) and the best of each counts (their peak RSS is that process's)
   transcode  reference end to end: read + decode the source slab by slab with zarr-python and
              zstd-encode the same bytes in 2 MiB pieces (the output chunk size), no writing
-  patches    datatools.patches.extract_patches Zarr -> Zarr, default options (workers=1: one
-             thread reads the next slab while the caller cuts and writes), and workers=2
+  patches    datatools.patches.extract_patches Zarr -> Zarr, workers=1 (one thread reads the
+             next slab while the caller cuts and writes), and workers=2 (the default on a
+             2-core machine: one per core)
 
 It prints patches/s, MB/s of input bytes, peak RSS, and the ratios iter/numpy (goal >= 1.0)
 and patches/transcode (goal >= 0.7). The peak RSS of ``patches`` should exceed the transcode
