@@ -26,7 +26,14 @@ from zarr.storage import LocalStore, WrapperStore
 
 from datatools import ledger
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
-from datatools.writers import ArraySpec, ArrayWriter, StoredRun, open_writer, read_run
+from datatools.writers import (
+    ArraySpec,
+    ArrayWriter,
+    RunRecord,
+    StoredRun,
+    open_writer,
+    read_run,
+)
 from tests.helpers import attrs_of, child_array
 
 ARRAYS: dict[str, Any] = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
@@ -579,8 +586,7 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
     options: dict[str, Any] = {
         "chunk_rows": 8,
         "zarr_format": zarr_format,
-        "command": "patches",
-        "params": {"size": (4, 5), "seed": None},
+        "record": RunRecord("patches", {"size": (4, 5), "seed": None}),
     }
     attributes = {"edge": "symmetric", "size": [4, 5], "counts": {"a": 1}, "seed": None}
     with (
@@ -616,16 +622,16 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
 @pytest.mark.parametrize("kind", ["zarr", "hdf5"])
 def test_append_checks_command_and_params(tmp_path: Path, kind: str) -> None:
     path = out_path(tmp_path, kind)
-    with open_writer(path, ARRAYS, command="patches", params={"size": [64, 64]}) as writer:
+    with open_writer(path, ARRAYS, record=RunRecord("patches", {"size": [64, 64]})) as writer:
         writer.append(patches=patches(0, 3), origins=origins(0, 3))
     with pytest.raises(ResumeMismatchError) as info:
-        open_writer(path, ARRAYS, command="patches", params={"size": [32, 32]}, append=True)
+        open_writer(path, ARRAYS, record=RunRecord("patches", {"size": [32, 32]}), append=True)
     assert str(info.value) == (
         f"{path}: cannot append, size was [64, 64], now [32, 32] (append with the same "
         "options, or --overwrite to replace it)"
     )
     with pytest.raises(TargetError) as refused:
-        open_writer(path, ARRAYS, command="instances", params={"size": [64, 64]}, append=True)
+        open_writer(path, ARRAYS, record=RunRecord("instances", {"size": [64, 64]}), append=True)
     assert str(refused.value) == (
         f"{path}: was made by datatools patches, not by datatools instances (choose another target)"
     )
@@ -783,8 +789,8 @@ def test_all_zero_chunks_are_not_stored(tmp_path: Path) -> None:
     [
         ({"attributes": {"datatools": 1}}, "attributes: the key 'datatools' is the writer's"),
         ({"attributes": {"x": object()}}, "attributes: not storable as JSON"),
-        ({"params": {"x": {1, 2}}}, "params: not storable as JSON"),
-        ({"command": ""}, "command '': must be a non-empty name"),
+        ({"record": RunRecord("write", {"x": {1, 2}})}, "params: not storable as JSON"),
+        ({"record": RunRecord("", {})}, "command '': must be a non-empty name"),
         ({"groups": ["a/b"]}, "groups: name 'a/b' is not usable"),
         ({"groups": ["a", "a"]}, "groups: ['a', 'a'] must name at least one group, each once"),
         ({"groups": "a"}, "groups: give a list of names, not the text 'a'"),
