@@ -26,7 +26,15 @@ from zarr.storage import LocalStore, WrapperStore
 
 from datatools import ledger
 from datatools.errors import InputError, OptionError, ResumeMismatchError, TargetError, WriteError
-from datatools.writers import ArraySpec, ArrayWriter, StoredRun, open_writer, read_run
+from datatools.options import OutputOptions
+from datatools.writers import (
+    ArraySpec,
+    ArrayWriter,
+    RunRecord,
+    StoredRun,
+    open_writer,
+    read_run,
+)
 from tests.helpers import attrs_of, child_array
 
 ARRAYS: dict[str, Any] = {"patches": ((4, 5), "uint16"), "origins": ((3,), "int64")}
@@ -579,8 +587,7 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
     options: dict[str, Any] = {
         "chunk_rows": 8,
         "zarr_format": zarr_format,
-        "command": "patches",
-        "params": {"size": (4, 5), "seed": None},
+        "record": RunRecord("patches", {"size": (4, 5), "seed": None}),
     }
     attributes = {"edge": "symmetric", "size": [4, 5], "counts": {"a": 1}, "seed": None}
     with (
@@ -616,16 +623,16 @@ def test_command_params_and_attributes_are_recorded_from_the_start(
 @pytest.mark.parametrize("kind", ["zarr", "hdf5"])
 def test_append_checks_command_and_params(tmp_path: Path, kind: str) -> None:
     path = out_path(tmp_path, kind)
-    with open_writer(path, ARRAYS, command="patches", params={"size": [64, 64]}) as writer:
+    with open_writer(path, ARRAYS, record=RunRecord("patches", {"size": [64, 64]})) as writer:
         writer.append(patches=patches(0, 3), origins=origins(0, 3))
     with pytest.raises(ResumeMismatchError) as info:
-        open_writer(path, ARRAYS, command="patches", params={"size": [32, 32]}, append=True)
+        open_writer(path, ARRAYS, record=RunRecord("patches", {"size": [32, 32]}), append=True)
     assert str(info.value) == (
         f"{path}: cannot append, size was [64, 64], now [32, 32] (append with the same "
         "options, or --overwrite to replace it)"
     )
     with pytest.raises(TargetError) as refused:
-        open_writer(path, ARRAYS, command="instances", params={"size": [64, 64]}, append=True)
+        open_writer(path, ARRAYS, record=RunRecord("instances", {"size": [64, 64]}), append=True)
     assert str(refused.value) == (
         f"{path}: was made by datatools patches, not by datatools instances (choose another target)"
     )
@@ -783,8 +790,8 @@ def test_all_zero_chunks_are_not_stored(tmp_path: Path) -> None:
     [
         ({"attributes": {"datatools": 1}}, "attributes: the key 'datatools' is the writer's"),
         ({"attributes": {"x": object()}}, "attributes: not storable as JSON"),
-        ({"params": {"x": {1, 2}}}, "params: not storable as JSON"),
-        ({"command": ""}, "command '': must be a non-empty name"),
+        ({"record": RunRecord("write", {"x": {1, 2}})}, "params: not storable as JSON"),
+        ({"record": RunRecord("", {})}, "command '': must be a non-empty name"),
         ({"groups": ["a/b"]}, "groups: name 'a/b' is not usable"),
         ({"groups": ["a", "a"]}, "groups: ['a', 'a'] must name at least one group, each once"),
         ({"groups": "a"}, "groups: give a list of names, not the text 'a'"),
@@ -799,5 +806,110 @@ def test_bad_new_options_are_refused(tmp_path: Path, options: dict[str, Any], pr
     arrays = options.pop("arrays", ARRAYS)
     with pytest.raises(OptionError) as info:
         open_writer(tmp_path / "out.zarr", arrays, **options)
+    assert str(info.value).startswith(problem)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def stored_bytes(path: Path) -> dict[str, bytes]:
+    """Every file of an output (a Zarr folder or an HDF5 file) by its path inside it."""
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {
+        file.relative_to(path).as_posix(): file.read_bytes()
+        for file in sorted(path.rglob("*"))
+        if file.is_file()
+    }
+
+
+def write_some(path: Path, options: OutputOptions | None = None, **overrides: Any) -> None:
+    """21 rows (two whole chunk rows of 8 and a tail) through ``open_writer``."""
+    with open_writer(path, ARRAYS, options, **overrides) as writer:
+        writer.append(patches=patches(0, 21), origins=origins(0, 21))
+
+
+@pytest.mark.parametrize(("kind", "zarr_format"), FORMATS, ids=IDS)
+def test_output_options_and_flat_overrides_write_the_same_bytes(
+    tmp_path: Path, kind: str, zarr_format: Literal[2, 3]
+) -> None:
+    codec = "gzip" if kind == "hdf5" else "blosc-zstd"
+    flat, given, mixed = (out_path(tmp_path / name, kind) for name in ("flat", "given", "mixed"))
+    for path in (flat, given, mixed):
+        path.parent.mkdir()
+    write_some(flat, chunk_rows=8, codec=codec, codec_level=5, zarr_format=zarr_format)
+    options = OutputOptions(chunk_rows=8, codec=codec, codec_level=5, zarr_format=zarr_format)
+    write_some(given, options)
+    other = OutputOptions(chunk_rows=4, codec="none")
+    write_some(mixed, other, chunk_rows=8, codec=codec, codec_level=5, zarr_format=zarr_format)
+    expected = stored_bytes(flat)
+    assert expected
+    assert stored_bytes(given) == expected
+    assert stored_bytes(mixed) == expected  # flat overrides win over the options object
+    assert_rows(given, 21)
+    record = ledger.status(given)
+    assert record is not None
+    assert record.record is not None
+    assert (record.record.params["codec"], record.record.params["level"]) == (codec, 5)
+    assert record.record.params["chunk_rows"] == 8
+
+
+def test_overwrite_comes_from_the_options_or_flat(tmp_path: Path) -> None:
+    path = tmp_path / "out.zarr"
+    write_some(path, OutputOptions(chunk_rows=8))
+    with pytest.raises(TargetError, match="exists"):
+        write_some(path, OutputOptions(chunk_rows=8))
+    write_some(path, OutputOptions(chunk_rows=8, overwrite=True))
+    write_some(path, OutputOptions(chunk_rows=8), overwrite=True)
+    assert_rows(path, 21)
+    with pytest.raises(OptionError, match="append=True and overwrite=True exclude each other"):
+        open_writer(path, ARRAYS, OutputOptions(overwrite=True), append=True)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "hdf5"])
+def test_the_deprecated_level_keyword_still_sets_the_codec_level(tmp_path: Path, kind: str) -> None:
+    old, new = (out_path(tmp_path / name, kind) for name in ("old", "new"))
+    old.parent.mkdir()
+    new.parent.mkdir()
+    with pytest.warns(DeprecationWarning, match="level= is deprecated: use codec_level=") as seen:
+        write_some(old, chunk_rows=8, codec="gzip", level=7)
+    assert [Path(w.filename).name for w in seen] == [Path(__file__).name]  # the caller's line
+    write_some(new, chunk_rows=8, codec="gzip", codec_level=7)
+    assert stored_bytes(old) == stored_bytes(new)
+    status = ledger.status(old)
+    assert status is not None
+    assert status.record is not None
+    assert status.record.params["level"] == 7
+
+
+def test_the_deprecated_command_and_params_keywords_still_make_the_record(
+    tmp_path: Path,
+) -> None:
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    message = "command= and params= are deprecated: use record=RunRecord"
+    with pytest.warns(DeprecationWarning, match=message) as seen:
+        open_writer(old, ARRAYS, command="patches", params={"size": [4, 5]}).close()
+    assert [Path(w.filename).name for w in seen] == [Path(__file__).name]
+    open_writer(new, ARRAYS, record=RunRecord("patches", {"size": [4, 5]})).close()
+    assert read_run(old) == read_run(new) == StoredRun("patches", {"size": [4, 5]}, True)
+    assert stored_bytes(old) == stored_bytes(new)
+    with pytest.raises(OptionError, match=r"command: give them in record= only"):
+        open_writer(tmp_path / "both.zarr", ARRAYS, record=RunRecord("a", {}), command="b")
+
+
+@pytest.mark.parametrize(
+    ("options", "overrides", "problem"),
+    [
+        (OutputOptions(chunks=32), {}, "chunks 32: a row writer takes chunk_rows along axis 0"),
+        (None, {"chunks": (1, 2)}, "chunks (1, 2): a row writer takes chunk_rows"),
+        (OutputOptions(shards=64), {}, "shards 64: row outputs are not sharded"),
+        (OutputOptions(chunk_rows=0), {}, "chunk_rows 0: must be a positive number"),
+        (OutputOptions(codec="lzf"), {}, "--codec lzf: unknown for Zarr outputs"),
+        (None, {"chunk_row": 8}, "OutputOptions: unknown option 'chunk_row'"),
+    ],
+)
+def test_storage_settings_a_row_writer_cannot_use_are_refused(
+    tmp_path: Path, options: OutputOptions | None, overrides: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(OptionError) as info:
+        open_writer(tmp_path / "out.zarr", ARRAYS, options, **overrides)
     assert str(info.value).startswith(problem)
     assert not (tmp_path / "out.zarr").exists()

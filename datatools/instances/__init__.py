@@ -83,6 +83,7 @@ from datatools.instances.label_stats import label_stats
 from datatools.instances.options import DEFAULT_MEMORY, InstanceOptions
 from datatools.instances.plan import InstancePlan, plan_instances
 from datatools.instances.result import InstanceResult
+from datatools.options import OutputOptions
 from datatools.sinks.codecs import parse_codec
 from datatools.sources import (
     SourceSpec,
@@ -92,7 +93,7 @@ from datatools.sources import (
     spec_text,
 )
 from datatools.stores import HDF5_SUFFIXES
-from datatools.writers import ArraySpec, open_writer, read_run
+from datatools.writers import ArraySpec, RunRecord, open_writer, read_run
 
 __all__ = [
     "InstanceOptions",
@@ -367,19 +368,21 @@ class _Job:
         }
         if stored is not None:
             _check_resume(self.path, stored.params, params, keys=PLANNED)
+        storage = OutputOptions(
+            chunk_rows=self.chunk_rows,
+            codec=self.codec,
+            codec_level=self.level,
+            zarr_format=self.zarr_format,
+            overwrite=overwrite,
+        )
         with open_writer(
             self.path,
             self._layout(plan.n),
-            chunk_rows=self.chunk_rows,
-            codec=self.codec,
-            level=self.level,
-            zarr_format=3 if self.zarr_format == 3 else 2,
+            storage,
             total_rows=plan.n,
-            command=COMMAND,
-            params=params,
+            record=RunRecord(COMMAND, params),
             attributes={ATTRIBUTE: self._attributes(params)},
             append=stored is not None,
-            overwrite=overwrite,
         ) as writer:
             writer.write_rows(
                 0,

@@ -25,10 +25,11 @@ from datatools import __version__
 from datatools import ledger as owned
 from datatools.errors import ResumeMismatchError, TargetError
 from datatools.geometry import spatial_axes
+from datatools.options import OutputOptions
 from datatools.patches.plan import PatchGeometry, PatchPlan
 from datatools.progress import counted
 from datatools.sources import Volume
-from datatools.writers import ArraySpec, ArrayWriter, open_writer, read_run
+from datatools.writers import ArraySpec, ArrayWriter, RunRecord, open_writer, read_run
 
 COMMAND = "patches"
 CHUNK_BYTES = 2 * 2**20
@@ -89,8 +90,10 @@ def open_output(
 ) -> ArrayWriter:
     """The writer of ``plan``'s output: created with its attributes, or continued.
 
-    ``record`` holds every option (as :func:`previous_extent` checked it) and the slab extent.
-    Peak memory: one chunk row of every array per group (the writer's buffers).
+    ``record`` holds every option (as :func:`previous_extent` checked it; how the output is
+    stored under ``options.output``) and the slab extent; ``chunk_rows`` is the patches per
+    chunk chosen for this run. Peak memory: one chunk row of every array per group (the
+    writer's buffers).
 
     Raises:
         TargetError, ResumeMismatchError: as :func:`datatools.writers.open_writer`.
@@ -110,15 +113,14 @@ def open_output(
     return open_writer(
         path,
         _arrays(plan.geometry, volume, labels),
-        chunk_rows=chunk_rows,
-        codec=record["codec"],
-        level=record["level"],
-        zarr_format=2 if record["zarr_format"] == 2 else 3,
+        OutputOptions.from_dict(record["options"]["output"]),
         groups=groups,
-        command=COMMAND,
-        params=record,
+        record=RunRecord(COMMAND, dict(record)),
         attributes=root,
         append=not overwrite,
+        chunks=None,
+        shards=None,
+        chunk_rows=chunk_rows,
         overwrite=overwrite,
     )
 

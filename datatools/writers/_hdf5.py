@@ -47,13 +47,10 @@ def open_hdf5(setup: Setup, *, overwrite: bool) -> Hdf5Backend:
 def _create(file: Any, setup: Setup) -> None:
     """Attributes, subgroups and empty resizable datasets (``total_rows`` rows, or 0)."""
     rows = setup.total_rows or 0
-    for key, value in setup.attributes.items():
-        file.attrs[key] = hdf5_value(value)
-    for name in setup.groups:
-        if name:
-            group = file.create_group(name)
-            for key, value in setup.group_attributes.get(name, {}).items():
-                group.attrs[key] = hdf5_value(value)
+    for name, attributes in setup.attributes.items():
+        group = file.create_group(name) if name else file
+        for key, value in attributes.items():
+            group.attrs[key] = hdf5_value(value)
     for _, key, lay in setup.keys:
         file.create_dataset(
             key,

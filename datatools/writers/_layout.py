@@ -206,20 +206,25 @@ class Setup:
     """What a backend opener needs: the target, its record, and the writer's layout.
 
     Attributes:
-        groups: ``("",)`` for arrays at the root, else the subgroups holding them.
-        attributes: of the root group, written at creation; ``group_attributes`` per subgroup.
+        chunk_rows: the writer's rows per chunk along axis 0 (arrays may have their own).
+        total_rows: the final row count of a positional fill; ``None`` for a growing writer.
+        attributes: by group name, written at creation: ``""`` the root group, then each
+            subgroup holding the arrays (none when the arrays are at the root).
     """
 
     path: Path
     record: RunRecord
     layouts: tuple[Layout, ...]
-    groups: tuple[str, ...]
     chunk_rows: int
     total_rows: int | None
     codec: Codec
     append: bool
-    attributes: Mapping[str, Any]
-    group_attributes: Mapping[str, Mapping[str, Any]]
+    attributes: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """``("",)`` for arrays at the root, else the subgroups holding them."""
+        return tuple(name for name in self.attributes if name) or ("",)
 
     @property
     def keys(self) -> list[tuple[str, str, Layout]]:

@@ -47,15 +47,13 @@ def _create(folder: Path, setup: Setup, zarr_format: Literal[2, 3]) -> None:
     """The group, its attributes, subgroups and empty arrays (``total_rows`` rows, or 0)."""
     rows = setup.total_rows or 0
     attributes = {
-        **setup.attributes,
+        **setup.attributes[""],
         "datatools": {"rows": rows, "chunk_rows": setup.chunk_rows, "complete": False},
     }
     root = zarr.create_group(str(folder), zarr_format=zarr_format, attributes=attributes)
     for name in setup.groups:
         group = (
-            root
-            if not name
-            else root.create_group(name, attributes=dict(setup.group_attributes.get(name, {})))
+            root if not name else root.create_group(name, attributes=dict(setup.attributes[name]))
         )
         for lay in setup.layouts:
             options: dict[str, Any] = {}
