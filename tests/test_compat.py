@@ -48,7 +48,7 @@ from datatools.ledger.zarr_folder import ZarrLedger
 from datatools.patches import extract_patches
 from datatools.sources import Volume, open_volume
 from datatools.verify import verify
-from datatools.writers import open_writer
+from datatools.writers import RunRecord, open_writer
 from tests.helpers import arange_volume
 
 Drop = tuple[str, str]
@@ -411,7 +411,8 @@ def test_row_writer_output_appends(
     tmp_path: Path, name: str, zarr_format: int, interrupted: bool
 ) -> None:
     out = tmp_path / name
-    options: dict[str, Any] = {"chunk_rows": 8, "zarr_format": zarr_format, "params": {"k": 1}}
+    record = RunRecord("write", {"k": 1})
+    options: dict[str, Any] = {"chunk_rows": 8, "zarr_format": zarr_format, "record": record}
     with contextlib.suppress(KeyboardInterrupt), open_writer(out, ROWS, **options) as writer:
         writer.append(**rows(0, 21))
         if interrupted:
