@@ -8,9 +8,9 @@ its own settings plus the shared :class:`OutputOptions` (how the output is store
 
 - ``to_dict()`` / ``from_dict()``: JSON-ready values (tuples as lists, nested options as
   dicts), round-tripping exactly; the run record stored in an output holds ``to_dict()``.
-- ``with_overrides(**overrides)``: a copy with fields replaced by name, where a shared field
-  (``chunks``, ``codec``, ``workers``, ...) may be given flat, as public calls take them:
-  ``convert("stack", "out.zarr", chunks=32)``.
+- ``with_overrides(**overrides)``: a copy with fields replaced by name, where a field of a
+  nested group (``chunks``, ``codec``, ``workers``, ...; at any depth) may be given flat, as
+  public calls take them: ``convert("stack", "out.zarr", chunks=32)``.
 """
 
 from __future__ import annotations
@@ -62,20 +62,19 @@ class Options:
         return cls(**{k: _typed(v, hints[k]) for k, v in data.items()})
 
     def with_overrides(self, **overrides: Any) -> Self:
-        """A copy with fields replaced; shared fields may be named flat (``chunks=32``).
+        """A copy with fields replaced; a field of a nested options group (``output``, ``run``,
+        or a group inside a group, at any depth) may be named flat (``chunks=32``). A field of
+        this class is taken before a nested one of the same name.
 
         Raises:
             OptionError: a name that is no option of this command.
         """
         if not overrides:
             return self
+        names = [f.name for f in dataclasses.fields(self)]
+        groups = [name for name in names if isinstance(getattr(self, name), Options)]
         mine: dict[str, Any] = {}
         nested: dict[str, dict[str, Any]] = {}
-        groups = {
-            f.name: {g.name for g in dataclasses.fields(getattr(self, f.name))}
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), Options)
-        }
         for name, value in overrides.items():
             if name in DEPRECATED_NAMES:
                 warnings.warn(
@@ -84,18 +83,26 @@ class Options:
                     stacklevel=3,
                 )
                 name = DEPRECATED_NAMES[name]
-            if name in groups or name not in {n for g in groups.values() for n in g}:
-                if name not in {f.name for f in dataclasses.fields(self)}:
-                    raise OptionError(f"{type(self).__name__}: unknown option {name!r}")
+            if name in names:
                 mine[name] = value
                 continue
-            group = next(g for g, members in groups.items() if name in members)
+            group = next((g for g in groups if getattr(self, g)._knows(name)), None)
+            if group is None:
+                raise OptionError(f"{type(self).__name__}: unknown option {name!r}")
             nested.setdefault(group, {})[name] = value
         for group, values in nested.items():
-            base = mine.get(group, getattr(self, group))
-            mine[group] = dataclasses.replace(base, **{k: _tuple(v) for k, v in values.items()})
+            mine[group] = mine.get(group, getattr(self, group)).with_overrides(**values)
         return dataclasses.replace(
             self, **{k: v if k in groups else _tuple(v) for k, v in mine.items()}
+        )
+
+    def _knows(self, name: str) -> bool:
+        """Whether :meth:`with_overrides` takes ``name``: a field of this class or, at any
+        depth, of a nested options group."""
+        return any(
+            f.name == name
+            or (isinstance(getattr(self, f.name), Options) and getattr(self, f.name)._knows(name))
+            for f in dataclasses.fields(self)
         )
 
 

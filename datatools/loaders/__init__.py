@@ -10,6 +10,9 @@ Without torch (numpy only):
   stored arrays along axis 0, read lazily.
 - :class:`VolumePatchStream`: patches sampled on the fly from any volume datatools opens, with
   the plan code of ``datatools patches``; iterate it directly.
+- :class:`LoaderOptions`, :class:`SamplerOptions`, :class:`SplitOptions`: the settings of the
+  stream and the sampler as frozen options objects (``to_dict`` / ``from_dict``); the
+  constructors also take each setting by keyword.
 
 With torch (``pip install datatools[torch]``): :class:`VolumePatches`, the same stream as a
 ``torch.utils.data.IterableDataset``; torch is imported only when it is first used.
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from datatools.loaders.array_dataset import ITEM_KEYS, ArrayDataset, open_arrays
+from datatools.loaders.options import LoaderOptions, SamplerOptions, SplitOptions
 from datatools.loaders.rows import ChunkCache, ConcatSources, LazyView, RowSource, as_rows
 from datatools.loaders.samplers import ChunkShuffleSampler
 from datatools.loaders.volume_patches import VolumePatchStream
@@ -31,7 +35,10 @@ __all__ = [
     "ChunkShuffleSampler",
     "ConcatSources",
     "LazyView",
+    "LoaderOptions",
     "RowSource",
+    "SamplerOptions",
+    "SplitOptions",
     "VolumePatchStream",
     "VolumePatches",
     "as_rows",

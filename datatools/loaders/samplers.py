@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from datatools.errors import OptionError
+from datatools.loaders.options import SamplerOptions
 from datatools.loaders.rows import Array, as_rows
-from datatools.loaders.splits import check_seed, resolve_ranks, share
+from datatools.loaders.splits import rank_share, resolve_ranks, share
 
 
 class ChunkShuffleSampler:
@@ -44,6 +44,11 @@ class ChunkShuffleSampler:
     Args:
         source: an :class:`~datatools.loaders.ArrayDataset`, a row source or an array (anything
             with ``chunk_ids()``, or that :func:`~datatools.loaders.rows.as_rows` takes).
+        options: every setting (:class:`~datatools.loaders.SamplerOptions`), ``None`` for the
+            defaults; fields may be replaced by keyword (``overrides``), nested ones flat:
+            ``ChunkShuffleSampler(dataset, batch_size=64, seed=1)``.
+
+    The options (by their flat names):
         batch_size: the DataLoader's batch size; needed with ``batched`` or
             ``num_workers > 1`` (each worker then gets whole batches of its own chunks).
         batched: yield arrays of ``batch_size`` rows (use with ``DataLoader(batch_size=None)``).
@@ -58,39 +63,15 @@ class ChunkShuffleSampler:
     Memory: 8 bytes per row for the chunk ids, 24 per row while an epoch's order is drawn.
 
     Raises:
-        OptionError: a bad batch size, worker count, seed or rank.
+        OptionError: a bad batch size, worker count, seed or rank, or an unknown option.
     """
 
     def __init__(
-        self,
-        source: Any,
-        *,
-        batch_size: int | None = None,
-        batched: bool = False,
-        num_workers: int = 0,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        drop_last: bool = False,
+        self, source: Any, options: SamplerOptions | None = None, **overrides: Any
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise OptionError(f"batch_size {batch_size}: must be >= 1")
-        if num_workers < 0:
-            raise OptionError(f"num_workers {num_workers}: must be >= 0")
-        if batch_size is None and (batched or num_workers > 1):
-            why = "batched=True" if batched else f"num_workers {num_workers}"
-            raise OptionError(
-                f"{why}: needs batch_size (the DataLoader's, so each worker's batches come "
-                "from its own chunks)"
-            )
-        self.seed = check_seed(seed)
-        self.rank, self.world_size = resolve_ranks(rank, world_size)
-        self.batch_size = batch_size
-        self.batched = batched
-        self.num_workers = num_workers
-        self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.options = (options or SamplerOptions()).with_overrides(**overrides)
+        split = self.options.split
+        self.rank, self.world_size = resolve_ranks(split.rank, split.world_size)
         self.epoch = 0
         ids = source.chunk_ids() if hasattr(source, "chunk_ids") else as_rows(source).chunk_ids()
         _, inverse = np.unique(np.asarray(ids), return_inverse=True)
@@ -110,19 +91,15 @@ class ChunkShuffleSampler:
 
     def _global_order(self) -> Array:
         n = len(self._chunk)
-        if not self.shuffle:
+        if not self.options.split.shuffle:
             return np.argsort(self._chunk, kind="stable")
-        rng = np.random.default_rng((self.seed, self.epoch))
+        rng = np.random.default_rng((self.options.split.seed, self.epoch))
         position = rng.permutation(int(self._chunk.max()) + 1 if n else 0)
         return np.lexsort((rng.random(n), position[self._chunk]))
 
     def _rank_rows(self) -> Array:
         order = self._global_order()
-        n, world = len(order), self.world_size
-        if self.drop_last:
-            per = n // world
-            return order[self.rank * per : (self.rank + 1) * per]
-        part = share(n, self.rank, world)
+        part = rank_share(len(order), self.rank, self.world_size, self.options.split.drop_last)
         return order[part.start : part.stop]
 
     def _batches(self) -> list[Array]:
@@ -134,8 +111,8 @@ class ChunkShuffleSampler:
         ends of their runs.
         """
         rows = self._rank_rows()
-        size = self.batch_size or max(1, len(rows))
-        workers = max(1, self.num_workers)
+        size = self.options.batch_size or max(1, len(rows))
+        workers = max(1, self.options.num_workers)
         full, rest = divmod(len(rows), size)
         tail_owner = full % workers
         runs: list[list[Array]] = []
@@ -146,21 +123,21 @@ class ChunkShuffleSampler:
             start += count
             runs.append([run[i : i + size] for i in range(0, len(run), size)])
         batches = [run[j] for j in range(max(map(len, runs))) for run in runs if j < len(run)]
-        if rest and self.batched and self.drop_last:
+        if rest and self.options.batched and self.options.split.drop_last:
             batches.pop()
         return batches
 
     def __iter__(self) -> Iterator[Any]:
-        if self.batched:
+        if self.options.batched:
             return iter(self._batches())
         return iter(self.order().tolist())
 
     def __len__(self) -> int:
         """Rows (or batches, with ``batched``) this rank yields per epoch."""
-        n = len(self._chunk)
-        rows = n // self.world_size if self.drop_last else len(share(n, self.rank, self.world_size))
-        if not self.batched:
+        split, batch_size = self.options.split, self.options.batch_size
+        rows = len(rank_share(len(self._chunk), self.rank, self.world_size, split.drop_last))
+        if not self.options.batched:
             return rows
-        assert self.batch_size is not None
-        full, rest = divmod(rows, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        assert batch_size is not None
+        full, rest = divmod(rows, batch_size)
+        return full + (1 if rest and not split.drop_last else 0)

@@ -61,6 +61,16 @@ def share(n: int, index: int, count: int) -> range:
     return range(start, start + base + (index < extra))
 
 
+def rank_share(n: int, rank: int, world_size: int, drop_last: bool) -> range:
+    """Rank ``rank``'s contiguous part of ``range(n)``: :func:`share`'s, or with
+    ``drop_last`` exactly ``n // world_size`` items (the ``n % world_size`` last ones left
+    out)."""
+    if drop_last:
+        per = n // world_size
+        return range(rank * per, (rank + 1) * per)
+    return share(n, rank, world_size)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed in ``[0, 2**63)`` derived from ``(seed, epoch)`` (the same in every process)."""
     state = np.random.SeedSequence((seed, epoch)).generate_state(2, np.uint32)

@@ -29,18 +29,18 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from datatools.errors import InputError, OptionError
-from datatools.geometry import Box, RoiSpec, tile_box
+from datatools.geometry import Box, tile_box
 from datatools.inputs import open_input
 from datatools.instances.label_stats import slab_shape
+from datatools.loaders.options import LoaderOptions
 from datatools.loaders.splits import (
     SharedEpoch,
-    check_seed,
     epoch_seed,
+    rank_share,
     resolve_ranks,
     share,
     worker_split,
 )
-from datatools.patches.options import PatchOptions
 from datatools.patches.plan import (
     DEFAULT_MEMORY_LIMIT,
     PatchGeometry,
@@ -49,12 +49,11 @@ from datatools.patches.plan import (
     plan_patches,
 )
 from datatools.patches.sampling import SamplingWarning
-from datatools.sources import OpenOptions, SourceSpec, Volume
+from datatools.sources import SourceSpec, Volume
 
 Array: TypeAlias = np.ndarray[Any, Any]
 Transform: TypeAlias = Callable[[dict[str, Any], np.random.Generator], Mapping[str, Any]]
 
-SAMPLERS = ("grid", "random", "blue-noise", "balanced")
 CUT_BYTES = 4 * 2**20
 """Patches cut from a slab at once, bytes (the gather's output)."""
 COUNT_BYTES_PER_VOXEL = 24
@@ -96,10 +95,18 @@ class VolumePatchStream:
             HDF5, TIFF, ITK image), or an open volume. Paths are reopened in each worker
             process; an open volume is used as it is (it must survive pickling or fork).
         size: patch size in voxels, as ``datatools patches --size``: one int for every spatial
-            axis, or values for the trailing axes (2D patches from a 3D volume).
+            axis, or values for the trailing axes (2D patches from a 3D volume); ``None``:
+            ``options``'s.
+        options: every setting (:class:`~datatools.loaders.LoaderOptions`), ``None`` for the
+            defaults; fields may be replaced by keyword (``overrides``), nested ones flat:
+            ``VolumePatchStream("raw.zarr", 64, sampler="random", count=100, seed=0)``.
         labels: label volume on the source's grid; its patches are yielded as ``label``.
         mask: keeps patches whose mask fraction (values > 0) is at least ``min_fraction`` and
             not zero (random samplers: centres on mask voxels).
+        transform: ``transform(item, rng) -> item`` (e.g. a
+            :class:`datatools.augment.Compose`), ``rng`` seeded from ``(seed, epoch, row)``.
+
+    The options (by their flat names):
         sampler: ``grid`` (every position, ``stride`` apart; the same each epoch), ``random``
             (``count`` centres per epoch), ``blue-noise`` (random centres at least
             ``min_distance`` voxels apart; ``count`` optional), ``balanced`` (``count``
@@ -114,8 +121,6 @@ class VolumePatchStream:
         roi: region of the source, half-open voxels.
         shuffle: shuffle each epoch's slab order and the rows inside each slab (seeded by
             ``(seed, epoch)``); ``False`` keeps the plan's order.
-        transform: ``transform(item, rng) -> item`` (e.g. a
-            :class:`datatools.augment.Compose`), ``rng`` seeded from ``(seed, epoch, row)``.
         seed: seed of every random choice (an int >= 0).
         rank, world_size: DDP rank and number of ranks; default from an initialised
             ``torch.distributed`` group, else one process.
@@ -130,8 +135,10 @@ class VolumePatchStream:
     ``memory_limit / 8``) and plans with the labels each epoch.
 
     Raises:
-        OptionError, RoiError: invalid options (as ``datatools patches``), an unknown sampler,
-            ``count`` missing for ``random`` / ``balanced``, ``balanced`` without labels.
+        OptionError, RoiError: invalid options (as ``datatools patches``), an unknown option
+            or sampler, ``count`` missing for ``random`` / ``balanced``, ``balanced`` without
+            labels, or an option of ``datatools patches`` the loader does not take
+            (:class:`~datatools.loaders.LoaderOptions`).
         InputError, InputNotFoundError: unreadable inputs, labels or mask off the source's
             grid, nothing selected, or no class to draw from.
     """
@@ -139,72 +146,32 @@ class VolumePatchStream:
     def __init__(
         self,
         source: SourceSpec | Volume,
-        size: int | Sequence[int],
+        size: int | Sequence[int] | None = None,
+        options: LoaderOptions | None = None,
         *,
         labels: SourceSpec | Volume | None = None,
         mask: SourceSpec | Volume | None = None,
-        sampler: str = "grid",
-        count: int | None = None,
-        min_fraction: float = 0.0,
-        edge: str = "symmetric",
-        fill: float = 0,
-        stride: int | Sequence[int] | None = None,
-        min_distance: float | None = None,
-        classes: Sequence[int] | None = None,
-        roi: RoiSpec | Box | None = None,
-        shuffle: bool = True,
         transform: Transform | None = None,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        drop_last: bool = False,
-        open_options: OpenOptions | None = None,
-        memory_limit: int | None = None,
+        **overrides: Any,
     ) -> None:
-        if sampler not in SAMPLERS:
-            raise OptionError(f"sampler {sampler}: unknown sampler (choose {', '.join(SAMPLERS)})")
-        if sampler == "balanced":
-            if labels is None:
-                raise OptionError("sampler balanced: needs labels (it draws classes from them)")
-            if count is None:
-                raise OptionError("sampler balanced: needs count (patches per epoch)")
-            if count <= 0:
-                raise OptionError(f"count {count}: must be > 0")
-        elif classes is not None:
-            raise OptionError("classes: only with sampler balanced")
-        self.seed = check_seed(seed)
-        self.rank, self.world_size = resolve_ranks(rank, world_size)
-        self.sampler = sampler
-        self.count = count
-        self.classes = None if classes is None else tuple(int(c) for c in classes)
-        self.shuffle = shuffle
+        if size is not None:
+            overrides["size"] = size if isinstance(size, int) else tuple(int(v) for v in size)
+        self.options = (options or LoaderOptions()).with_overrides(**overrides)
+        if self.options.balanced and labels is None:
+            raise OptionError("sampler balanced: needs labels (it draws classes from them)")
+        split = self.options.split
+        self.rank, self.world_size = resolve_ranks(split.rank, split.world_size)
         self.transform = transform
-        self.drop_last = drop_last
-        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else int(memory_limit)
-        if self.memory_limit <= 0:
-            raise OptionError(f"memory_limit {memory_limit}: must be > 0")
-        self.options = PatchOptions(
-            size=size if isinstance(size, int) else tuple(int(v) for v in size),
-            stride=stride
-            if stride is None or isinstance(stride, int)
-            else tuple(int(v) for v in stride),
-            edge=edge,
-            fill=fill,
-            min_fraction=min_fraction,
-            per_class=sampler == "balanced",
-            sampler="random" if sampler == "balanced" else sampler,
-            count=None if sampler == "balanced" else count,
-            min_distance=min_distance,
-            roi=roi,
-        )
+        limit = self.options.memory_limit
+        self.memory_limit = DEFAULT_MEMORY_LIMIT if limit is None else limit
+        self._planned = self.options.planned()
         self._specs = {"source": source, "labels": labels, "mask": mask}
-        self._open_options = open_options
         self._volumes: dict[str, Volume | None] | None = None
         self._pid = -1
         self._stack: ExitStack | None = None
         opened = self._open()["source"]
         assert opened is not None
-        self.geometry: PatchGeometry = make_geometry(opened, self.options)
+        self.geometry: PatchGeometry = make_geometry(opened, self._planned)
         self._class_counts: dict[int, int] | None = None
         self._grid: EpochPlan | None = None
         self._plan: EpochPlan | None = None
@@ -221,7 +188,7 @@ class VolumePatchStream:
                         opened[role] = spec
                     else:
                         opened[role] = stack.enter_context(
-                            open_input(spec, self._open_options, companion=role != "source")
+                            open_input(spec, self._planned.open_options, companion=role != "source")
                         )
                 self._stack = stack.pop_all()
             self._volumes, self._pid = opened, os.getpid()
@@ -262,15 +229,15 @@ class VolumePatchStream:
         return self._plan
 
     def _ordered(self, epoch: int) -> EpochPlan:
-        if self.sampler == "grid":
+        if self._planned.sampler == "grid":
             if self._grid is None:
                 self._grid = self._choose(epoch)
             base = self._grid
         else:
             base = self._choose(epoch)
-        if not self.shuffle:
+        if not self.options.split.shuffle:
             return EpochPlan(epoch, base.origins, base.classes, base.slabs)
-        rng = np.random.default_rng((self.seed, epoch))
+        rng = np.random.default_rng((self.options.split.seed, epoch))
         position = rng.permutation(int(base.slabs.max()) + 1)
         order = np.lexsort((rng.random(len(base)), position[base.slabs]))
         classes = None if base.classes is None else base.classes[order]
@@ -281,11 +248,11 @@ class VolumePatchStream:
         vols = self._open()
         source, labels, mask = vols["source"], vols["labels"], vols["mask"]
         assert source is not None
-        rng_seed = epoch_seed(self.seed, epoch)
-        if self.sampler != "balanced":
+        rng_seed = epoch_seed(self.options.split.seed, epoch)
+        if not self.options.balanced:
             plan = plan_patches(
                 source,
-                self.options,
+                self._planned,
                 labels=labels,
                 mask=mask,
                 rng=rng_seed,
@@ -309,17 +276,18 @@ class VolumePatchStream:
         """A class per patch uniformly, then a centre uniformly among that class's voxels
         (with replacement when a class has fewer valid centres than draws)."""
         assert labels is not None
-        assert self.count is not None
+        count, classes = self.options.patches.count, self.options.classes
+        assert count is not None
         counts = self.class_counts()
-        chosen = [c for c in counts if self.classes is None or c in self.classes]
+        chosen = [c for c in counts if classes is None or c in classes]
         if not chosen:
             raise InputError(
-                f"{labels.spec}: none of the classes {list(self.classes or ())} occurs in the "
+                f"{labels.spec}: none of the classes {list(classes or ())} occurs in the "
                 f"labels (present: {', '.join(map(str, counts)) or 'none'})"
             )
         rng = np.random.default_rng(rng_seed)
-        draws = np.bincount(rng.integers(len(chosen), size=self.count), minlength=len(chosen))
-        options = replace(self.options, count=int(draws.max()))
+        draws = np.bincount(rng.integers(len(chosen), size=count), minlength=len(chosen))
+        options = replace(self._planned, count=int(draws.max()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SamplingWarning)
             plan = plan_patches(
@@ -384,18 +352,14 @@ class VolumePatchStream:
 
     def _part(self, n: int, worker: int, workers: int) -> range:
         """Rows of the epoch plan for this rank and ``worker``."""
-        if self.drop_last:
-            per = n // self.world_size
-            mine = range(self.rank * per, (self.rank + 1) * per)
-        else:
-            mine = share(n, self.rank, self.world_size)
+        mine = rank_share(n, self.rank, self.world_size, self.options.split.drop_last)
         inner = share(len(mine), worker, workers)
         return range(mine.start + inner.start, mine.start + inner.stop)
 
     def __len__(self) -> int:
         """Patches this rank yields per epoch (over all its workers)."""
         n = len(self.plan(self.epoch))
-        return n // self.world_size if self.drop_last else len(share(n, self.rank, self.world_size))
+        return len(rank_share(n, self.rank, self.world_size, self.options.split.drop_last))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, workers = worker_split()
@@ -443,6 +407,6 @@ class VolumePatchStream:
                 item = {key: value[i] for key, value in batch.items()}
                 row = start + first + i
                 if self.transform is not None:
-                    rng = np.random.default_rng((self.seed, plan.epoch, row))
+                    rng = np.random.default_rng((self.options.split.seed, plan.epoch, row))
                     item = dict(self.transform(item, rng))
                 yield item
