@@ -15,6 +15,7 @@ import datatools
 
 PACKAGE = Path(datatools.__file__).parent
 MAX_LINES = 500
+MAX_PARAMETERS = 8
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "__main__"),
@@ -172,3 +173,25 @@ def test_the_layout_in_the_package_docstring_names_every_room() -> None:
     rooms = {room(m) for m in MODULES} - {"", "__main__"}
     missing = sorted(r for r in rooms if not re.search(rf"\b{re.escape(r)}\b", doc))
     assert not missing, f"datatools/__init__.py docstring does not describe {missing}"
+
+
+def test_public_calls_take_at_most_8_parameters() -> None:
+    """Settings travel as one options object; a public function or initialiser takes at most 8
+    parameters besides ``self`` and ``**overrides`` (dataclass value objects, options and
+    results, are records, not calls, and are not counted)."""
+    wide = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if node.name.startswith("_") and node.name != "__init__":
+                continue
+            args = node.args
+            names = [
+                a.arg
+                for a in args.posonlyargs + args.args + args.kwonlyargs
+                if a.arg not in ("self", "cls")
+            ]
+            if len(names) > MAX_PARAMETERS:
+                wide.append(f"{module}:{node.lineno} {node.name}() takes {len(names)}")
+    assert not wide, "\n".join(wide)

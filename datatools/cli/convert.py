@@ -119,18 +119,9 @@ def convert_command(
     target: str,
     chunks: int | tuple[int, ...],
     shards: int | tuple[int, ...] | None,
-    dtype: str | None,
-    allow_lossy_cast: bool,
-    voxel_size: tuple[float, ...] | None,
-    unit: str | None,
     levels: str | None,
-    downsample: str | None,
     split_classes: bool,
     class_names: str | None,
-    as_labels: str | None,
-    factors: tuple[int, ...] | None,
-    name: str | None,
-    dataset: str,
     **kwargs: Any,
 ) -> None:
     """Convert SOURCE (TIFF slices, multi-page TIFF, HDF5, Zarr, ITK image) into TARGET.
@@ -152,21 +143,17 @@ def convert_command(
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
       datatools convert /data/scan/ out.zarr --levels auto --dask-scheduler tcp://head:8786
     """
+    roi, open_options = roi_from_options(kwargs), open_options_from(kwargs)
+    output = output_from_options(kwargs, chunks=chunks, shards=shards)
+    run = run_from_options(kwargs)
+    executor = executor_from_options(kwargs)
     options = ConvertOptions(
-        roi=roi_from_options(kwargs),
-        open_options=open_options_from(kwargs),
-        dtype=dtype,
-        allow_lossy_cast=allow_lossy_cast,
-        voxel_size=voxel_size,
-        unit=unit,
+        roi=roi,
+        open_options=open_options,
         levels=None if levels is None else _levels(levels),
-        downsample=downsample,
-        factors=factors,
-        as_labels=as_labels,
-        name=name,
-        dataset=dataset,
-        output=output_from_options(kwargs, chunks=chunks, shards=shards),
-        run=run_from_options(kwargs),
+        output=output,
+        run=run,
+        **kwargs,
     )
     if class_names is not None and not split_classes:
         raise OptionError("--class-names: only with --split-classes")
@@ -181,9 +168,9 @@ def convert_command(
         )
         click.echo(result_split.summary())
         return
-    with executor_from_options(kwargs) as executor:
+    with executor as chosen:
         result = convert.convert(
-            source_spec, target, options, executor=executor, progress=progress_wanted()
+            source_spec, target, options, executor=chosen, progress=progress_wanted()
         )
     click.echo(result.summary())
 
