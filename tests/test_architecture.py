@@ -195,3 +195,12 @@ def test_public_calls_take_at_most_8_parameters() -> None:
             if len(names) > MAX_PARAMETERS:
                 wide.append(f"{module}:{node.lineno} {node.name}() takes {len(names)}")
     assert not wide, "\n".join(wide)
+
+
+def test_architecture_md_lists_every_module_once() -> None:
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    listed = re.findall(r"`(datatools/[\w/]+\.py)`", text)
+    files = {str(p.relative_to(PACKAGE.parent)) for p in MODULES.values()}
+    assert sorted(set(listed) - files) == [], "listed but missing"
+    assert sorted(files - set(listed)) == [], "modules ARCHITECTURE.md does not list"
+    assert len(listed) == len(set(listed))
