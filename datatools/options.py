@@ -7,7 +7,9 @@ its own settings plus the shared :class:`OutputOptions` (how the output is store
 :class:`RunOptions` (how the work runs). :class:`Options` gives them:
 
 - ``to_dict()`` / ``from_dict()``: JSON-ready values (tuples as lists, nested options as
-  dicts), round-tripping exactly; the run record stored in an output holds ``to_dict()``.
+  dicts), round-tripping exactly; the run record stored in an output keeps ``recorded()``
+  (``to_dict()`` without how the work ran) under ``options``, for the reader: resumes compare
+  the resolved values the command records beside it (chunk shapes, ROI box, codec level).
 - ``with_overrides(**overrides)``: a copy with fields replaced by name, where a field of a
   nested group (``chunks``, ``codec``, ``workers``, ...; at any depth) may be given flat, as
   public calls take them: ``convert("stack", "out.zarr", chunks=32)``.
