@@ -11,17 +11,14 @@ from datatools.cli.options import (
     FLOATS,
     INTS,
     ONE_OR_MORE_INTS,
+    command_options,
     executor_from_options,
     executor_options,
-    open_options_from,
-    output_from_options,
     output_options,
     parse_ints,
     progress_wanted,
     resolve_source,
-    roi_from_options,
     roi_options,
-    run_from_options,
     run_options,
     source_argument,
     source_options,
@@ -143,17 +140,12 @@ def convert_command(
       ls /data/*.tif | datatools convert - out.zarr --task-index 3 --task-count 16
       datatools convert /data/scan/ out.zarr --levels auto --dask-scheduler tcp://head:8786
     """
-    roi, open_options = roi_from_options(kwargs), open_options_from(kwargs)
-    output = output_from_options(kwargs, chunks=chunks, shards=shards)
-    run = run_from_options(kwargs)
     executor = executor_from_options(kwargs)
-    options = ConvertOptions(
-        roi=roi,
-        open_options=open_options,
+    options = command_options(
+        ConvertOptions,
+        kwargs,
+        {"chunks": chunks, "shards": shards},
         levels=None if levels is None else _levels(levels),
-        output=output,
-        run=run,
-        **kwargs,
     )
     if class_names is not None and not split_classes:
         raise OptionError("--class-names: only with --split-classes")

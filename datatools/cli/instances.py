@@ -10,15 +10,12 @@ from datatools import instances
 from datatools.cli.options import (
     INTS,
     ONE_OR_MORE_INTS,
+    command_options,
     edge_option,
-    open_options_from,
-    output_from_options,
     output_options,
     progress_wanted,
     resolve_source,
-    roi_from_options,
     roi_options,
-    run_from_options,
     run_options,
     source_argument,
     source_options,
@@ -97,14 +94,7 @@ def instances_command(
       datatools instances image.zarr labels.zarr cells.zarr --size 48 --ids 3,17,42 \\
           --min-voxels 50 --zarr-format 2
     """
-    output = output_from_options(kwargs, chunk_rows=chunk_rows)
-    options = InstanceOptions(
-        roi=roi_from_options(kwargs),
-        open_options=open_options_from(kwargs),
-        output=output,
-        run=run_from_options(kwargs),
-        **kwargs,
-    )
+    options = command_options(InstanceOptions, kwargs, {"chunk_rows": chunk_rows})
     result = instances.extract_instances(
         resolve_source(image),
         resolve_source(labels),

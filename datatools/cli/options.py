@@ -14,7 +14,7 @@ from datatools.edges import EDGE_MODES
 from datatools.errors import OptionError
 from datatools.executor import Executor, TaskSlice, dask_executor
 from datatools.geometry import RoiSpec
-from datatools.options import OutputOptions, RunOptions
+from datatools.options import Options, OutputOptions, RunOptions
 from datatools.sinks.codecs import HDF5_CODECS, ZARR_CODECS
 from datatools.sources import OpenOptions, SourceSpec, paths_from_lines
 
@@ -400,3 +400,24 @@ def progress_wanted() -> bool:
     ctx = click.get_current_context(silent=True)
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
     return not quiet and sys.stderr.isatty()
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)
+
+
+def command_options(
+    cls: type[OptionsT], kwargs: dict[str, Any], output: dict[str, Any], **fields: Any
+) -> OptionsT:
+    """One options object of a command from its keyword options: the shared groups (ROI,
+    source choices, ``output`` plus the given output fields, run) popped from ``kwargs`` and
+    built, and every other keyword option (``kwargs`` left, and ``fields``) set by name.
+
+    Raises:
+        OptionError: an invalid value (the message names the option).
+    """
+    roi, open_options = roi_from_options(kwargs), open_options_from(kwargs)
+    storage = output_from_options(kwargs, **output)
+    run = run_from_options(kwargs)
+    return cls().with_overrides(
+        roi=roi, open_options=open_options, output=storage, run=run, **kwargs, **fields
+    )

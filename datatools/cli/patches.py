@@ -12,15 +12,12 @@ import click
 from datatools import patches
 from datatools.cli.options import (
     ONE_OR_MORE_INTS,
+    command_options,
     edge_option,
-    open_options_from,
-    output_from_options,
     output_options,
     progress_wanted,
     resolve_source,
-    roi_from_options,
     roi_options,
-    run_from_options,
     run_options,
     source_argument,
     source_options,
@@ -116,14 +113,7 @@ def patches_command(
           --sampler random --count 10000 --seed 7
     """
     spec = resolve_source(source)
-    output = output_from_options(kwargs, chunk_rows=chunk_rows)
-    options = PatchOptions(
-        roi=roi_from_options(kwargs),
-        open_options=open_options_from(kwargs),
-        output=output,
-        run=run_from_options(kwargs),
-        **kwargs,
-    )
+    options = command_options(PatchOptions, kwargs, {"chunk_rows": chunk_rows})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         result = patches.extract_patches(
