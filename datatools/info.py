@@ -12,6 +12,7 @@ outputs, have ``kind`` ``"datatools-output"``, ``None`` volume keys, and ``array
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
     status: TargetStatus | None = None
     if isinstance(spec, str | Path):
         path = Path(spec)
-        output = open_ledger(path)
+        output = open_ledger(Path(os.path.realpath(path)) if path.is_symlink() else path)
         status = output.status()
         if status is not None and not _finished_image(status):
             described = status.to_dict()

@@ -8,6 +8,7 @@ ledger, joins them for the commands, the loaders, ``info`` and ``verify``.
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 from datatools.errors import InputError
@@ -42,7 +43,8 @@ def refuse_unfinished(path: Path) -> None:
     """
     if not path.is_dir():
         return
-    for folder in [path, *list(path.absolute().parents)[:UNFINISHED_DEPTH]]:
+    real = Path(os.path.realpath(path))  # a link to an unfinished output is refused too
+    for folder in [real, *list(real.parents)[:UNFINISHED_DEPTH]]:
         output = open_ledger(folder)
         if not output.is_ours():
             continue
@@ -55,7 +57,7 @@ def refuse_unfinished(path: Path) -> None:
                 if state.units_total
                 else "unfinished"
             )
-            where = "" if folder == path else f"inside {folder}, "
+            where = "" if folder == real else f"inside {folder}, "
             raise InputError(
                 f"{path}: {where}a datatools output that is not finished ({done}; its missing "
                 "parts would read as zeros); rerun the command that makes it first"

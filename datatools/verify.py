@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,6 +93,8 @@ def verify(
         InputError: it is not an output datatools can verify.
     """
     path = Path(target_path)
+    if path.is_symlink():  # a link to an output is checked as the output
+        path = Path(os.path.realpath(path))
     where = open_ledger(path).location()
     if where != path:
         raise InputError(
