@@ -19,7 +19,7 @@ from datatools.convert import plan as planning
 from datatools.convert.options import ConvertOptions
 from datatools.convert.plan import ConvertPlan
 from datatools.downsample import centred, pyramid_shapes
-from datatools.dtypes import cast
+from datatools.dtypes import cast, lossy_cast
 from datatools.errors import OptionError
 from datatools.executor import default_workers
 from datatools.geometry import Box, resolve_roi, spatial_axes
@@ -191,9 +191,10 @@ class ConvertJob:
         box = self.plan.unit(index)
         out = None if buffer is None else buffer[: box.size].reshape(box.shape)
         data = self.volume.read(box.shift(self.plan.roi.start), out=out)
-        converted = cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
-        if self.allow_lossy_cast and converted is not data:
-            changed = int(np.count_nonzero(converted != data))
+        if not self.allow_lossy_cast:
+            return index, box, cast(data, self.out_dtype, False, self.volume.spec, box)
+        converted, changed = lossy_cast(data, self.out_dtype)
+        if changed:
             with self._lossy_lock:
                 self.lossy_changed += changed
         return index, box, converted
