@@ -19,10 +19,11 @@ from datatools.convert import plan as planning
 from datatools.convert.options import ConvertOptions
 from datatools.convert.plan import ConvertPlan
 from datatools.downsample import centred, pyramid_shapes
-from datatools.dtypes import cast
+from datatools.dtypes import cast, lossy_cast
 from datatools.errors import OptionError
 from datatools.executor import default_workers
 from datatools.geometry import Box, resolve_roi, spatial_axes
+from datatools.ledger.hdf5_file import check_dataset_name
 from datatools.ngff import Placement
 from datatools.sinks.codecs import Codec, parse_codec
 from datatools.sources import Volume, source_choices, spec_text
@@ -83,7 +84,8 @@ class ConvertJob:
         HDF5 dataset path.
 
         Raises:
-            OptionError, RoiError: an option does not fit the source or the output format.
+            OptionError, RoiError: an option does not fit the source or the output format
+                (an HDF5 dataset path that is not a name, or is the ledger's).
         """
         out_opts, run = options.output, options.run
         as_labels, zarr_format = options.as_labels, out_opts.zarr_format
@@ -103,6 +105,8 @@ class ConvertJob:
             shard_shape = planning.shard_shape(shards, chunk_shape, box.shape, volume.axes)
         if is_hdf5 and levels != 1:
             raise OptionError("--levels: pyramids need an OME-Zarr target (.zarr)")
+        if is_hdf5:
+            check_dataset_name(options.dataset)
         out_dtype = volume.dtype if options.dtype is None else _out_dtype(options.dtype)
         if warn:
             _warn_small_chunks(chunk_shape, box.shape, out_dtype.itemsize, volume.spec)
@@ -191,9 +195,10 @@ class ConvertJob:
         box = self.plan.unit(index)
         out = None if buffer is None else buffer[: box.size].reshape(box.shape)
         data = self.volume.read(box.shift(self.plan.roi.start), out=out)
-        converted = cast(data, self.out_dtype, self.allow_lossy_cast, self.volume.spec, box)
-        if self.allow_lossy_cast and converted is not data:
-            changed = int(np.count_nonzero(converted != data))
+        if not self.allow_lossy_cast:
+            return index, box, cast(data, self.out_dtype, False, self.volume.spec, box)
+        converted, changed = lossy_cast(data, self.out_dtype)
+        if changed:
             with self._lossy_lock:
                 self.lossy_changed += changed
         return index, box, converted

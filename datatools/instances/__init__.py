@@ -73,6 +73,7 @@ from datatools.geometry import Box, resolve_roi, spatial_axes
 from datatools.inputs import open_input
 from datatools.instances.checks import (
     check_channels,
+    check_ids,
     check_inputs,
     pick_chunk_rows,
     spatial_shape,
@@ -241,6 +242,7 @@ class _Job:
         spatial = spatial_axes(image.axes)
         window = window_size(size, spatial)
         mode = check_edge(edge)
+        check_ids(ids)
         if min_voxels < 0:
             raise OptionError(f"--min-voxels {min_voxels}: must be >= 0")
         if max_voxels is not None and max_voxels < max(1, min_voxels):

@@ -33,6 +33,20 @@ def window_size(size: int | Sequence[int], spatial: str) -> tuple[int, ...]:
     return values * len(spatial) if len(values) == 1 else values
 
 
+def check_ids(ids: Sequence[int] | None) -> None:
+    """Check that every id of ``ids`` fits int64, the dtype instance ids are kept in.
+
+    Raises:
+        OptionError: naming the ids beyond it.
+    """
+    beyond = [str(i) for i in ids or () if not -(2**63) <= i < 2**63]
+    if beyond:
+        raise OptionError(
+            f"--ids {','.join(beyond)}: instance ids are int64, from {-(2**63)} to "
+            f"{2**63 - 1} (give ids that occur in the labels)"
+        )
+
+
 def check_inputs(image: Volume, labels: Volume) -> None:
     """Check that ``image`` is 2D or 3D (channels first allowed) and ``labels`` are integers of
     its spatial shape.

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datatools.errors import TargetError, WriteError
+from datatools.errors import OptionError, TargetError, WriteError
 from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
 from datatools.ledger.record import RunRecord, TargetStatus, check_same_run
 from datatools.ledger.target_checks import check_target_location
@@ -46,6 +46,27 @@ TORN = "killed while HDF5 wrote it; rerun with --overwrite to start again"
 def partial_path(path: Path) -> Path:
     """The name an unfinished HDF5 output has until it is complete."""
     return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def check_dataset_name(dataset: str) -> None:
+    """Check that ``dataset`` is a path a command may write its data under in an HDF5 file:
+    names joined by ``/`` (a leading ``/`` allowed), none empty, ``.`` or ``..``, and not
+    under :data:`UNITS_DATASET`, which the ledger keeps for itself.
+
+    Raises:
+        OptionError: naming the dataset path and what is wrong with it.
+    """
+    names = (dataset[1:] if dataset.startswith("/") else dataset).split("/")
+    if any(name in ("", ".", "..") for name in names):
+        raise OptionError(
+            f"--dataset {dataset or repr(dataset)}: not a dataset path in an HDF5 file "
+            "(give names joined by /, e.g. data or raw/em)"
+        )
+    if names[0] == UNITS_DATASET:
+        raise OptionError(
+            f"--dataset {dataset}: datatools keeps its record of done units under "
+            f"{UNITS_DATASET} (give another name, e.g. data)"
+        )
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ class ZarrVolume(Volume):
         if 0 in shape:
             dims = " x ".join(str(s) for s in shape)
             raise InputError(f"{spec}: array is empty (shape {dims})")
+        for grid in (level.array.chunks, level.array.shards or ()):
+            if any(n < 1 for n in grid):
+                raise InputError(
+                    f"{spec}: chunk shape {' x '.join(map(str, grid))} in its metadata is "
+                    "empty (corrupt metadata: a chunk spans at least 1 voxel on every axis)"
+                )
         super().__init__(
             spec,
             shape,
@@ -88,7 +94,7 @@ class ZarrVolume(Volume):
         Raises:
             InputError: not Zarr, no such level, axes datatools cannot read (t > 1, not in
                 ``t, c, z, y, x`` order), malformed NGFF metadata, a group with no or several
-                arrays, an empty array or an unsupported dtype.
+                arrays, an empty array, a chunk shape with a 0 or an unsupported dtype.
         """
         import zarr
 
