@@ -1,5 +1,5 @@
 """HDF5 outputs under faults: a full disk or the file size limit stops a run with one line and
-the rerun resumes it."""
+the rerun resumes it; an unfinished (partial) file says so in ``info`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ import tifffile
 from click.testing import CliRunner
 
 from datatools.cli.main import cli
+from datatools.convert import convert
 from datatools.info import inspect
 from datatools.interrupts import ignored_file_size_signal
+from datatools.sources import ArrayVolume
+from tests.helpers import arange_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -156,3 +159,30 @@ def test_the_file_size_signal_is_ignored_while_writing_then_restored() -> None:
     with ignored_file_size_signal():
         assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGXFSZ) == before
+
+
+def test_info_and_verify_on_the_partial_file_report_its_progress(tmp_path: Path) -> None:
+    data = arange_volume((16, 16, 16), "uint16")
+    out = tmp_path / "o.h5"
+    partial = tmp_path / "o.h5.datatools-partial"
+
+    def stop(index: int) -> None:
+        if index == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(ArrayVolume(data), out, chunks=4, memory_limit=4096, workers=1, on_unit_done=stop)
+    total = inspect(str(out))["status"]["units_total"]
+    for spec in (str(partial), f"{partial}:/data"):
+        code, text, err = run("info", spec)
+        assert code == 0, err
+        assert text.splitlines()[0] == f"status       INCOMPLETE (2/{total} units done) (convert)"
+    code, text, err = run("info", "--json", f"{partial}:/data")
+    assert '"complete": false' in text
+    code, text, err = run("verify", str(partial))
+    assert code == 2
+    assert err == (
+        f"Error: {partial}: unfinished (2/{total} units done); rerun the command that makes "
+        "o.h5 to finish it, then verify o.h5\n"
+    )
+    assert "Traceback" not in text + err
