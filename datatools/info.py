@@ -50,9 +50,11 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
     with open_input(spec, options) as volume:
         out = volume.describe()
         files = volume.files()
-    if status is None and out["kind"] == "hdf5":  # a dataset of a finished HDF5 convert output
-        found = open_ledger(files[0]).status()
-        if _finished_image(found):
+    if status is None and out["kind"] == "hdf5":  # a dataset of an HDF5 convert output
+        output = open_ledger(files[0])
+        found = output.status()
+        unfinished = found is not None and not found.complete and output.location() == files[0]
+        if _finished_image(found) or unfinished:  # the partial file: its real progress
             status = found
     out["status"] = None if status is None else status.to_dict()
     return out

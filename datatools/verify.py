@@ -95,10 +95,22 @@ def verify(
     path = Path(target_path)
     if path.is_symlink():  # a link to an output is checked as the output
         path = Path(os.path.realpath(path))
-    where = open_ledger(path).location()
+    output = open_ledger(path)
+    where = output.location()
     if where != path:
         raise InputError(
             f"{path}: unfinished (still {where.name}); rerun the convert command to finish it"
+        )
+    if output.path != path and path.exists():  # the partial name of an unfinished HDF5 file
+        status = output.status()
+        done = (
+            f" ({status.units_done}/{status.units_total} units done)"
+            if status is not None and status.units_total
+            else ""
+        )
+        raise InputError(
+            f"{path}: unfinished{done}; rerun the command that makes {output.path.name} to "
+            f"finish it, then verify {output.path.name}"
         )
     if not path.exists():
         raise InputNotFoundError(f"{path}: no such file or directory")

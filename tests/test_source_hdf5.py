@@ -10,8 +10,11 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from datatools.cli.main import cli
 from datatools.geometry import Box
+from datatools.info import format_info, inspect
 from datatools.sources import (
     OpenOptions,
     open_volume,
@@ -303,3 +306,78 @@ def test_hdf5_axes_attribute_as_bytes_and_any_ngff_unit(tmp_path: Path) -> None:
             (-1.0, 3.0),
         )
         assert volume.unit == "kilometer"
+
+
+def write_virtual(folder: Path) -> tuple[Path, np.ndarray]:
+    """``v.h5:/vol``, a virtual dataset whose two halves are ``src0.h5`` and ``src1.h5``."""
+    data = arange_volume((8, 6, 5))
+    layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+    for i in range(2):
+        with h5py.File(folder / f"src{i}.h5", "w") as f:
+            f["data"] = data[i * 4 : (i + 1) * 4]
+        layout[i * 4 : (i + 1) * 4] = h5py.VirtualSource(f"src{i}.h5", "data", shape=(4, 6, 5))
+    with h5py.File(folder / "v.h5", "w") as f:
+        f.create_virtual_dataset("vol", layout, fillvalue=0)
+    return folder / "v.h5", data
+
+
+def test_virtual_dataset_reads_its_sources_and_info_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, data = write_virtual(tmp_path)
+    monkeypatch.chdir(tmp_path.parent)  # sources are found next to the virtual file
+    with open_volume(str(path)) as volume:
+        np.testing.assert_array_equal(volume.read_all(), data)
+        assert volume.files() == (path, tmp_path / "src0.h5", tmp_path / "src1.h5")
+    assert inspect(str(path))["storage"] == "virtual (src0.h5, src1.h5)"
+    assert "storage      virtual (src0.h5, src1.h5)" in format_info(inspect(str(path)))
+
+
+def test_virtual_dataset_with_a_missing_source_is_refused_naming_it(tmp_path: Path) -> None:
+    from datatools.convert import convert
+
+    path, _ = write_virtual(tmp_path)
+    converted = tmp_path / "c.zarr"
+    assert convert(str(path), converted).complete
+    (tmp_path / "src1.h5").unlink()  # HDF5 would read its half as the fill value
+    expected = (
+        f"{path}:/vol: virtual dataset whose files are missing: src1.h5 (HDF5 would read their "
+        "parts as the fill value; restore them next to v.h5, or name their folder in "
+        "HDF5_VDS_PREFIX)"
+    )
+    assert error_of(str(path)) == expected
+    result = CliRunner().invoke(cli, ["convert", str(path), str(tmp_path / "o.zarr")])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {expected}\n"), result.output
+    assert not (tmp_path / "o.zarr").exists()
+    result = CliRunner().invoke(cli, ["verify", str(converted), "--against", str(path)])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {expected}\n"), result.output
+
+
+def test_external_storage_is_shown_and_a_missing_file_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((4, 6, 5))
+    monkeypatch.chdir(tmp_path)  # HDF5 reads relative external names from the working folder
+    data.tofile("raw.bin")
+    with h5py.File("e.h5", "w") as f:
+        f.create_dataset(
+            "vol", shape=data.shape, dtype=data.dtype, external=[("raw.bin", 0, data.nbytes)]
+        )
+    with open_volume("e.h5") as volume:
+        np.testing.assert_array_equal(volume.read_all(), data)
+        assert volume.files() == (Path("e.h5"), Path("raw.bin"))
+    assert inspect("e.h5")["storage"] == "external (raw.bin)"
+    Path("raw.bin").unlink()
+    assert error_of("e.h5") == (
+        "e.h5:/vol: external dataset whose files are missing: raw.bin (restore them; HDF5 reads "
+        "relative names from the working folder or HDF5_EXTFILE_PREFIX)"
+    )
+
+
+def test_info_names_the_storage_of_plain_datasets(tmp_path: Path) -> None:
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("chunked", data=arange_volume((4, 6, 5)), chunks=(2, 3, 5))
+        f.create_dataset("contiguous", data=arange_volume((4, 6, 5)))
+    assert inspect(f"{path}:/chunked")["storage"] == "chunked"
+    assert inspect(f"{path}:/contiguous")["storage"] == "contiguous"

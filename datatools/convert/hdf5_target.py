@@ -3,7 +3,10 @@
 The file is claimed through :class:`datatools.ledger.Hdf5Ledger` with the plan's unit count:
 it is written under a partial name and takes its final name when every unit is in, so a file
 with the final name is always complete; a rerun with the same options continues it, a rerun
-with other options is refused. Memory: the units in flight (see :mod:`datatools.convert`).
+with other options is refused. Each unit gets its room on disk before it is written
+(:meth:`~datatools.ledger.Hdf5Ledger.reserve`), so a full disk or the file size limit stops the
+run with one line and the rerun resumes. Memory: the units in flight (see
+:mod:`datatools.convert`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from datatools.convert.job import ConvertJob
-from datatools.errors import OptionError, WriteError
+from datatools.errors import OptionError
 from datatools.executor import run_units
 from datatools.interrupts import deferred_interrupt
 from datatools.ledger import Hdf5Ledger
@@ -35,7 +38,8 @@ def run(
     Raises:
         TargetError: ``path`` (or its partial file) exists and is not ours.
         ResumeMismatchError: it holds a run with other options (without ``overwrite``).
-        WriteError: the file cannot be written.
+        WriteError: the file cannot be written (disk full, file too large); the units
+            recorded before stay for the rerun.
     """
     plan = job.plan
 
@@ -59,15 +63,16 @@ def run(
     unit_bytes = math.prod(plan.unit_shape) * job.out_dtype.itemsize
     written: list[int] = []
     try:
-        ds = output.file[dataset]
-        done = output.done()
-        todo = [i for i in range(plan.n_units) if i not in done]
-        with progress_bar(
-            len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
-        ) as bar:
-            readers = min(2, job.workers)
-            with deferred_interrupt() as check_interrupt:
+        with output.writing(), deferred_interrupt() as check_interrupt:
+            ds = output.file[dataset]
+            done = output.done()
+            todo = [i for i in range(plan.n_units) if i not in done]
+            with progress_bar(
+                len(todo) * unit_bytes // 10**6, f"convert {path.name}", enabled=progress, unit="MB"
+            ) as bar:
+                readers = min(2, job.workers)
                 for index, box, data in run_units(job.read_unit, todo, workers=readers):
+                    output.reserve(data.nbytes)
                     ds[box.slices()] = data
                     output.mark_done([index])
                     written.append(index)
@@ -75,9 +80,7 @@ def run(
                     if on_unit_done is not None:
                         on_unit_done(index)
                     check_interrupt()
-        output.mark_complete()
-    except OSError as exc:
-        raise WriteError(f"{output.partial}: write failed ({exc}); rerun to resume") from exc
+            output.mark_complete()
     except OptionError:
         if how == "created":  # it would only block the corrected command (see zarr_target.run)
             output.discard()

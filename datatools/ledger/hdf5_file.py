@@ -15,20 +15,31 @@ While a partial file is there it is the output's current state, even beside a fi
 of an earlier run (an ``--overwrite`` under way, which replaces that file when complete). A
 partial file that HDF5 cannot read (torn by a killed writer) is ours by its name:
 ``--overwrite`` replaces it.
+
+Each record flushes twice: once for the data written since the last record, then once for the
+record itself, so a unit is never recorded in the file before its data is. The writes between
+two records get their room on disk first (:meth:`Hdf5Ledger.reserve`; why and how in
+:mod:`~datatools.ledger.hdf5_space`): a full disk or the file size limit stops the run between
+two records, leaving a file that the rerun resumes. Commands write inside
+:meth:`Hdf5Ledger.writing`, which turns a failed write into one :class:`WriteError` line
+and closes the file without letting HDF5 write more.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from datatools.errors import OptionError, TargetError, WriteError
+from datatools.errors import DatatoolsError, OptionError, TargetError, WriteError
+from datatools.interrupts import ignored_file_size_signal
+from datatools.ledger.hdf5_space import allocate, hdf5_errno, room_for, seal, trim, write_error
 from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
 from datatools.ledger.record import RunRecord, TargetStatus, check_same_run
 from datatools.ledger.target_checks import check_target_location
@@ -120,6 +131,9 @@ class Hdf5Ledger(OutputLedger[Any]):
         self.partial = partial_path(self.path)
         self._file: Any = None
         self._meta: dict[str, Any] = {}
+        self._recorded = 0
+        self._pending = 0
+        self._allocates = True
 
     @property
     def file(self) -> Any:
@@ -206,17 +220,20 @@ class Hdf5Ledger(OutputLedger[Any]):
             file = h5py.File(self.partial, "w-")
         except OSError as exc:
             raise WriteError(f"{self.partial}: cannot open for writing ({exc})") from exc
+        self._file, self._meta = file, meta
+        self._recorded, self._pending = 0, 0
         try:
-            file.attrs[RECORD_ATTR] = json.dumps(meta)
-            if units_total is not None:
-                file.create_dataset(UNITS_DATASET, shape=(units_total,), dtype="uint8")
-            populate(file)
-            file.flush()
+            with self.writing():
+                self.reserve(units_total or 0)
+                file.attrs[RECORD_ATTR] = json.dumps(meta)
+                if units_total is not None:  # written now, so marking a unit never grows it
+                    file.create_dataset(UNITS_DATASET, data=np.zeros(units_total, np.uint8))
+                populate(file)
+                self._flush()
         except BaseException:
-            file.close()
+            self.close()
             self.partial.unlink(missing_ok=True)
             raise
-        self._file, self._meta = file, meta
 
     def _open(self, mode: str) -> None:
         import h5py
@@ -226,14 +243,57 @@ class Hdf5Ledger(OutputLedger[Any]):
         except OSError as exc:
             raise WriteError(f"{self.partial}: cannot open for writing ({exc})") from exc
         self._meta = _parse(self._file.attrs.get(RECORD_ATTR)) or {}
+        self._recorded, self._pending = self._file.id.get_filesize(), 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a claim holds the partial file open (a failed write closes it)."""
+        return self._file is not None
+
+    def reserve(self, nbytes: int) -> None:
+        """Make room in the file for ``nbytes`` of (uncompressed) data about to be written,
+        before HDF5 writes them; the room holds every write since the last record.
+
+        Raises:
+            WriteError: the disk is full, or the file would pass the file size limit or a
+                quota; the file still holds every recorded unit.
+        """
+        self._pending += room_for(nbytes)
+        if self._allocates:
+            self._allocates = allocate(self.file, self.partial, self._recorded, self._pending)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Write to the claimed file inside this block: a write past the file size limit
+        fails instead of killing the process (SIGXFSZ is ignored), and a failed write closes
+        the file at once, HDF5 writing nothing more to it, and is raised as one line.
+
+        Raises:
+            WriteError: a write failed (disk full, file too large, quota, I/O error).
+        """
+        with ignored_file_size_signal():
+            try:
+                yield
+            except (OSError, RuntimeError) as exc:
+                if self._file is not None:
+                    file, self._file = self._file, None
+                    seal(file)
+                    trim(self.partial, self._recorded)
+                if isinstance(exc, DatatoolsError):
+                    raise
+                if isinstance(exc, RuntimeError) and hdf5_errno(exc) is None:
+                    raise  # not a failed write: an internal error keeps its traceback
+                raise write_error(self.partial, exc, by_hdf5=True) from exc
 
     def mark_done(self, units: Iterable[int]) -> None:
+        """Record ``units`` done: their data is flushed first, then the record."""
         file = self.file
         if UNITS_DATASET in file:
+            file.flush()
             marks = file[UNITS_DATASET]
             for unit in units:
                 marks[unit] = 1
-            file.flush()
+            self._flush()
         else:
             self._meta["done"] = sorted(set(self._meta.get("done", ())).union(units))
             self._save()
@@ -262,18 +322,26 @@ class Hdf5Ledger(OutputLedger[Any]):
 
     def mark_complete(self) -> None:
         """Record completion, drop the done-units dataset, close the file and give it its
-        final name (replacing a finished file of an earlier run)."""
+        final name (replacing a finished file of an earlier run).
+
+        Raises:
+            WriteError: the final flush or the rename failed.
+        """
         file = self.file
         try:
+            self.reserve(0)
             if "complete" in self._meta:
                 self._meta["complete"] = True
                 file.attrs[RECORD_ATTR] = json.dumps(self._meta)
             if UNITS_DATASET in file:
                 del file[UNITS_DATASET]
-            file.flush()
+            self._flush()
         finally:
             self.close()
-        os.replace(self.partial, self.path)
+        try:
+            os.replace(self.partial, self.path)
+        except OSError as exc:
+            raise WriteError(f"{self.path}: cannot rename the finished file ({exc})") from exc
 
     def clear_complete(self) -> None:
         """Give a finished file its partial name again and open it for writing."""
@@ -324,10 +392,20 @@ class Hdf5Ledger(OutputLedger[Any]):
         return name.strip("/") == UNITS_DATASET
 
     def close(self) -> None:
-        """Close the partial file a claim opened (it keeps every recorded unit)."""
-        if self._file is not None:
+        """Close the partial file a claim opened (it keeps every recorded unit), without the
+        room allocated ahead past its end.
+
+        Raises:
+            WriteError: the closing flush failed (as :meth:`writing`).
+        """
+        if self._file is None:
+            return
+        with self.writing():
+            self._file.flush()
+            size = self._file.id.get_filesize()
             file, self._file = self._file, None
             file.close()
+        trim(self.partial, size)
 
     def status(self) -> TargetStatus | None:
         """Progress of the output; an unfinished one names its partial file in ``state``
@@ -350,8 +428,17 @@ class Hdf5Ledger(OutputLedger[Any]):
         return _probe(where, partial=where == self.partial)
 
     def _save(self) -> None:
-        self.file.attrs[RECORD_ATTR] = json.dumps(self._meta)
+        """Write the record attribute after the data written since the last record."""
+        text = json.dumps(self._meta)
         self.file.flush()
+        self.reserve(len(text))
+        self.file.attrs[RECORD_ATTR] = text
+        self._flush()
+
+    def _flush(self) -> None:
+        """Flush the file; the room for the next writes starts at its new end."""
+        self.file.flush()
+        self._recorded, self._pending = self.file.id.get_filesize(), 0
 
 
 def _units(file: Any, meta: dict[str, Any], finished: bool) -> frozenset[int]:

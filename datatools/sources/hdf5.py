@@ -7,6 +7,13 @@ voxel size from ``element_size_um`` (Fiji, ilastik; micrometer, ``(z, y, x)``) o
 ``resolution`` / ``voxel_size`` (``(z, y, x)``) with an optional ``unit`` attribute (an
 OME-NGFF length unit or an alias such as ``um``), and ``translation`` (the physical position of
 voxel 0's centre, spatial axes in C order, in the voxel size's unit), as datatools writes them.
+
+A virtual dataset (HDF5 VDS) or one with external raw storage reads other files. HDF5 reads
+the part of a missing virtual source as the fill value, without an error, so such a dataset is
+refused at open with the missing files listed. The files are looked for where HDF5 looks:
+virtual sources in ``HDF5_VDS_PREFIX``, next to the virtual file, then from the working folder;
+external files in ``HDF5_EXTFILE_PREFIX``, else from the working folder. Source names with a
+``printf`` pattern (unlimited virtual datasets) are not checked.
 """
 
 from __future__ import annotations
@@ -82,8 +89,8 @@ class Hdf5Volume(Volume):
         """Wrap an open ``dataset`` of ``file``; closes ``file`` when the dataset is unusable.
 
         Raises:
-            InputError: the dataset has fewer than 2 or more than 4 dimensions, is empty, or
-                has an unsupported dtype.
+            InputError: the dataset has fewer than 2 or more than 4 dimensions, is empty, has
+                an unsupported dtype, or reads virtual or external files that are missing.
         """
         self._file = file
         self._dataset = dataset
@@ -98,6 +105,7 @@ class Hdf5Volume(Volume):
                 )
             if 0 in shape:
                 raise InputError(f"{spec}: dataset is empty (shape {dims})")
+            self._storage, self._others = _storage(spec, dataset)
             axes = _axes(spec, dataset.attrs, axes)
             n_spatial = len(spatial_axes(axes))
             voxel_size, unit = _voxel_size(spec, dataset.attrs, n_spatial)
@@ -164,18 +172,21 @@ class Hdf5Volume(Volume):
             ) from exc
 
     def details(self) -> dict[str, Any]:
-        """``dataset`` (path in the file), ``codecs`` (HDF5 filters), ``file_bytes``."""
+        """``dataset`` (path in the file), ``storage`` (``compact``, ``contiguous``,
+        ``chunked``, or ``virtual`` / ``external`` with the files read), ``codecs`` (HDF5
+        filters), ``file_bytes``."""
         plist = self._dataset.id.get_create_plist()
         codecs = [_filter_name(plist.get_filter(i)) for i in range(plist.get_nfilters())]
         return {
             "dataset": self._dataset.name,
+            "storage": self._storage,
             "codecs": codecs,
             "file_bytes": Path(self._file.filename).stat().st_size,
         }
 
     def files(self) -> tuple[Path, ...]:
-        """The HDF5 file."""
-        return (split_spec(self.spec)[0],)
+        """The HDF5 file, then the virtual sources or external files its dataset reads."""
+        return (split_spec(self.spec)[0], *self._others)
 
     def close(self) -> None:
         """Close the HDF5 file; reading afterwards raises h5py's error."""
@@ -211,6 +222,64 @@ def _find_dataset(file: h5py.File, path: Path, name: str | None) -> h5py.Dataset
         f"{path}: holds {len(images)} datasets ({_listing(list(images))}); "
         f"name one as {path}:{largest}"
     )
+
+
+def _storage(spec: str, dataset: h5py.Dataset) -> tuple[str, tuple[Path, ...]]:
+    """How ``dataset`` is stored, as ``info`` shows it, and the other files it reads.
+
+    Raises:
+        InputError: a virtual source or external file is missing.
+    """
+    import h5py
+
+    file = Path(dataset.file.filename)
+    if dataset.is_virtual:
+        kind = "virtual"
+        names = sorted({m.file_name for m in dataset.virtual_sources()} - {"."})
+        found = {
+            n: _find_file(n, "HDF5_VDS_PREFIX", file.parent, beside=True)
+            for n in names
+            if "%" not in n
+        }
+        hint = (
+            f"HDF5 would read their parts as the fill value; restore them next to {file.name}, "
+            "or name their folder in HDF5_VDS_PREFIX"
+        )
+    elif dataset.external:
+        kind = "external"
+        names = sorted({os.fsdecode(name) for name, _, _ in dataset.external})
+        found = {n: _find_file(n, "HDF5_EXTFILE_PREFIX", file.parent, beside=False) for n in names}
+        hint = (
+            "restore them; HDF5 reads relative names from the working folder or HDF5_EXTFILE_PREFIX"
+        )
+    else:
+        layout = dataset.id.get_create_plist().get_layout()
+        plain = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous"}
+        return plain.get(layout, "chunked"), ()
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise InputError(
+            f"{spec}: {kind} dataset whose files are missing: {_listing(missing)} ({hint})"
+        )
+    shown = f"{kind} ({_listing(names)})" if names else kind
+    return shown, tuple(path for path in found.values() if path is not None)
+
+
+def _find_file(name: str, variable: str, origin: Path, *, beside: bool) -> Path | None:
+    """Where HDF5 finds the file ``name``: as given (an absolute name, or from the working
+    folder), in the folders listed in the environment ``variable`` (``${ORIGIN}`` standing for
+    ``origin``, the folder of the file that names it), and with ``beside`` next to
+    ``origin``; the last two by its base name when it is absolute. ``None`` when it is
+    nowhere."""
+    path = Path(name)
+    candidates = [path]
+    if path.is_absolute():
+        path = Path(path.name)
+    prefixes = [p for p in os.environ.get(variable, "").split(os.pathsep) if p]
+    candidates += [Path(p.replace("${ORIGIN}", str(origin))) / path for p in prefixes]
+    if beside:
+        candidates.append(origin / path)
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _listing(names: list[str]) -> str:

@@ -1,6 +1,8 @@
 """HDF5 storage of a writer: one file claimed through :class:`datatools.ledger.Hdf5Ledger`
 (written under a partial name, renamed at a normal close); the ledger's record attribute also
-holds the rows and the chunk rows done."""
+holds the rows and the chunk rows done. Every write gets its room on disk first and runs inside
+:meth:`~datatools.ledger.Hdf5Ledger.writing`, so a full disk or the file size limit raises one
+:class:`~datatools.errors.WriteError` and leaves the rows recorded before for the rerun."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from datatools.errors import WriteError
 from datatools.interrupts import deferred_interrupt
 from datatools.ledger import Hdf5Ledger
 from datatools.writers._layout import Array, Backend, Setup
@@ -30,15 +31,13 @@ def open_hdf5(setup: Setup, *, overwrite: bool) -> Hdf5Backend:
         setup.record, overwrite=overwrite, populate=lambda file: _create(file, setup)
     )
     try:
-        if outcome == "resumed":
-            output.clear_complete()
-        else:
-            rows = setup.total_rows or 0
-            output.write_state(setup.state(dict.fromkeys(setup.groups, rows)))
-        return Hdf5Backend(setup, output)
-    except OSError as exc:
-        output.close()
-        raise WriteError(f"{output.partial}: cannot record progress ({exc})") from exc
+        with output.writing():
+            if outcome == "resumed":
+                output.clear_complete()
+            else:
+                rows = setup.total_rows or 0
+                output.write_state(setup.state(dict.fromkeys(setup.groups, rows)))
+            return Hdf5Backend(setup, output)
     except BaseException:
         output.close()
         raise
@@ -76,7 +75,6 @@ class Hdf5Backend(Backend):
 
     def __init__(self, setup: Setup, output: Hdf5Ledger) -> None:
         self.path = setup.path
-        self.partial = output.partial
         self.setup = setup
         self.ledger = output
         self.growing = setup.total_rows is None
@@ -92,12 +90,11 @@ class Hdf5Backend(Backend):
 
     def write(self, key: str, start: int, rows: Array) -> None:
         dataset, stop = self._datasets[key][1], start + len(rows)
-        try:
+        with self.ledger.writing():
+            self.ledger.reserve(rows.nbytes)
             if dataset.shape[0] < stop:
                 dataset.resize(stop, axis=0)
             dataset[start:stop] = rows
-        except OSError as exc:
-            raise WriteError(f"{self.partial}: cannot write rows ({exc})") from exc
 
     def record_rows(self, rows: Mapping[str, int]) -> None:
         self.rows.update(rows)
@@ -105,10 +102,8 @@ class Hdf5Backend(Backend):
         self._check_interrupt()  # Ctrl-C takes effect here, with the rows recorded
 
     def record_done(self, units: Iterable[int]) -> None:
-        try:
+        with self.ledger.writing():
             self.ledger.mark_done(units)
-        except OSError as exc:
-            raise WriteError(f"{self.partial}: cannot record progress ({exc})") from exc
         self._check_interrupt()
 
     def done(self) -> frozenset[int]:
@@ -117,18 +112,17 @@ class Hdf5Backend(Backend):
     def finish(self, rows: Mapping[str, int]) -> None:
         try:
             self._record_state(rows)
-            try:
+            with self.ledger.writing():
                 self.ledger.mark_complete()
-            except OSError as exc:
-                raise WriteError(f"{self.path}: cannot rename the finished file ({exc})") from exc
         finally:
             self.ledger.close()
             self._interrupt.close()
 
     def release(self) -> None:
         try:
-            if self.growing:
-                self._resize()
+            if self.growing and self.ledger.is_open:
+                with self.ledger.writing():
+                    self._resize()
         finally:
             self.ledger.close()
             self._interrupt.close()
@@ -141,7 +135,5 @@ class Hdf5Backend(Backend):
                 dataset.resize(self.rows[group], axis=0)
 
     def _record_state(self, rows: Mapping[str, int]) -> None:
-        try:
+        with self.ledger.writing():
             self.ledger.write_state(self.setup.state(rows))
-        except OSError as exc:
-            raise WriteError(f"{self.partial}: cannot record progress ({exc})") from exc
