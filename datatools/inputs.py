@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from datatools.errors import InputError
-from datatools.ledger import open_ledger
+from datatools.ledger import PARTIAL_SUFFIX, open_ledger
 from datatools.sources import OpenOptions, SourceSpec, Volume, open_companion, open_volume
 
 UNFINISHED_DEPTH = 3
@@ -42,6 +42,7 @@ def refuse_unfinished(path: Path) -> None:
         InputError: naming the output and its progress.
     """
     if not path.is_dir():
+        _refuse_partial_file(path)
         return
     real = Path(os.path.realpath(path))  # a link to an unfinished output is refused too
     for folder in [real, *list(real.parents)[:UNFINISHED_DEPTH]]:
@@ -63,3 +64,27 @@ def refuse_unfinished(path: Path) -> None:
                 "parts would read as zeros); rerun the command that makes it first"
             )
         return
+
+
+def _refuse_partial_file(spec: Path) -> None:
+    """Refuse the partial file of an unfinished HDF5 output (``out.h5.datatools-partial``, a
+    dataset inside it included): its missing units would read as the fill value.
+
+    Raises:
+        InputError: naming the file and its progress.
+    """
+    text = str(spec)
+    head, sep, _ = text.partition(":/")
+    file = Path(head) if sep and Path(head).is_file() else spec
+    if not file.name.endswith(PARTIAL_SUFFIX) or not file.is_file():
+        return
+    state = open_ledger(file).status()
+    if state is None or state.complete:
+        return
+    done = (
+        f"{state.units_done}/{state.units_total} units done" if state.units_total else "unfinished"
+    )
+    raise InputError(
+        f"{file}: the partial file of a datatools output that is not finished ({done}; its "
+        "missing parts would read as the fill value); rerun the command that makes it first"
+    )

@@ -1,5 +1,6 @@
-"""A symbolic link to a datatools output is read as the output it points to: an unfinished one
-is refused as an input (its missing units would read as zeros), a finished one verifies."""
+"""An unfinished datatools output is never read as an input (its missing units would read as
+zeros or the fill value): reached through a symbolic link, or as the partial file of an HDF5
+output. A link to a finished output reads, verifies and shows as that output."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def interrupted_output(path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         convert(ArrayVolume(arange_volume((8, 16, 16))), path, chunks=4, on_unit_done=stop)
+
+
+def test_the_partial_file_of_an_hdf5_output_is_refused_as_an_input(tmp_path: Path) -> None:
+    interrupted_output(tmp_path / "u.h5")
+    partial = tmp_path / "u.h5.datatools-partial"
+    assert partial.is_file()
+    for spec in (partial, f"{partial}:/data"):
+        with pytest.raises(InputError, match=r"the partial file of a datatools output that is "):
+            convert(spec, tmp_path / "x.zarr")
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_a_link_to_an_unfinished_output_is_refused_as_an_input(tmp_path: Path) -> None:
