@@ -47,7 +47,7 @@ def inspect(spec: SourceSpec, options: OpenOptions | None = None) -> dict[str, A
                 done = sum(open_ledger(path / n).is_complete() for n in names)
                 described["state"] = {**described["state"], "classes": [done, len(names)]}
             return _describe_output(path, described, _arrays(output))
-    with open_input(spec, options) as volume:
+    with open_input(spec, options, describe_only=True) as volume:
         out = volume.describe()
         files = volume.files()
     if status is None and out["kind"] == "hdf5":  # a dataset of an HDF5 convert output

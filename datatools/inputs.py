@@ -20,16 +20,21 @@ UNFINISHED_DEPTH = 3
 
 
 def open_input(
-    spec: SourceSpec, options: OpenOptions | None = None, *, companion: bool = False
+    spec: SourceSpec,
+    options: OpenOptions | None = None,
+    *,
+    companion: bool = False,
+    describe_only: bool = False,
 ) -> Volume:
     """Open ``spec`` as :func:`datatools.sources.open_volume` does (labels and masks that go
     with a main source, ``companion=True``, as :func:`datatools.sources.open_companion`).
+    ``describe_only``: the caller reads no voxels (``info``), so an unfinished output opens.
 
     Raises:
         InputError: ``spec`` is inside a datatools output that is not finished; otherwise as
             :func:`datatools.sources.open_volume`.
     """
-    if isinstance(spec, str | Path) and not glob.has_magic(str(spec)):
+    if isinstance(spec, str | Path) and not glob.has_magic(str(spec)) and not describe_only:
         refuse_unfinished(Path(spec))
     return open_companion(spec, options) if companion else open_volume(spec, options)
 
