@@ -295,6 +295,8 @@ def split_classes(
             _record_class(path / name, value, count)
             results[name] = (value, count, replace(result, complete=True))
     if all(r.complete for _, _, r in results.values()):
+        grace = 0.0 if options.run.task is None else ledger.STRAY_GRACE_SECONDS
+        ledger.clean_stray_files(path, older_than=grace)  # the group's own, beside it too
         ledger.mark_complete(path)
     return SplitResult(path, results)
 

@@ -11,7 +11,9 @@ through :func:`open_ledger`, which picks the implementation by the target's kind
 - :mod:`~datatools.ledger.hdf5_file`: :class:`Hdf5Ledger`, the record attribute and done
   units inside an HDF5 file, written under a partial name until complete;
 - :mod:`~datatools.ledger.target_checks`: where an output may be written;
-- :mod:`~datatools.ledger.atomic_files`: JSON and attribute files replaced atomically.
+- :mod:`~datatools.ledger.atomic_files`: JSON and attribute files replaced atomically;
+- :mod:`~datatools.ledger.leftovers`: what killed runs leave in and beside an output, listed
+  and cleaned.
 
 The path functions below (:func:`is_ours`, :func:`is_complete`, ...) are shortcuts for
 ``open_ledger(path).<method>()``; :func:`claim` claims a Zarr folder.
@@ -23,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datatools.ledger.atomic_files import clean_stray_files, update_attributes, write_json_atomic
+from datatools.ledger.atomic_files import update_attributes, write_json_atomic
 from datatools.ledger.hdf5_file import Hdf5Ledger, partial_path
 from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
+from datatools.ledger.leftovers import STRAY_GRACE_SECONDS, clean_stray_files, find_stray_files
 from datatools.ledger.record import RunRecord, TargetStatus, diff_params
 from datatools.ledger.target_checks import (
     check_folder_name,
@@ -39,6 +42,7 @@ from datatools.stores import is_hdf5_target
 __all__ = [
     "MARKER",
     "PARTIAL_SUFFIX",
+    "STRAY_GRACE_SECONDS",
     "Claimed",
     "Hdf5Ledger",
     "OutputLedger",
@@ -51,6 +55,7 @@ __all__ = [
     "claim",
     "clean_stray_files",
     "diff_params",
+    "find_stray_files",
     "is_absent",
     "is_complete",
     "is_ours",
