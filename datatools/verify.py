@@ -10,6 +10,11 @@ the output, the source opened at the level and series the output was converted f
 from each side at a time (a level's blocks are smaller by its factors, so the block of the
 level above it read to merge is that size).
 
+A complete Zarr output holding what killed runs left (temporaries, empty done records,
+unfinished sibling folders: :mod:`datatools.ledger.leftovers`) gets a problem line naming them;
+a rerun of the convert command removes them. An unfinished output is reported as such (a run
+may be writing its temporaries right now).
+
 Missing chunk files are not findings: convert stores no chunk whose voxels are all the fill
 value (0), and zarr-python reads a missing chunk as that value.
 """
@@ -34,7 +39,7 @@ from datatools.dtypes import cast
 from datatools.errors import InputError, InputNotFoundError
 from datatools.geometry import Box, RoiSpec, resolve_roi, tile_box
 from datatools.inputs import open_input
-from datatools.ledger import Hdf5Ledger, open_ledger
+from datatools.ledger import Hdf5Ledger, find_stray_files, open_ledger
 from datatools.ngff import parse_image, validate_image
 from datatools.progress import progress_bar
 from datatools.sources import OpenOptions, SourceSpec, Volume
@@ -408,12 +413,30 @@ def _open_zarr(
         raise InputError(f"{path}: not a readable OME-Zarr image ({exc})") from exc
     factors: list[tuple[int, ...]] = []
     if status.complete:
+        problems.extend(_leftovers(path))
         attrs = group.attrs.asdict()
         found = validate_image(attrs, lambda name: _ndim(group, name))
         problems.extend(found)
         if not found:
             factors = _level_factors(attrs, path)
     return arrays, status.record.params, factors
+
+
+def _leftovers(path: Path) -> list[str]:
+    """A problem line naming what killed runs left in or beside the complete output ``path``
+    (:func:`datatools.ledger.find_stray_files`), when they left anything."""
+    found = [str(p.relative_to(path.parent)) for p in find_stray_files(path)]
+    if not found:
+        return []
+    more = f" and {len(found) - LISTED_LEFTOVERS} more" if len(found) > LISTED_LEFTOVERS else ""
+    return [
+        f"leftovers of a killed run: {', '.join(found[:LISTED_LEFTOVERS])}{more} (rerun the "
+        "convert command to remove them)"
+    ]
+
+
+LISTED_LEFTOVERS = 3
+"""Leftovers named in the problem line; the others are counted."""
 
 
 def _ndim(group: zarr.Group, name: str) -> int | None:

@@ -15,6 +15,11 @@ never compared on resume: :data:`datatools.ledger.record.PROVENANCE_PARAMS`):
   class group, in Zarr attributes or HDF5 attributes (JSON).
 - instances and the row writers: nothing changed.
 
+And the run record of convert, patches and instances holds the fingerprint of the input files
+(``source_files``, :mod:`datatools.ledger.fingerprint`), beside ``options`` wherever the
+record is copied (the provenance attributes, and instances' ``instances`` attribute); the
+row writers' records have none.
+
 So each output here is made by this code, left interrupted where the command resumes, and
 taken back to the previous format by :func:`to_previous_release`, which removes exactly those
 keys (and checks that no recorded options object is left). The same command of this code
@@ -55,16 +60,42 @@ Drop = tuple[str, str]
 """A key the previous release did not write: the node inside the output (``""`` for the
 root) and the key path, ``attribute/key/...`` (an HDF5 attribute holds a JSON document)."""
 
-CONVERT_ZARR: tuple[Drop, ...] = (("", "datatools/options"), (".datatools", "run/params/options"))
-CONVERT_HDF5: tuple[Drop, ...] = (("", "datatools/params/options"),)
-PATCHES_ZARR: tuple[Drop, ...] = (
-    ("", "params/options"),
-    (".datatools", "run/params/options/options"),
+FILES = "source_files"
+"""The key of the inputs' fingerprint, which the previous release never wrote."""
+
+
+def both(node: str, keys: str) -> tuple[Drop, ...]:
+    """``keys`` (ending in ``options``) of ``node``, and the fingerprint beside it."""
+    return ((node, keys), (node, keys.removesuffix("options") + FILES))
+
+
+CONVERT_ZARR: tuple[Drop, ...] = both("", "datatools/options") + both(
+    ".datatools", "run/params/options"
 )
-PATCHES_HDF5: tuple[Drop, ...] = (("", "params/options"), ("", "datatools/params/options/options"))
+CONVERT_HDF5: tuple[Drop, ...] = both("", "datatools/params/options")
+PATCHES_ZARR: tuple[Drop, ...] = (
+    *both("", "params/options"),
+    (".datatools", "run/params/options/options"),
+    (".datatools", f"run/params/options/{FILES}"),
+)
+PATCHES_HDF5: tuple[Drop, ...] = (
+    *both("", "params/options"),
+    ("", "datatools/params/options/options"),
+    ("", f"datatools/params/options/{FILES}"),
+)
+INSTANCES_ZARR: tuple[Drop, ...] = (
+    ("", f"instances/{FILES}"),
+    (".datatools", f"run/params/options/{FILES}"),
+)
+INSTANCES_HDF5: tuple[Drop, ...] = (
+    ("", f"instances/{FILES}"),
+    ("", f"datatools/params/options/{FILES}"),
+)
 CLASSES = (0, 1, 2)
 """The label values of the ``classes`` volume."""
-PATCH_CLASSES: tuple[Drop, ...] = tuple((f"class_{v}", "params/options") for v in CLASSES)
+PATCH_CLASSES: tuple[Drop, ...] = tuple(
+    drop for v in CLASSES for drop in both(f"class_{v}", "params/options")
+)
 NEW_KEY = "codec_level"
 """A name every recorded options object holds and the previous release never wrote."""
 
@@ -136,6 +167,7 @@ def to_previous_release(output: Path, drops: Sequence[Drop]) -> None:
     assert NEW_KEY not in json.dumps(metadata(output)), (
         f"{output}: a recorded options object is left"
     )
+    assert FILES not in json.dumps(metadata(output)), f"{output}: a fingerprint is left"
 
 
 def _drop(doc: dict[str, Any], keys: str) -> None:
@@ -295,7 +327,7 @@ SPLIT: dict[str, Any] = {"chunks": 4, "levels": 2, "memory_limit": 2 * 4 * 4 * 1
 SPLIT_DROPS = tuple(
     drop
     for name in ("1", "2")  # label 0 is the background: no class image
-    for drop in ((name, "datatools/options"), (f"{name}/.datatools", "run/params/options"))
+    for drop in both(name, "datatools/options") + both(f"{name}/.datatools", "run/params/options")
 )
 
 
@@ -385,7 +417,8 @@ def test_instances_output_resumes(
         monkeypatch.undo()
     else:
         extract_instances(source, cells, out, workers=1, **INSTANCES)
-    to_previous_release(out, ())  # unchanged: its record never held the options object
+    # its record never held the options object
+    to_previous_release(out, INSTANCES_HDF5 if name.endswith(".h5") else INSTANCES_ZARR)
     before = metadata(out)
     again = extract_instances(source, cells, out, **INSTANCES)
     assert again.complete

@@ -216,6 +216,8 @@ def convert(
                     tuple(tuple(s) for s in job.record.params["unit_shapes"]),
                     None if translation is None else tuple(translation),
                 )
+            if not output.overwrite:
+                job.check_changed_inputs(path)
             if label is not None:
                 _check_registration(job, label)
                 label.prepare_group()
@@ -294,12 +296,21 @@ def convert_many(
     recorded = [None if output.overwrite else _recorded_unit_shapes(p, False) for p in paths]
     shared = next((r for r in recorded if r is not None), None)
     jobs = []
+    fingerprints: dict[tuple[Path, ...], dict[str, Any]] = {}  # taken once per source
     for k, (volume, path) in enumerate(zip(sources, paths, strict=True)):
-        ledger.check_not_input(path, volume.files())
+        files = volume.files()
+        ledger.check_not_input(path, files)
         named = options.with_overrides(name=names[k] if names else path.name.split(".")[0])
         shapes = shared if recorded[k] is None else recorded[k]
+        if files not in fingerprints:
+            fingerprints[files] = ledger.fingerprint_files(files)
         job = ConvertJob.prepare(
-            volume, named, is_hdf5=False, existing_unit_shapes=shapes, warn=not k
+            volume,
+            named,
+            is_hdf5=False,
+            existing_unit_shapes=shapes,
+            warn=not k,
+            fingerprint=fingerprints[files],
         )
         jobs.append(job)
     first = jobs[0]
@@ -310,6 +321,9 @@ def convert_many(
                 f"{path}: its volume or plan differs from {paths[0]}'s (convert_many needs "
                 "volumes of one shape and dtype, and outputs written with the same options)"
             )
+    if not output.overwrite:
+        for job, path in zip(jobs, paths, strict=True):
+            job.check_changed_inputs(path)
     outcomes = zarr_target.run(
         list(zip(jobs, paths, strict=True)), run.task, output.overwrite, progress
     )

@@ -78,6 +78,9 @@ class SharedReads(Volume):
     def files(self) -> tuple[Path, ...]:
         return self.volume.files()
 
+    def files_in(self, box: Box) -> tuple[Path, ...]:
+        return self.volume.files_in(box)
+
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
         last: tuple[Box, np.ndarray[Any, Any]] | None = getattr(self._last, "box", None)
         if last is None or last[0] != box:
@@ -100,6 +103,9 @@ class ClassMask(Volume):
 
     def files(self) -> tuple[Path, ...]:
         return self.labels.files()
+
+    def files_in(self, box: Box) -> tuple[Path, ...]:
+        return self.labels.files_in(box)
 
     def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """The 0/1 mask of ``box``, computed straight into ``out`` when given."""
@@ -295,6 +301,8 @@ def split_classes(
             _record_class(path / name, value, count)
             results[name] = (value, count, replace(result, complete=True))
     if all(r.complete for _, _, r in results.values()):
+        grace = 0.0 if options.run.task is None else ledger.STRAY_GRACE_SECONDS
+        ledger.clean_stray_files(path, older_than=grace)  # the group's own, beside it too
         ledger.mark_complete(path)
     return SplitResult(path, results)
 

@@ -10,6 +10,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ class ConvertJob:
         existing_unit_shapes: Sequence[Sequence[int]] | None,
         translation: Sequence[float] | None = None,
         warn: bool = True,
+        fingerprint: dict[str, Any] | None = None,
     ) -> ConvertJob:
         """Check every option against the source and plan the units.
 
@@ -81,11 +83,14 @@ class ConvertJob:
         warnings about the options (no voxel size, tiny chunks); off for the second and later
         of several like jobs. The level and series the source was opened at are recorded with
         the options, so that a resume from another part of the input is refused; so is the
-        HDF5 dataset path.
+        HDF5 dataset path, and the source's files (:mod:`datatools.ledger.fingerprint`), so
+        that a resume from a changed source is refused; ``fingerprint``: theirs, when already
+        taken for another job over the same files.
 
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format
                 (an HDF5 dataset path that is not a name, or is the ledger's).
+            InputError: a source file cannot be examined.
         """
         out_opts, run = options.output, options.run
         as_labels, zarr_format = options.as_labels, out_opts.zarr_format
@@ -162,6 +167,9 @@ class ConvertJob:
             "units_total": plan.n_units,
             **source_choices(options.open_options),
             **({"dataset": options.dataset} if is_hdf5 else {}),
+            ledger.SOURCE_FILES: (
+                ledger.fingerprint_files(volume.files()) if fingerprint is None else fingerprint
+            ),
             "options": options.recorded(),
         }
         return cls(
@@ -182,6 +190,35 @@ class ConvertJob:
     @property
     def axes(self) -> str:
         return self.volume.axes
+
+    def check_changed_inputs(self, path: Path) -> None:
+        """Refuse to continue the Zarr folder output ``path`` when an input file changed since
+        it was started and a finished base unit read it (the output would mix old and new
+        data). A changed file that no finished unit read (a slice found corrupt and replaced
+        before any unit read it) lets the run go on, and the record's fingerprint is renewed,
+        so that later reruns compare with the files as they are now. An output that is not a
+        convert output of ours with the same options, or whose record has no fingerprint, is
+        left to the claim.
+
+        Raises:
+            ResumeMismatchError: naming the changed file (or range of files).
+            InputError: an input file cannot be examined.
+        """
+        output = ledger.ZarrLedger(path)
+        existing = output.read_record()
+        if existing is None or ledger.diff_params(existing, self.record):
+            return
+        before = existing.params.get(ledger.SOURCE_FILES)
+        if not isinstance(before, dict) or before == self.record.params[ledger.SOURCE_FILES]:
+            return
+        changed = ledger.changed_files(before, self.volume.files())
+        seen: set[tuple[Path, ...]] = set()
+        for index in output.done():
+            if index < self.plan.n_base_units:
+                seen.add(self.volume.files_in(self.plan.unit(index).shift(self.plan.roi.start)))
+        if changed & ledger.standing_files(f for files in seen for f in files):
+            ledger.check_same_sources(path, existing.params, self.record.params)
+        ledger.renew_fingerprint(path, self.record)
 
     def read_unit(self, index: int, buffer: Array | None = None) -> tuple[int, Box, Array]:
         """Read base unit ``index`` (its level-0 box) from the source, cast to the output dtype.

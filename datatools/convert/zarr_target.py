@@ -36,10 +36,6 @@ from datatools.ngff import for_zarr_format
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
 
-STRAY_GRACE_SECONDS = 60.0
-"""Temporary files younger than this survive the clean-up at finalization (another task may
-be writing them)."""
-
 __all__ = ["RemoteUnits", "run"]
 
 
@@ -286,7 +282,7 @@ def run(
         output = ZarrLedger(path)
         how = output.claim(job.record, overwrite=overwrite, populate=_populate(job))
         if how == "resumed" and task is None:
-            # temporaries of a killed run; with task slices other tasks may be writing right
+            # leftovers of a killed run; with task slices other tasks may be writing right
             # now, so those are cleaned by whichever task finalizes
             ledger.clean_stray_files(path)
         done = output.done()
@@ -327,7 +323,8 @@ def run(
                     on_unit_done(index)
             for out, unit in zip(runs, units, strict=True):
                 _run_pyramid(out, unit, runner, on_unit_done)
-            complete = [_finalize(out) for out in runs]
+            grace = 0.0 if task is None else ledger.STRAY_GRACE_SECONDS
+            complete = [_finalize(out, grace) for out in runs]
         except OSError as exc:
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
@@ -369,9 +366,10 @@ def _run_pyramid(
                 on_unit_done(index)
 
 
-def _finalize(out: _Output) -> bool:
+def _finalize(out: _Output, grace: float) -> bool:
     """Write the OME metadata and mark ``out`` complete once every unit is done (by any task);
-    whether it is complete."""
+    whether it is complete. Leftovers of killed runs older than ``grace`` seconds are cleaned
+    first."""
     job, path = out.job, out.path
     if len(out.ledger.done()) < job.plan.n_units:
         return False
@@ -379,7 +377,7 @@ def _finalize(out: _Output) -> bool:
         return True
     # the last tasks of a job array may finish together and all get here: a minute's grace
     # keeps their files in flight; attributes are replaced atomically
-    ledger.clean_stray_files(path, older_than=STRAY_GRACE_SECONDS)
+    ledger.clean_stray_files(path, older_than=grace)
     levels = [(str(k), p) for k, p in enumerate(job.level_placements())]
     ngff = for_zarr_format(job.zarr_format)
     write = ngff.label_image_attributes if job.image_label else ngff.image_attributes

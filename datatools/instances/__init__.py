@@ -50,7 +50,8 @@ which holds the options and the plan.
 Resume: chunk rows are recorded as they are written. A rerun with the same options recomputes
 the statistics, checks that the plan is the same (``count``, ``plan_digest``, ``labelled``,
 ``removed``), and writes only the missing chunk rows; a rerun on a complete output returns at
-once. Other options are refused unless ``overwrite``.
+once. Other options, or image or label files changed since the output was started
+(:mod:`datatools.ledger.fingerprint`), are refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -282,6 +283,7 @@ class _Job:
             "codec": chosen_codec.name,
             "level": chosen_codec.effective_level,
             **source_choices(options.open_options),
+            owned.SOURCE_FILES: owned.fingerprint_files(image.files() + labels.files()),
         }
         return cls(
             image=image,
@@ -475,3 +477,4 @@ def _check_resume(
             f"{path}: exists from a run with other options or inputs ({differences}); rerun with "
             "the same options to resume, or add --overwrite to replace it"
         )
+    owned.check_same_sources(path, stored, new)

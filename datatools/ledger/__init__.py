@@ -6,12 +6,16 @@ through :func:`open_ledger`, which picks the implementation by the target's kind
 - :mod:`~datatools.ledger.interface`: :class:`OutputLedger`, what every ledger does;
 - :mod:`~datatools.ledger.record`: :class:`RunRecord`, :class:`TargetStatus` and
   :func:`diff_params`, the comparison of two runs on resume;
+- :mod:`~datatools.ledger.fingerprint`: the inputs' files as a run record keeps them, so that
+  a resume against a changed input is refused;
 - :mod:`~datatools.ledger.zarr_folder`: :class:`ZarrLedger`, the ``.datatools`` marker group
   inside a Zarr folder;
 - :mod:`~datatools.ledger.hdf5_file`: :class:`Hdf5Ledger`, the record attribute and done
   units inside an HDF5 file, written under a partial name until complete;
 - :mod:`~datatools.ledger.target_checks`: where an output may be written;
-- :mod:`~datatools.ledger.atomic_files`: JSON and attribute files replaced atomically.
+- :mod:`~datatools.ledger.atomic_files`: JSON and attribute files replaced atomically;
+- :mod:`~datatools.ledger.leftovers`: what killed runs leave in and beside an output, listed
+  and cleaned.
 
 The path functions below (:func:`is_ours`, :func:`is_complete`, ...) are shortcuts for
 ``open_ledger(path).<method>()``; :func:`claim` claims a Zarr folder.
@@ -23,10 +27,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datatools.ledger.atomic_files import clean_stray_files, update_attributes, write_json_atomic
+from datatools.ledger.atomic_files import update_attributes, write_json_atomic
+from datatools.ledger.fingerprint import (
+    SOURCE_FILES,
+    changed_files,
+    check_same_sources,
+    fingerprint_files,
+    standing_files,
+)
 from datatools.ledger.hdf5_file import Hdf5Ledger, partial_path
 from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
-from datatools.ledger.record import RunRecord, TargetStatus, diff_params
+from datatools.ledger.leftovers import STRAY_GRACE_SECONDS, clean_stray_files, find_stray_files
+from datatools.ledger.record import RunRecord, TargetStatus, check_same_run, diff_params
 from datatools.ledger.target_checks import (
     check_folder_name,
     check_not_input,
@@ -39,18 +51,25 @@ from datatools.stores import is_hdf5_target
 __all__ = [
     "MARKER",
     "PARTIAL_SUFFIX",
+    "SOURCE_FILES",
+    "STRAY_GRACE_SECONDS",
     "Claimed",
     "Hdf5Ledger",
     "OutputLedger",
     "RunRecord",
     "TargetStatus",
     "ZarrLedger",
+    "changed_files",
     "check_folder_name",
     "check_not_input",
+    "check_same_run",
+    "check_same_sources",
     "check_target_location",
     "claim",
     "clean_stray_files",
     "diff_params",
+    "find_stray_files",
+    "fingerprint_files",
     "is_absent",
     "is_complete",
     "is_ours",
@@ -58,6 +77,8 @@ __all__ = [
     "open_ledger",
     "partial_path",
     "read_record",
+    "renew_fingerprint",
+    "standing_files",
     "status",
     "update_attributes",
     "write_json_atomic",
@@ -99,6 +120,19 @@ def mark_complete(path: Path) -> None:
     """Mark the Zarr folder output at ``path`` complete (HDF5 files complete through the
     ledger that claimed them)."""
     ZarrLedger(path).mark_complete()
+
+
+def renew_fingerprint(path: Path, record: RunRecord) -> None:
+    """Give the run record of the Zarr folder output at ``path`` the inputs' fingerprint of
+    ``record`` (this run's), keeping the rest: a resume that goes on from inputs changed
+    where no finished unit read them makes later reruns compare with the files as they are
+    now (:meth:`datatools.convert.job.ConvertJob.check_changed_inputs`)."""
+    existing = ZarrLedger(path).read_record()
+    if existing is None:
+        return
+    params = {**existing.params, SOURCE_FILES: record.params[SOURCE_FILES]}
+    renewed = RunRecord(existing.command, params, existing.version)
+    update_attributes(path / MARKER, {"run": renewed.to_dict()})
 
 
 def claim(

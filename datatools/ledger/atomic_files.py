@@ -1,13 +1,12 @@
 """Files replaced atomically: JSON documents and Zarr attribute edits written under a fresh
-temporary name and renamed into place (readers never see half a file), and the clean-up of
-the temporaries a killed writer left."""
+temporary name and renamed into place (readers never see half a file). The temporaries a
+killed writer left are cleaned by :mod:`datatools.ledger.leftovers`."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,22 +62,3 @@ def update_attributes(folder: Path, changes: Mapping[str, Any]) -> None:
     v2 = folder / ".zattrs"
     current = json.loads(v2.read_text()) if v2.is_file() else {}
     write_json_atomic(v2, {**current, **changes})
-
-
-def clean_stray_files(path: Path, *, older_than: float = 0.0) -> int:
-    """Remove temporary files a killed run left inside ``path``; returns how many.
-
-    ``older_than`` (seconds): keep younger ones, which may belong to another process writing
-    right now (a job-array task finishing at the same moment).
-    """
-    removed = 0
-    limit = time.time() - older_than
-    for p in Path(path).rglob("*.tmp"):
-        try:
-            stale = p.name.startswith(".") and p.is_file() and p.stat().st_mtime <= limit
-        except FileNotFoundError:  # renamed into place meanwhile
-            continue
-        if stale:
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed

@@ -1,5 +1,7 @@
 """What produced an output (:class:`RunRecord`), how two runs are compared on resume
-(:func:`diff_params`), and the progress an output reports (:class:`TargetStatus`)."""
+(:func:`diff_params`, :func:`check_same_run`, with the inputs' fingerprint of
+:mod:`datatools.ledger.fingerprint`), and the progress an output reports
+(:class:`TargetStatus`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from datatools import __version__
 from datatools.errors import ResumeMismatchError
+from datatools.ledger.fingerprint import SOURCE_FILES, check_same_sources
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,15 @@ PROVENANCE_PARAMS = frozenset({"options"})
 
 def diff_params(old: RunRecord, new: RunRecord) -> str:
     """A short text naming options that differ between two runs, empty when they agree
-    (values derived from the options are named only when no option differs)."""
+    (values derived from the options are named only when no option differs; the inputs'
+    fingerprint is compared by :func:`~datatools.ledger.fingerprint.check_same_sources`)."""
     if old.command != new.command:
         return f"command was {old.command}, now {new.command}"
     parts: dict[bool, list[str]] = {True: [], False: []}
     for key in sorted(set(old.params) | set(new.params)):
-        if key in PROVENANCE_PARAMS or (key in LATER_PARAMS and key not in old.params):
+        if key in PROVENANCE_PARAMS or key == SOURCE_FILES:
+            continue
+        if key in LATER_PARAMS and key not in old.params:
             continue
         a, b = old.params.get(key), new.params.get(key)
         if not _same(a, b):
@@ -103,10 +109,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_same_run(where: Path, existing: RunRecord, record: RunRecord) -> None:
-    """Refuse to join an output made by a run with other options.
+    """Refuse to join an output made by a run with other options, or from input files that
+    changed since.
 
     Raises:
-        ResumeMismatchError: naming the options that differ.
+        ResumeMismatchError: naming the options that differ, or the changed input file.
     """
     differences = diff_params(existing, record)
     if differences:
@@ -114,3 +121,4 @@ def check_same_run(where: Path, existing: RunRecord, record: RunRecord) -> None:
             f"{where}: exists from a run with other options ({differences}); rerun with the "
             "same options to resume, or add --overwrite to replace it"
         )
+    check_same_sources(where, existing.params, record.params)

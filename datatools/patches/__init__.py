@@ -304,8 +304,8 @@ def extract_patches(
         lab = None if labels is None else _open(labels, open_options, stack, companion=True)
         msk = None if mask is None else _open(mask, open_options, stack, companion=True)
         check_source_options(volume, open_options)
-        inputs = (volume, lab, msk)
-        ledger.check_not_input(path, [f for v in inputs if v is not None for f in v.files()])
+        files = [f for v in (volume, lab, msk) if v is not None for f in v.files()]
+        ledger.check_not_input(path, files)
         record = {
             **options.selection(),
             "source": volume.spec,
@@ -317,6 +317,7 @@ def extract_patches(
             "level": output.codec_level,
             "zarr_format": None if hdf5 else output.zarr_format,
             **source_choices(open_options),
+            ledger.SOURCE_FILES: ledger.fingerprint_files(files),
             "options": options.recorded(),
         }
         extent = previous_extent(path, record, overwrite=overwrite)

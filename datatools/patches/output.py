@@ -23,7 +23,7 @@ import numpy as np
 
 from datatools import __version__
 from datatools import ledger as owned
-from datatools.errors import ResumeMismatchError, TargetError
+from datatools.errors import TargetError
 from datatools.geometry import spatial_axes
 from datatools.options import OutputOptions
 from datatools.patches.plan import PatchGeometry, PatchPlan
@@ -54,7 +54,7 @@ def previous_extent(
 
     Raises:
         TargetError: the target exists and was not written by ``patches``.
-        ResumeMismatchError: it was, with other options.
+        ResumeMismatchError: it was, with other options or from input files changed since.
     """
     if overwrite:
         return None
@@ -67,14 +67,9 @@ def previous_extent(
             "target; --overwrite only replaces outputs of datatools)"
         )
     old = {key: value for key, value in stored.params.items() if key != "slab_extent"}
-    differences = owned.diff_params(
-        owned.RunRecord(COMMAND, old), owned.RunRecord(COMMAND, dict(record))
+    owned.check_same_run(
+        path, owned.RunRecord(COMMAND, old), owned.RunRecord(COMMAND, dict(record))
     )
-    if differences:
-        raise ResumeMismatchError(
-            f"{path}: exists from a run with other options ({differences}); rerun with the same "
-            "options to resume, or add --overwrite to replace it"
-        )
     return tuple(int(e) for e in stored.params["slab_extent"])
 
 

@@ -167,6 +167,11 @@ class Volume(ABC):
         path = Path(self.spec)
         return (path,) if path.exists() else ()
 
+    def files_in(self, box: Box) -> tuple[Path, ...]:
+        """The files of :meth:`files` that a read of ``box`` (this volume's voxels) opens:
+        by default all of them."""
+        return self.files()
+
     def close(self) -> None:
         """Release open files; reading after close is an error."""
 

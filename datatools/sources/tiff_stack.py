@@ -214,6 +214,11 @@ class TiffStack(Volume):
         """The slice files."""
         return self.paths
 
+    def files_in(self, box: Box) -> tuple[Path, ...]:
+        """The slice files of ``box``'s z range."""
+        z = self.axes.index("z")
+        return self.paths[box.start[z] : box.stop[z]]
+
     def details(self) -> dict[str, Any]:
         """Files, first and last file, compression and strip or tile shape of the first slice."""
         out: dict[str, Any] = {

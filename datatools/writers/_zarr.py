@@ -3,6 +3,9 @@
 Chunks are encoded and written as files by :class:`datatools.sinks.chunk_files.ChunkFiles` (each via
 a temporary name and a rename; an all-zero chunk is not stored and reads as the fill value 0).
 Array shapes and group attributes are edited in the metadata files directly, also atomically.
+What killed runs left in or beside the group is cleaned when it is finished
+(:mod:`datatools.ledger.leftovers`; in an output of fixed length, which several processes may
+fill, only what is older than :data:`~datatools.ledger.STRAY_GRACE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import zarr
 
 from datatools.errors import WriteError
 from datatools.geometry import Box
-from datatools.ledger import ZarrLedger
+from datatools.ledger import STRAY_GRACE_SECONDS, ZarrLedger, clean_stray_files
 from datatools.sinks.chunk_files import ChunkFiles, write_file_atomic
 from datatools.writers._layout import Array, Backend, Layout, Setup
 
@@ -166,6 +169,9 @@ class ZarrBackend(Backend):
         self._attrs["datatools"].update(rows=sum(rows.values()), complete=True)
         _save(self._group_file, self._group_doc)
         try:
+            # a growing writer is its output's only writer; several processes may fill one
+            # of fixed length, and the others may still be finishing
+            clean_stray_files(self.path, older_than=0.0 if self.growing else STRAY_GRACE_SECONDS)
             self.ledger.mark_complete()
         except OSError as exc:
             raise WriteError(f"{self.path}: cannot mark complete ({exc.strerror or exc})") from exc
