@@ -23,8 +23,11 @@ than encoding them): after a power loss, verify the outputs that were being writ
 
 Job arrays: each task converts its slice of the base units; whichever task sees every base unit
 done builds levels 2 and below (a sixth of the work at most, by 2x2x2 factors) and finalizes. Two
-tasks finishing at the same moment may both build a level unit; they write identical bytes
-through atomic renames, so the result is the same.
+tasks finishing at the same moment may both build a level unit; each skips a unit the other
+recorded first, and they write identical bytes through atomic renames, so the result is the same.
+
+Concurrent runs: one live run per Zarr output, or one per job-array task; a second one is
+refused, naming the first (:mod:`datatools.ledger.lease`).
 """
 
 from __future__ import annotations

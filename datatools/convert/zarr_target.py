@@ -6,6 +6,15 @@ files; the ledger inside the output records the unit afterwards. Levels 2 and be
 built from the level above, in their own units. The OME metadata and the completion flag are
 written when the last unit is recorded (:func:`run`). Sharded arrays are written through
 zarr-python. Memory: the units in flight (see :mod:`datatools.convert`).
+
+Concurrent runs: :func:`run` takes the output's lease before it writes a unit (one live run
+per output, or one per job-array task: :mod:`datatools.ledger.lease`) and gives it back when it
+returns or fails. Before each unit it checks that it still holds the lease and that the unit is
+not recorded done; a unit found done is skipped, never rewritten. Level-0 and level-1 chunk
+files are created in place only when new and replaced atomically otherwise, lower levels
+(which two finishing tasks may both build) always atomically
+(:mod:`datatools.sinks.chunk_files`), so a run resumed after another finished the output never
+leaves a torn chunk.
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from datatools.convert.job import Array, ConvertJob
 from datatools.convert.options import ConvertOptions
 from datatools.convert.plan import LevelPlan
 from datatools.downsample import downsample as merge
-from datatools.errors import OptionError, WriteError
+from datatools.errors import OptionError, TargetError, WriteError
 from datatools.executor import Executor, TaskSlice, ThreadExecutor
 from datatools.geometry import Box, tile_box
 from datatools.inputs import open_input
 from datatools.ledger import ZarrLedger
+from datatools.ledger.lease import Lease
 from datatools.ngff import for_zarr_format
 from datatools.progress import progress_bar
 from datatools.sinks.chunk_files import ChunkFiles, spread_order
@@ -121,7 +131,8 @@ class _LevelWriter:
 
 
 class _ZarrRun:
-    """Executes a job's units, by ledger index, into an OME-Zarr folder."""
+    """Executes a job's units, by ledger index, into an OME-Zarr folder; a unit the ledger
+    records done is skipped, and with a ``lease`` each unit first checks it is still held."""
 
     def __init__(
         self,
@@ -129,11 +140,15 @@ class _ZarrRun:
         path: Path,
         pool: ThreadPoolExecutor,
         buffers: threading.local | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.job = job
-        # levels 0 and 1 are written by base units only, each by one task and read by no one
-        # before the unit is recorded; two tasks finishing at once may both build a unit of a
-        # lower level while the other reads it, so those files are replaced atomically
+        self.ledger = ZarrLedger(path)
+        self.lease = lease
+        # levels 0 and 1 are written by base units only, by the run holding the lease, and read
+        # by no one before the unit is recorded: new files are created in place. Two tasks
+        # finishing at once may both build a unit of a lower level while the other reads it, so
+        # those files are always replaced atomically
         self.levels = [
             _LevelWriter(job, path / str(k), pool, atomic=k >= 2)
             for k in range(len(job.plan.levels))
@@ -150,15 +165,24 @@ class _ZarrRun:
             buffer = found[dtype.str] = np.empty(math.prod(self.job.plan.unit_shape), dtype)
         return buffer
 
-    def unit(self, index: int) -> int:
-        """Run the unit with ledger index ``index``; returns it."""
+    def unit(self, index: int) -> tuple[int, bool]:
+        """Run the unit with ledger index ``index`` unless it is recorded done; returns it, and
+        whether it was written now.
+
+        Raises:
+            TargetError: this run lost its lease (another run took the output over).
+        """
+        if self.lease is not None:
+            self.lease.check()
+        if self.ledger.is_done(index):
+            return index, False
         plan = self.job.plan
         if index < plan.n_base_units:
             self._base_unit(index)
         else:
             level = next(lv for lv in reversed(plan.pyramid) if lv.offset <= index)
             self._level_unit(level, index - level.offset)
-        return index
+        return index, True
 
     def _base_unit(self, index: int) -> None:
         """Level 0 from the source, and level 1 from that data when there is a pyramid. The
@@ -217,7 +241,7 @@ class RemoteUnits:
     unit_shapes: tuple[tuple[int, ...], ...]
     translation: tuple[float, ...] | None = None
 
-    def __call__(self, index: int) -> int:
+    def __call__(self, index: int) -> tuple[int, bool]:
         return _worker_run(self).unit(index)
 
 
@@ -240,15 +264,29 @@ def _worker_run(units: RemoteUnits) -> _ZarrRun:
 
 @dataclass
 class _Output:
-    """One output of :func:`run`: its job, folder, ledger and what this call did."""
+    """One output of :func:`run`: its job, folder, ledger, lease (``None`` when it was complete
+    already) and what this call did."""
 
     job: ConvertJob
     path: Path
     ledger: ZarrLedger
+    lease: Lease | None
     todo: set[int]
     skipped: int
     created: bool
     written: list[int] = field(default_factory=list)
+    found_done: set[int] = field(default_factory=set)
+    """Units of ``todo`` found recorded done when their turn came (another run did them)."""
+
+    def check_lease(self) -> None:
+        """Make sure this run still holds the output's lease (none is held when the output was
+        complete already).
+
+        Raises:
+            TargetError: another run took the lease over.
+        """
+        if self.lease is not None:
+            self.lease.check()
 
 
 def run(
@@ -265,29 +303,51 @@ def run(
     Each base unit is done for every output in turn on one thread, so sources that share their
     reads (the class masks of one label volume) read it once. Per output, the units written
     now, the units found done, and whether the output is complete. ``remote`` (a distributed
-    ``executor``) takes a single output.
+    ``executor``) takes a single output. Each unfinished output's lease (for ``task``, or the
+    whole plan) is held from its claim until this call returns or fails; ``on_unit_done`` is
+    called for each unit this call records.
 
     Raises:
-        TargetError, ResumeMismatchError: a target cannot be used or holds another run.
+        TargetError, ResumeMismatchError: a target cannot be used or holds another run;
+            another live run holds its lease, or took it over from this one; ``task`` has
+            another count than the output's other tasks.
         WriteError: the disk refused a write (the outputs stay resumable).
         OptionError: the source refutes the options (a value the dtype cannot hold); outputs
             this call created are removed first (not with ``task`` or a distributed
             ``executor``: others may be writing them).
     """
-    plan = outputs[0][0].plan
-    n_base = plan.n_base_units
+    n_base = outputs[0][0].plan.n_base_units
     mine = range(n_base) if task is None else task.select(n_base)
-    runs: list[_Output] = []
-    for job, path in outputs:
-        output = ZarrLedger(path)
-        how = output.claim(job.record, overwrite=overwrite, populate=_populate(job))
-        if how == "resumed" and task is None:
-            # leftovers of a killed run; with task slices other tasks may be writing right
-            # now, so those are cleaned by whichever task finalizes
-            ledger.clean_stray_files(path)
-        done = output.done()
-        todo = {i for i in mine if i not in done}
-        runs.append(_Output(job, path, output, todo, len(mine) - len(todo), how == "created"))
+    with contextlib.ExitStack() as leases:
+        runs: list[_Output] = []
+        for job, path in outputs:
+            output = ZarrLedger(path)
+            how = output.claim(job.record, overwrite=overwrite, populate=_populate(job))
+            # a complete output is not written: it needs no lease
+            lease = None if output.is_complete() else leases.enter_context(output.lease(task))
+            if how == "resumed" and task is None:
+                # temporaries of a killed run; with task slices other tasks may be writing right
+                # now, so those are cleaned by whichever task finalizes
+                ledger.clean_stray_files(path)
+            done = output.done()
+            todo = {i for i in mine if i not in done}
+            skipped = len(mine) - len(todo)
+            runs.append(_Output(job, path, output, lease, todo, skipped, how == "created"))
+        complete = _run_units(runs, task, progress, on_unit_done, remote, executor)
+    return [(out.written, out.skipped, done) for out, done in zip(runs, complete, strict=True)]
+
+
+def _run_units(
+    runs: list[_Output],
+    task: TaskSlice | None,
+    progress: bool,
+    on_unit_done: Callable[[int], None] | None,
+    remote: RemoteUnits | None,
+    executor: Executor | None,
+) -> list[bool]:
+    """The units of ``runs`` (claimed, leases held), their pyramids and finalization; whether
+    each output is complete. Raises as :func:`run`."""
+    plan = runs[0].job.plan
     pending = sorted(set().union(*(out.todo for out in runs)))
     megabytes = [math.prod(plan.unit_shape) * out.job.out_dtype.itemsize / 1e6 for out in runs]
     total = sum(len(out.todo) * mb for out, mb in zip(runs, megabytes, strict=True))
@@ -298,33 +358,42 @@ def run(
         progress_bar(int(total), f"convert {where.name}", enabled=progress, unit="MB") as bar,
     ):
         runner: Executor
-        units: list[Callable[[int], int]]
+        units: list[Callable[[int], tuple[int, bool]]]
         if executor is not None and executor.distributed and remote is not None:
             units, runner = [remote], executor
         else:
             buffers = threading.local()
-            units = [_ZarrRun(out.job, out.path, pool, buffers).unit for out in runs]
+            units = [_ZarrRun(out.job, out.path, pool, buffers, out.lease).unit for out in runs]
             runner = ThreadExecutor(min(2, workers))
 
-        def base_unit(index: int) -> int:
+        def base_unit(index: int) -> tuple[int, bool]:
             for out, unit in zip(runs, units, strict=True):
-                if index in out.todo:
-                    unit(index)
-            return index
+                if index in out.todo and not unit(index)[1]:
+                    out.found_done.add(index)
+            return index, True
 
         try:
-            for index in runner.map(base_unit if len(runs) > 1 else units[0], pending):
+            for index, wrote in runner.map(base_unit if len(runs) > 1 else units[0], pending):
+                recorded = False
                 for out, mb in zip(runs, megabytes, strict=True):
-                    if index in out.todo:
-                        out.ledger.mark_done([index])
-                        out.written.append(index)
-                        bar.update(mb)
-                if on_unit_done is not None:
+                    if index not in out.todo:
+                        continue
+                    bar.update(mb)
+                    if not wrote or index in out.found_done:
+                        out.skipped += 1  # another run recorded it meanwhile
+                        continue
+                    out.check_lease()
+                    out.ledger.mark_done([index])
+                    out.written.append(index)
+                    recorded = True
+                if recorded and on_unit_done is not None:
                     on_unit_done(index)
             for out, unit in zip(runs, units, strict=True):
                 _run_pyramid(out, unit, runner, on_unit_done)
             grace = 0.0 if task is None else ledger.STRAY_GRACE_SECONDS
-            complete = [_finalize(out, grace) for out in runs]
+            return [_finalize(out, grace) for out in runs]
+        except TargetError:
+            raise  # a lease lost to another run (an OSError too, but no write failed)
         except OSError as exc:
             raise WriteError(
                 f"{where}: write failed ({exc.strerror or exc}); rerun the same command to resume"
@@ -337,20 +406,21 @@ def run(
             if task is None and runner is not executor:
                 for out in runs:
                     if out.created:
+                        if out.lease is not None:
+                            out.lease.release()
                         with contextlib.suppress(OSError):
                             out.ledger.remove()
             raise
-    return [(out.written, out.skipped, done) for out, done in zip(runs, complete, strict=True)]
 
 
 def _run_pyramid(
     out: _Output,
-    unit: Callable[[int], int],
+    unit: Callable[[int], tuple[int, bool]],
     runner: Executor,
     on_unit_done: Callable[[int], None] | None,
 ) -> None:
     """Levels 2 and below of ``out``, level by level, once every base unit is recorded (by
-    this task or others)."""
+    this task or others); a unit another task records first is skipped."""
     plan = out.job.plan
     for level in plan.pyramid:
         done = out.ledger.done()
@@ -359,7 +429,11 @@ def _run_pyramid(
         todo = [level.offset + i for i in range(level.n_units)]
         todo = [i for i in todo if i not in done]
         out.skipped += level.n_units - len(todo)
-        for index in runner.map(unit, todo):
+        for index, wrote in runner.map(unit, todo):
+            if not wrote:
+                out.skipped += 1
+                continue
+            out.check_lease()
             out.ledger.mark_done([index])
             out.written.append(index)
             if on_unit_done is not None:
@@ -375,6 +449,7 @@ def _finalize(out: _Output, grace: float) -> bool:
         return False
     if out.ledger.is_complete():
         return True
+    out.check_lease()
     # the last tasks of a job array may finish together and all get here: a minute's grace
     # keeps their files in flight; attributes are replaced atomically
     ledger.clean_stray_files(path, older_than=grace)

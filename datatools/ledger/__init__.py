@@ -10,6 +10,8 @@ through :func:`open_ledger`, which picks the implementation by the target's kind
   a resume against a changed input is refused;
 - :mod:`~datatools.ledger.zarr_folder`: :class:`ZarrLedger`, the ``.datatools`` marker group
   inside a Zarr folder;
+- :mod:`~datatools.ledger.lease`: one live run per Zarr output (its lease), the task count of
+  a job array;
 - :mod:`~datatools.ledger.hdf5_file`: :class:`Hdf5Ledger`, the record attribute and done
   units inside an HDF5 file, written under a partial name until complete;
 - :mod:`~datatools.ledger.target_checks`: where an output may be written;

@@ -90,6 +90,10 @@ class OutputLedger(ABC, Generic[Handle]):
     def done(self) -> frozenset[int]:
         """The units recorded as done."""
 
+    def is_done(self, unit: int) -> bool:
+        """Whether ``unit`` is recorded done now (implementations may look it up alone)."""
+        return unit in self.done()
+
     @abstractmethod
     def write_state(self, state: dict[str, Any]) -> None:
         """Record the command's progress state (e.g. rows flushed), replacing the last one."""

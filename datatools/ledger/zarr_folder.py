@@ -11,11 +11,23 @@ hierarchy::
                                           "state": {...}, "complete": bool}
             done/                 the done units: a uint8 array, one single-byte chunk per
                                   finished unit (concurrent tasks write different chunk files)
+            leases/               an empty uint8 array whose folder holds one JSON lease
+                                  per live run or job-array task, and a job array's task
+                                  count (:mod:`datatools.ledger.lease`)
 
 The marker makes ``--overwrite`` safe (only our outputs are removed) and lets a rerun with the
 same options resume. A folder is created under a temporary name and renamed into place, so
 concurrent tasks starting at once agree on one run record. ``complete`` is set last, when every
 unit is done and the metadata is final.
+
+One live run per output: a run that writes units takes a lease first (:meth:`ZarrLedger.lease`),
+renews it while it runs, and a second run whose units overlap a live lease is refused, naming
+the holder's pid, host and start time; the tasks of one job array hold one lease each and work
+side by side, and a task with another ``--task-count`` than the output's first task is refused.
+A dead holder (its pid gone on this host) or a stale one (not renewed for
+:data:`~datatools.ledger.lease.LEASE_STALE_SECONDS`) loses its lease to the next run. The design
+is in :mod:`datatools.ledger.lease`. Whoever holds a lease still checks :meth:`ZarrLedger.is_done`
+before writing each unit, so no run rewrites a unit recorded done.
 """
 
 from __future__ import annotations
@@ -29,13 +41,16 @@ from typing import Any
 
 from datatools import __version__
 from datatools.errors import TargetError, WriteError
+from datatools.executor import TaskSlice
 from datatools.ledger.atomic_files import fresh_name, write_json_atomic
 from datatools.ledger.interface import PARTIAL_SUFFIX, Claimed, OutputLedger
+from datatools.ledger.lease import Lease, acquire, check_free
 from datatools.ledger.record import RunRecord, check_same_run
 from datatools.ledger.target_checks import check_folder_name, check_target_location, is_absent
 
 MARKER = ".datatools"
 DONE_DIR = "done"
+LEASES_DIR = "leases"
 LEDGER_LENGTH = 2**40
 """Nominal length of the done-units array (units are indices into it; chunks are sparse)."""
 
@@ -86,7 +101,8 @@ class ZarrLedger(OutputLedger[Path]):
 
         Raises:
             TargetError: the target is a file, a foreign folder, named like a file of
-                another format (:func:`check_folder_name`), or its parent is missing.
+                another format (:func:`check_folder_name`), or its parent is missing; or
+                ``overwrite`` while a live run holds a lease on it.
             ResumeMismatchError: an unfinished or finished output of ours has other options.
             WriteError: the folder cannot be created.
         """
@@ -95,6 +111,8 @@ class ZarrLedger(OutputLedger[Path]):
         check_folder_name(path)
         if not is_absent(path):  # the rename below replaces an empty folder
             if overwrite:
+                if self.is_ours() and (self.marker / LEASES_DIR).is_dir():
+                    check_free(self.marker / LEASES_DIR, path)
                 self.remove()
             else:
                 return self._join(record)
@@ -131,6 +149,26 @@ class ZarrLedger(OutputLedger[Path]):
         check_same_run(self.path, existing, record)
         return "resumed"
 
+    def lease(self, task: TaskSlice | None = None) -> Lease:
+        """Take this run's lease on the claimed output before writing units (``task``: the
+        job-array slice it writes, ``None`` for the whole plan); give it back with
+        :meth:`Lease.release` or a ``with`` block. See :mod:`datatools.ledger.lease`.
+
+        Raises:
+            TargetError: a live run holds an overlapping lease (the message names its pid,
+                host and start time), or ``task`` has another count than the output's tasks.
+            WriteError: the lease cannot be written.
+        """
+        folder = self.marker / LEASES_DIR
+        try:
+            if not self._array_metadata(folder).is_file():
+                self._create_array(folder, shape=0, dimension="lease")
+        except OSError as exc:
+            raise WriteError(
+                f"{self.path}: cannot write its lease ({exc.strerror or exc})"
+            ) from exc
+        return acquire(folder, self.path, task)
+
     def mark_done(self, units: Iterable[int]) -> None:
         folder = self._done_dir()
         folder.mkdir(exist_ok=True)
@@ -142,6 +180,10 @@ class ZarrLedger(OutputLedger[Path]):
         if not folder.is_dir():
             return frozenset()
         return frozenset(int(name) for name in os.listdir(folder) if name.isdigit())
+
+    def is_done(self, unit: int) -> bool:
+        """Whether ``unit`` is recorded done (one file lookup)."""
+        return (self._done_dir() / str(unit)).is_file()
 
     def write_state(self, state: dict[str, Any]) -> None:
         self._update_attrs(state=state)
@@ -212,28 +254,30 @@ class ZarrLedger(OutputLedger[Path]):
 
     def _create_marker(self, record: RunRecord) -> None:
         """The marker group and its empty done-units array, in the output's Zarr format."""
-        done = self.marker / DONE_DIR
-        done.mkdir(parents=True)
+        (self.marker / DONE_DIR).mkdir(parents=True)
         if (self.path / ".zgroup").is_file():
             write_json_atomic(self.marker / ".zgroup", {"zarr_format": 2})
-            write_json_atomic(
-                done / ".zarray",
-                {
-                    "zarr_format": 2, "shape": [LEDGER_LENGTH], "chunks": [1], "dtype": "|u1",
-                    "compressor": None, "fill_value": 0, "filters": None, "order": "C",
-                    "dimension_separator": "/",
-                },
-            )  # fmt: skip
-        else:
-            write_json_atomic(
-                done / "zarr.json",
-                {
-                    "zarr_format": 3, "node_type": "array", "shape": [LEDGER_LENGTH],
-                    "data_type": "uint8",
-                    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
-                    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-                    "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {},
-                    "dimension_names": ["unit"],
-                },
-            )  # fmt: skip
+        self._create_array(self.marker / DONE_DIR, shape=LEDGER_LENGTH, dimension="unit")
         self._write_attrs({"run": record.to_dict(), "state": {}, "complete": False})
+
+    def _array_metadata(self, folder: Path) -> Path:
+        return folder / (".zarray" if self._zarr_format() == 2 else "zarr.json")
+
+    def _create_array(self, folder: Path, *, shape: int, dimension: str) -> None:
+        """The metadata of a one-dimensional uint8 array of single-byte chunks at ``folder``
+        (created with its parents), in the output's Zarr format."""
+        if self._zarr_format() == 2:
+            metadata: dict[str, Any] = {
+                "zarr_format": 2, "shape": [shape], "chunks": [1], "dtype": "|u1",
+                "compressor": None, "fill_value": 0, "filters": None, "order": "C",
+                "dimension_separator": "/",
+            }  # fmt: skip
+        else:
+            metadata = {
+                "zarr_format": 3, "node_type": "array", "shape": [shape], "data_type": "uint8",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {},
+                "dimension_names": [dimension],
+            }  # fmt: skip
+        write_json_atomic(self._array_metadata(folder), metadata)

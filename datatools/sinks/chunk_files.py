@@ -7,11 +7,18 @@ that overhead.
 
 By default each file is written under a temporary name and renamed, so a reader or a killed
 writer never leaves a torn chunk; :func:`datatools.ledger.clean_stray_files` removes temporaries
-a kill left behind. A caller whose chunks are written once, by one writer, read by no one before
-the writer records them done, and rewritten whole if it was killed first (convert's base units)
-passes ``atomic=False``: the file is written in place, which halves the directory operations
-(on ext4, two threads renaming in one folder spend much of their time waiting for its lock).
-Only for local directory stores and unsharded arrays; sharded arrays go through zarr-python.
+a kill left behind. A caller whose chunks are written by one writer and read by no one before
+the writer records them done (convert's base units, under the run's lease) passes
+``atomic=False``: a chunk file that does not exist yet is then created in place (``O_EXCL``),
+which halves the directory operations (on ext4, two threads renaming in one folder spend much
+of their time waiting for its lock), while a file that exists is still replaced through a
+temporary name. So a file another run may hold (one it wrote, or a torn one a killed run
+left) is never truncated where a reader sees it: a run paused mid-unit while another finished
+the output, then resumed and killed, leaves the finished files whole. Equal options give equal
+chunks, so a chunk the other run left out as all zeros is all zeros here too and is not
+created. Only for local directory stores and unsharded arrays; sharded arrays go through
+zarr-python, whose local store (3.1.3 and later) writes every file under a temporary name and
+renames it.
 Reading works the same way: :func:`chunk_reader` lets loaders decode a chunk straight from its
 file, for any local unsharded array whose codecs it recognises.
 """
@@ -47,6 +54,32 @@ def write_file(path: Path, payload: Any) -> None:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    _write_all(fd, payload)
+
+
+def write_new_file(path: Path, payload: Any) -> None:
+    """Write a bytes-like ``payload`` to ``path``: in place when no such file exists (created
+    exclusively, with its parent folders), else through :func:`write_file_atomic`, so an
+    existing file is never truncated.
+
+    Raises:
+        OSError: writing failed (a file created here may be left torn).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        write_file_atomic(path, payload)
+        return
+    _write_all(fd, payload)
+
+
+def _write_all(fd: int, payload: Any) -> None:
+    """Write all of ``payload`` to the open file ``fd`` and close it."""
     try:
         view = memoryview(payload).cast("B")
         while view:
@@ -84,8 +117,9 @@ class ChunkFiles:
     Args:
         path: the array's folder.
         encoder: the numcodecs codec equal to the array's compressor, or ``None`` for raw bytes.
-        atomic: write each file under a temporary name and rename it (see the module docstring
-            for when ``False`` is safe).
+        atomic: write each file under a temporary name and rename it; ``False``: create a
+            new file in place, replace an existing one through a temporary name (see the
+            module docstring for when that is safe).
         array: the array at ``path`` if already open (its metadata is used as it is).
     """
 
@@ -106,7 +140,7 @@ class ChunkFiles:
         self.fill_value = array.fill_value
         self._encode_key = array.metadata.encode_chunk_key
         self._buffers = threading.local()
-        self._store = write_file_atomic if atomic else write_file
+        self._store = write_file_atomic if atomic else write_new_file
 
     def write(self, chunk: Box, data: np.ndarray[Any, Any]) -> None:
         """Store ``data`` as the chunk whose box (array voxels) is ``chunk``.
