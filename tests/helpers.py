@@ -3,7 +3,9 @@ of small inputs, and random-box reads checked against them. (Fixtures live in ``
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -137,3 +139,20 @@ def values(array: zarr.Array[Any]) -> np.ndarray:
 def stored(group: zarr.Group, name: str) -> np.ndarray:
     """Every value of the array ``name`` of ``group``, as a numpy array."""
     return values(child_array(group, name))
+
+
+@contextlib.contextmanager
+def reads_stop_after(volume: Volume, count: int) -> Iterator[None]:
+    """``volume.read`` raises :class:`KeyboardInterrupt` once it has served ``count`` reads:
+    a run interrupted part-way through, at a known point."""
+    plain, reads = volume.read, [0]
+
+    def read(box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        reads[0] += 1
+        if reads[0] > count:
+            raise KeyboardInterrupt
+        return plain(box, out)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(volume, "read", read)
+        yield

@@ -25,13 +25,12 @@ from datatools import ledger
 from datatools.cli.main import cli
 from datatools.convert import convert
 from datatools.errors import ResumeMismatchError
-from datatools.geometry import Box
 from datatools.instances import extract_instances
 from datatools.instances.crops import Cropper
 from datatools.ledger.fingerprint import GROUPS
 from datatools.patches import extract_patches
 from datatools.sources import open_volume
-from tests.helpers import arange_volume, message, write_stack
+from tests.helpers import arange_volume, message, reads_stop_after, write_stack
 
 DATA = arange_volume((8, 16, 16), "uint16")
 CONVERT: dict[str, Any] = {"chunks": 4, "memory_limit": 2 * 4 * 4 * 16 * 2, "workers": 1}
@@ -171,18 +170,12 @@ def test_patches_refuse_a_changed_source(tmp_path: Path, stack: Path) -> None:
     options: dict[str, Any] = {"size": (2, 4, 4), "stride": 4, "chunk_rows": 4}
     options.update(memory_limit=10_000, workers=1)
     out = tmp_path / "p.zarr"
-    with open_volume(stack) as volume, pytest.MonkeyPatch.context() as patch:
-        plain, reads = volume.read, [0]
-
-        def read(box: Box, out: np.ndarray | None = None) -> np.ndarray:
-            reads[0] += 1
-            if reads[0] > 1:
-                raise KeyboardInterrupt
-            return plain(box, out)
-
-        patch.setattr(volume, "read", read)
-        with pytest.raises(KeyboardInterrupt):
-            extract_patches(volume, out, **options)
+    with (
+        open_volume(stack) as volume,
+        reads_stop_after(volume, 1),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        extract_patches(volume, out, **options)
     assert not ledger.is_complete(out)
     changed = stack / "slice_0006.tif"
     replace_slice(changed, DATA[6] // 2)

@@ -26,12 +26,11 @@ from datatools import ledger
 from datatools.cli.main import cli
 from datatools.convert import convert
 from datatools.executor import TaskSlice
-from datatools.geometry import Box
 from datatools.ledger.zarr_folder import ZarrLedger
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume, open_volume
 from datatools.verify import verify
-from tests.helpers import arange_volume
+from tests.helpers import arange_volume, reads_stop_after
 
 DATA = arange_volume((16, 16, 16), "uint16")
 KINDS = ("chunk temporary", "zarr temporary", "empty done record", "unfinished sibling")
@@ -141,18 +140,12 @@ def test_a_rerun_removes_the_leftovers_of_killed_patches(tmp_path: Path) -> None
     out = tmp_path / "p.zarr"
     fresh = extract_patches(source, tmp_path / "fresh.zarr", **options)
     sibling = plant(out, "unfinished sibling")  # from a killed --overwrite, say
-    with open_volume(source) as volume, pytest.MonkeyPatch.context() as patch:
-        plain, reads = volume.read, [0]
-
-        def read(box: Box, out: np.ndarray | None = None) -> np.ndarray:
-            reads[0] += 1
-            if reads[0] > 2:
-                raise KeyboardInterrupt
-            return plain(box, out)
-
-        patch.setattr(volume, "read", read)
-        with pytest.raises(KeyboardInterrupt):
-            extract_patches(volume, out, **options)
+    with (
+        open_volume(source) as volume,
+        reads_stop_after(volume, 2),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        extract_patches(volume, out, **options)
     assert not ledger.is_complete(out)
     temporary = out / "patches" / "c" / f".0.{os.getpid()}.139872.tmp"
     temporary.write_bytes(b"half a chunk")
