@@ -1,0 +1,142 @@
+"""Hostile inputs stay within the memory limit: a decompression-bomb TIFF strip and Zarr arrays
+of pathological chunking or declared shape are refused with one ``Error:`` line before any
+output exists; what is accepted stays bounded."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from click.testing import CliRunner
+
+from datatools.cli.main import cli
+from datatools.convert import convert
+from datatools.sources import open_volume
+from tests.helpers import arange_volume
+
+BOMB = 4000
+"""Side of the bomb strip: 16 MB of uint8 zeros, one zlib strip of about 16 KB on disk."""
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Run the CLI in-process: exit code and the last line of stderr."""
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    lines = result.stderr.strip().splitlines()
+    return result.exit_code, lines[-1] if lines else ""
+
+
+def bomb(path: Path) -> Path:
+    tifffile.imwrite(path, np.zeros((BOMB, BOMB), np.uint8), compression="zlib", rowsperstrip=BOMB)
+    assert path.stat().st_size < 100_000
+    return path
+
+
+def bomb_stack(folder: Path) -> Path:
+    folder.mkdir()
+    for z in range(2):
+        bomb(folder / f"s{z}.tif")
+    return folder
+
+
+# ------------------------------------------------------------ decompression bombs (TIFF)
+
+
+@pytest.mark.parametrize(
+    ("make", "piece"), [(bomb, "4000 x 4000"), (bomb_stack, "1 x 4000 x 4000")]
+)
+def test_a_strip_larger_than_the_memory_limit_is_refused_before_the_target_exists(
+    tmp_path: Path, make: Callable[[Path], Path], piece: str
+) -> None:
+    source = make(tmp_path / "bomb")
+    out = tmp_path / "o.zarr"
+    code, line = run("convert", str(source), str(out), "--memory-limit", "8M", "-q")
+    assert code == 2, line
+    assert line == (
+        f"Error: {source}: its smallest readable piece (a chunk, strip or tile of {piece}) "
+        "decodes to 16000000 bytes, more than --memory-limit 8388608 (8388608 bytes) (give "
+        "--memory-limit 92M or more, where units hold whole pieces, or store the input in "
+        "smaller chunks, strips or tiles)"
+    )
+    assert not out.exists()
+
+
+def test_a_strip_within_the_limit_is_decoded_once_and_memory_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    source = bomb(tmp_path / "bomb.tif")
+    limit = 96 * 2**20
+    tracemalloc.start()
+    try:
+        result = convert(str(source), tmp_path / "o.zarr", chunks=64, memory_limit=limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.complete
+    assert result.units_total == 1  # the one unit holds the whole strip: decoded once
+    assert peak < limit
+
+
+def test_an_uncompressed_plane_larger_than_the_limit_reads_row_by_row(tmp_path: Path) -> None:
+    data = arange_volume((1500, 1500), "uint8")
+    tifffile.imwrite(tmp_path / "plane.tif", data)
+    with open_volume(str(tmp_path / "plane.tif")) as volume:
+        assert volume.describe()["memory_mapped"]
+        assert volume.chunks == (1, 1500)  # a row: reads touch only the rows they need
+    result = convert(str(tmp_path / "plane.tif"), tmp_path / "o.zarr", memory_limit=2**20)
+    assert result.complete
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "0")[:], data)
+
+
+# ------------------------------------------------------------------- Zarr chunking
+
+
+def test_a_chunk_larger_than_the_memory_limit_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "big_chunk.zarr"
+    zarr.create_array(source, shape=(64, 64, 64), chunks=(1024, 1024, 1024), dtype="uint8")
+    out = tmp_path / "o.zarr"
+    code, line = run("convert", str(source), str(out), "--memory-limit", "64M", "-q")
+    assert code == 2, line
+    assert line == (
+        f"Error: {source}: its smallest readable piece (a chunk, strip or tile of 1024 x 1024 "
+        "x 1024) decodes to 1073741824 bytes, more than --memory-limit 67108864 (67108864 "
+        "bytes) (give --memory-limit 6144M or more, where units hold whole pieces, or store "
+        "the input in smaller chunks, strips or tiles)"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (
+            ["--memory-limit", "64M"],
+            "takes 91064453125 units of 11010048 bytes, too many to keep track of at "
+            "--memory-limit 67108864 (11656250000000 bytes, more than 67108864)",
+        ),
+        (
+            [],
+            "takes 15136718750 units of 67108864 bytes, too many to keep track of at the "
+            "default memory limit (1937500000000 bytes, more than 402653184)",
+        ),
+    ],
+)
+def test_a_declared_shape_of_a_million_per_axis_is_refused_before_planning_units(
+    tmp_path: Path, limit: list[str], expected: str
+) -> None:
+    source = tmp_path / "huge.zarr"
+    zarr.create_array(source, shape=(10**6,) * 3, chunks=(64, 64, 64), dtype="uint8")
+    out = tmp_path / "o.zarr"
+    code, line = run("convert", str(source), str(out), *limit, "-q")
+    assert code == 2, line
+    assert line == (
+        f"Error: {source}: converting 1000000 x 1000000 x 1000000 voxels {expected} (convert "
+        "a part with --roi, or give a larger --memory-limit: units grow with it)"
+    )
+    assert not out.exists()
