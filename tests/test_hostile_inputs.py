@@ -16,7 +16,9 @@ from click.testing import CliRunner
 
 from datatools.cli.main import cli
 from datatools.convert import convert
-from datatools.sources import open_volume
+from datatools.geometry import Box
+from datatools.sources import open_volume, zarr_array
+from datatools.sources.zarr_array import chunk_batches
 from tests.helpers import arange_volume
 
 BOMB = 4000
@@ -140,3 +142,67 @@ def test_a_declared_shape_of_a_million_per_axis_is_refused_before_planning_units
         "a part with --roi, or give a larger --memory-limit: units grow with it)"
     )
     assert not out.exists()
+
+
+def test_many_tiny_chunks_are_read_in_batches_of_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((8, 16, 16), "uint8")
+    zarr.create_array(tmp_path / "tiny.zarr", data=data, chunks=(1, 1, 1))
+    monkeypatch.setattr(zarr_array, "READ_CHUNKS", 64)
+    with open_volume(str(tmp_path / "tiny.zarr")) as volume:
+        out = np.zeros(data.shape, data.dtype)
+        tracemalloc.start()
+        try:
+            got = volume.read(Box.from_shape(data.shape), out=out)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert got is out
+    np.testing.assert_array_equal(out, data)
+    # zarr-python keeps about 2.3 KiB per chunk of a read: 2048 chunks at once took 4.7 MB
+    assert peak < 2 * 2**20
+
+
+def test_batched_reads_convert_equal_to_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = arange_volume((6, 7, 9), "uint16")
+    zarr.create_array(tmp_path / "src.zarr", data=data, chunks=(2, 3, 2))
+    monkeypatch.setattr(zarr_array, "READ_CHUNKS", 3)  # units of one 4^3 chunk meet 8 to 16
+    result = convert(
+        str(tmp_path / "src.zarr"), tmp_path / "o.zarr", chunks=4, memory_limit=6 * 4**3 * 2
+    )
+    assert result.complete
+    assert result.units_total == 2 * 2 * 3
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "0")[:], data)
+
+
+@pytest.mark.parametrize(
+    ("box", "chunks", "most"),
+    [
+        (Box((0, 0, 0), (8, 8, 8)), (1, 1, 1), 16),
+        (Box((1, 3, 2), (7, 8, 9)), (2, 3, 2), 5),
+        (Box((5, 0), (6, 100)), (4, 7), 3),
+        (Box((0, 0), (9, 9)), (4, 4), 1000),
+    ],
+)
+def test_chunk_batches_cover_the_box_once_in_whole_chunks(
+    box: Box, chunks: tuple[int, ...], most: int
+) -> None:
+    covered = np.zeros(box.stop, np.int32)
+    parts = list(chunk_batches(box, chunks, most))
+    for part in parts:
+        covered[part.slices()] += 1
+        inner = [
+            (a // c, -(-b // c)) for a, b, c in zip(part.start, part.stop, chunks, strict=True)
+        ]
+        assert np.prod([b - a for a, b in inner]) <= most
+        for a, b, c, lo, hi in zip(part.start, part.stop, chunks, box.start, box.stop, strict=True):
+            assert a % c == 0 or a == lo  # parts start on the chunk grid or at the box
+            assert b % c == 0 or b == hi
+    assert (covered[box.slices()] == 1).all()
+    assert covered.sum() == box.size
+    met = [-(-b // c) - a // c for a, b, c in zip(box.start, box.stop, chunks, strict=True)]
+    if np.prod(met) <= most:
+        assert parts == [box]
