@@ -1,6 +1,6 @@
-"""Hostile inputs stay within the memory limit: a decompression-bomb TIFF strip and Zarr arrays
-of pathological chunking or declared shape are refused with one ``Error:`` line before any
-output exists; what is accepted stays bounded."""
+"""Hostile inputs stay within the memory limit: a decompression-bomb TIFF strip, Zarr arrays of
+pathological chunking or declared shape, and patch sizes or chunk rows beyond memory are refused
+with one ``Error:`` line before any output exists; what is accepted stays bounded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from datatools.cli.main import cli
 from datatools.convert import convert
 from datatools.geometry import Box
+from datatools.patches import extract_patches, plan_patches
+from datatools.patches.options import PatchOptions
 from datatools.sources import open_volume, zarr_array
 from datatools.sources.zarr_array import chunk_batches
 from tests.helpers import arange_volume
@@ -94,6 +96,42 @@ def test_an_uncompressed_plane_larger_than_the_limit_reads_row_by_row(tmp_path: 
     result = convert(str(tmp_path / "plane.tif"), tmp_path / "o.zarr", memory_limit=2**20)
     assert result.complete
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "0")[:], data)
+
+
+def test_patches_refuse_a_strip_larger_than_the_memory_limit(tmp_path: Path) -> None:
+    source = bomb(tmp_path / "bomb.tif")
+    out = tmp_path / "p.zarr"
+    code, line = run("patches", str(source), str(out), "--size", "64", "--memory-limit", "8M", "-q")
+    assert code == 2, line
+    assert line == (
+        f"Error: {source}: its smallest readable piece (a chunk, strip or tile of 4000 x 4000) "
+        "decodes to 16000000 bytes, more than the memory limit (8388608 bytes) (give "
+        "--memory-limit 16M or more, or store the input in smaller chunks, strips or tiles)"
+    )
+    assert not out.exists()
+
+
+def test_patch_slabs_cut_through_strips_that_would_pass_their_budget(tmp_path: Path) -> None:
+    data = arange_volume((4, 512, 512), "uint16")
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(folder / f"s{z}.tif", plane, compression="zlib", rowsperstrip=512)
+    limit = 2**21  # slabs of 256 KiB with one worker; one whole strip and its reach: 2 MiB
+    with open_volume(str(folder)) as volume:
+        plan = plan_patches(volume, PatchOptions(size=8), memory_limit=limit, workers=1)
+    assert np.prod(plan.slab_extent[1:]) < 512 * 512
+    cut = extract_patches(str(folder), tmp_path / "cut.zarr", size=8, memory_limit=limit)
+    whole = extract_patches(str(folder), tmp_path / "whole.zarr", size=8)
+    assert cut.total == whole.total == 64 * 64
+    found = []
+    for name in ("cut.zarr", "whole.zarr"):
+        written = zarr.open_group(tmp_path / name, mode="r")
+        origins = np.asarray(written["origins"])
+        order = np.lexsort(origins.T[::-1])
+        found.append((origins[order], np.asarray(written["patches"])[order]))
+    np.testing.assert_array_equal(found[0][0], found[1][0])
+    np.testing.assert_array_equal(found[0][1], found[1][1])
 
 
 # ------------------------------------------------------------------- Zarr chunking
@@ -206,3 +244,46 @@ def test_chunk_batches_cover_the_box_once_in_whole_chunks(
     met = [-(-b // c) - a // c for a, b, c in zip(box.start, box.stop, chunks, strict=True)]
     if np.prod(met) <= most:
         assert parts == [box]
+
+
+# ----------------------------------------------------------------- patch sizes
+
+
+@pytest.fixture
+def small_tiff(tmp_path: Path) -> Path:
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, arange_volume((8, 16, 16), "uint16"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--size", "100000"],
+            "--size 100000: one patch of the source takes 2000000000000000 bytes, more than "
+            "half the memory limit (268435456 bytes) (give a smaller --size, or --memory-limit "
+            "3814697266M or more)",
+        ),
+        (
+            ["--size", "4", "--chunk-rows", "100000000000"],
+            "--chunk-rows 100000000000: one chunk row of patches takes 15200000000000 bytes "
+            "(100000000000 x 152), more than a quarter of the memory limit (268435456 bytes) "
+            "(give a smaller --chunk-rows, or --memory-limit 57983399M or more)",
+        ),
+        (
+            ["--size", "300", "--memory-limit", "32M"],
+            "--size 300: one patch of the source takes 54000000 bytes, more than half the "
+            "memory limit (33554432 bytes) (give a smaller --size, or --memory-limit 103M or "
+            "more)",
+        ),
+    ],
+)
+def test_patch_sizes_beyond_memory_are_refused_before_the_target_exists(
+    small_tiff: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "p.zarr"
+    code, line = run("patches", str(small_tiff), str(out), *args, "-q")
+    assert code == 2, line
+    assert line == f"Error: {message}"
+    assert not out.exists()
