@@ -90,7 +90,10 @@ class ConvertJob:
         Raises:
             OptionError, RoiError: an option does not fit the source or the output format
                 (an HDF5 dataset path that is not a name, or is the ledger's).
-            InputError: a source file cannot be examined.
+            InputError: a source file cannot be examined; or the source cannot be converted
+                within the memory limit: one of its chunks, strips or tiles decodes to more
+                than the limit, or its units are too many to keep track of
+                (:mod:`datatools.convert.plan`).
         """
         out_opts, run = options.output, options.run
         as_labels, zarr_format = options.as_labels, out_opts.zarr_format
@@ -138,6 +141,9 @@ class ConvertJob:
         )
         itemsize = max(volume.dtype.itemsize, out_dtype.itemsize)
         unit_bytes = planning.unit_bytes(run.memory_limit, shard_shape or chunk_shape, itemsize)
+        planning.check_source_pieces(
+            volume.spec, volume.chunks, volume.dtype.itemsize, run.memory_limit
+        )
         plan = planning.make_plan(
             box,
             chunk_shape,
@@ -148,6 +154,7 @@ class ConvertJob:
             source_chunks=volume.chunks,
             existing=existing_unit_shapes,
         )
+        planning.check_unit_count(volume.spec, plan, itemsize, run.memory_limit)
         params: dict[str, Any] = {
             "source": spec_text(volume.spec),
             "roi": box.to_text(),

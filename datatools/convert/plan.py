@@ -6,6 +6,20 @@ units write the same chunk or shard. Base units cover level 0 and, when there is
 level-1 chunks made from them (a base unit spans whole level-1 chunks); each further level ``k``
 is built from level ``k - 1`` in its own units. Ledger indices: base units first, then each
 level's units in order.
+
+Hostile inputs are refused before the target is created, with what would fit:
+
+- A source whose smallest readable piece (``Volume.chunks``: one strip, tile or chunk; a
+  chunk is decoded whole even where it reaches past the array) decodes to more than the memory
+  limit (:func:`check_source_pieces`): every read decodes the pieces it meets whole, so one
+  such piece takes more than the limit on every read, once per unit (a 30000 x 30000 zlib
+  strip, 875 KB on disk, is 900 MB decoded: 94 times at ``--memory-limit 64M``). A piece that
+  fits is decoded once where a step of whole pieces (and output chunks) fits in a unit; a
+  larger one is decoded by each unit that meets it, and the units being read (two at a time)
+  each hold one such piece beside their data.
+- A plan of more units than the memory limit can keep track of (:func:`check_unit_count`):
+  a run keeps the indices of its units to do and done, about :data:`UNIT_RECORD_BYTES` each,
+  so a declared shape of 10^6 per axis is refused instead of filling the memory while planning.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from datatools.errors import OptionError
+from datatools.errors import InputError, OptionError
 from datatools.geometry import Box, normalize_chunks, spatial_axes
 
 log = logging.getLogger(__name__)
@@ -26,6 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_UNIT_BYTES = 64 * 2**20
 UNITS_IN_FLIGHT = 3
 """Units whose data can be in memory at once: one read ahead, one encoding, one finishing."""
+DEFAULT_MEMORY = 2 * UNITS_IN_FLIGHT * DEFAULT_UNIT_BYTES
+"""The memory limit that gives the default units."""
+UNIT_RECORD_BYTES = 128
+"""Memory a run spends per unit of its plan on bookkeeping (the indices of the units to do and
+done, in sets and lists; measured about 75-110 bytes)."""
 
 Array = np.ndarray[Any, Any]
 
@@ -173,6 +192,12 @@ def _granule(
 
 
 def unit_bytes(memory_limit: int | None, block: Sequence[int], itemsize: int) -> int:
+    """Bytes of source data one unit may hold: ``memory_limit / (2 * UNITS_IN_FLIGHT)``, or
+    :data:`DEFAULT_UNIT_BYTES` without a limit.
+
+    Raises:
+        OptionError: the limit cannot hold the units in flight of one block each.
+    """
     if memory_limit is None:
         return DEFAULT_UNIT_BYTES
     needed = 2 * UNITS_IN_FLIGHT * math.prod(block) * itemsize
@@ -182,6 +207,63 @@ def unit_bytes(memory_limit: int | None, block: Sequence[int], itemsize: int) ->
             f"{needed} bytes; use smaller --chunks)"
         )
     return memory_limit // (2 * UNITS_IN_FLIGHT)
+
+
+def check_source_pieces(
+    spec: str, piece: Sequence[int] | None, itemsize: int, memory_limit: int | None
+) -> None:
+    """Refuse a source whose smallest readable piece decodes to more than the memory limit.
+
+    Args:
+        spec: the source, for the message.
+        piece: the source's chunk, strip or tile shape (``Volume.chunks``), ``None`` when any
+            box reads on its own.
+        itemsize: bytes per source voxel.
+        memory_limit: bytes in flight, ``None`` for the default (:data:`DEFAULT_MEMORY`).
+
+    Raises:
+        InputError: naming the piece, its decoded size, and the ``--memory-limit`` at which
+            units hold whole pieces.
+    """
+    if piece is None:
+        return
+    nbytes = math.prod(piece) * itemsize
+    limit = DEFAULT_MEMORY if memory_limit is None else memory_limit
+    if nbytes <= limit:
+        return
+    named = "the default memory limit" if memory_limit is None else f"--memory-limit {memory_limit}"
+    whole = -(-2 * UNITS_IN_FLIGHT * nbytes // 2**20)
+    raise InputError(
+        f"{spec}: its smallest readable piece (a chunk, strip or tile of "
+        f"{' x '.join(map(str, piece))}) decodes to {nbytes} bytes, more than {named} "
+        f"({limit} bytes) (give --memory-limit {whole}M or more, where units hold whole "
+        "pieces, or store the input in smaller chunks, strips or tiles)"
+    )
+
+
+def check_unit_count(spec: str, plan: ConvertPlan, itemsize: int, memory_limit: int | None) -> None:
+    """Refuse a plan whose units are too many to keep track of within the memory limit.
+
+    A run holds about :data:`UNIT_RECORD_BYTES` per unit besides its units in flight; that may
+    take up to the memory limit, and at least :data:`DEFAULT_UNIT_BYTES` (half a million units),
+    however small the limit.
+
+    Raises:
+        InputError: naming the volume's shape, the unit count and the bytes they need.
+    """
+    limit = DEFAULT_MEMORY if memory_limit is None else memory_limit
+    allowed = max(limit, DEFAULT_UNIT_BYTES)
+    needed = plan.n_units * UNIT_RECORD_BYTES
+    if needed <= allowed:
+        return
+    named = "the default memory limit" if memory_limit is None else f"--memory-limit {memory_limit}"
+    unit = math.prod(plan.unit_shape) * itemsize
+    raise InputError(
+        f"{spec}: converting {' x '.join(map(str, plan.shape))} voxels takes {plan.n_units} "
+        f"units of {unit} bytes, too many to keep track of at {named} ({needed} bytes, more "
+        f"than {allowed}) (convert a part with --roi, or give a larger --memory-limit: units "
+        "grow with it)"
+    )
 
 
 def make_plan(

@@ -24,6 +24,12 @@ Peak memory: ``memory_limit`` (default 256 MiB) bounds the slabs in flight: each
 threads read slabs ahead of the one being cut; 0 reads in the calling thread); plus one batch being
 appended (at most 16 MiB), the writers' buffers (one chunk row, about 2 MiB, per array and
 class) and the plan (``8 x ndim`` bytes per patch). Never the volume, never a float copy of it.
+Slabs cover whole source chunks where that fits in their share, else cut through them. Sizes
+that cannot fit are refused before the output is created: a patch larger than half
+``memory_limit``, a chunk row given by ``chunk_rows`` larger than a quarter of it (or 2 MiB), a
+source chunk (strip, tile) decoding to more than all of it
+(:func:`datatools.patches.plan.check_slab_bytes`,
+:func:`datatools.patches.output.check_chunk_rows`).
 """
 
 from __future__ import annotations
@@ -46,8 +52,20 @@ from datatools.executor import R, T, default_workers
 from datatools.geometry import Box, spatial_axes
 from datatools.inputs import open_input
 from datatools.patches.options import PatchOptions
-from datatools.patches.output import PatchResult, default_chunk_rows, open_output, previous_extent
-from datatools.patches.plan import PatchGeometry, PatchPlan, SlabPatches, plan_patches
+from datatools.patches.output import (
+    PatchResult,
+    check_chunk_rows,
+    default_chunk_rows,
+    open_output,
+    previous_extent,
+)
+from datatools.patches.plan import (
+    DEFAULT_MEMORY_LIMIT,
+    PatchGeometry,
+    PatchPlan,
+    SlabPatches,
+    plan_patches,
+)
 from datatools.patches.sampling import resolve_seed
 from datatools.progress import progress_bar
 from datatools.sources import (
@@ -284,9 +302,11 @@ def extract_patches(
         overwrite: replace an existing output of datatools (never a foreign one).
 
     Raises:
-        OptionError, RoiError: invalid options (the message names the option).
+        OptionError, RoiError: invalid options (the message names the option), or a patch or
+            chunk row that does not fit in the memory limit.
         InputError, InputNotFoundError: unreadable inputs, labels or mask not on the source's
-            grid, or nothing selected (then nothing is written).
+            grid, a source chunk (strip, tile) decoding to more than the memory limit, or
+            nothing selected (then nothing is written).
         TargetError, ResumeMismatchError: the target is not ours or holds another run.
         WriteError: writing failed (the output stays resumable).
     """
@@ -333,6 +353,8 @@ def extract_patches(
         )
         g = plan.geometry
         rows = chunk_rows or default_chunk_rows(g.item_shape, volume.dtype)
+        limit = DEFAULT_MEMORY_LIMIT if run.memory_limit is None else run.memory_limit
+        check_chunk_rows(rows, _row_bytes(g, volume, lab), limit, given=chunk_rows is not None)
         record["slab_extent"] = list(plan.slab_extent)
         written = 0
         with (

@@ -23,7 +23,7 @@ import numpy as np
 
 from datatools import __version__
 from datatools import ledger as owned
-from datatools.errors import TargetError
+from datatools.errors import OptionError, TargetError
 from datatools.geometry import spatial_axes
 from datatools.options import OutputOptions
 from datatools.patches.plan import PatchGeometry, PatchPlan
@@ -41,6 +41,37 @@ def default_chunk_rows(item_shape: Sequence[int], dtype: np.dtype[Any]) -> int:
     """Patches per output chunk: about 2 MiB of patches (1 to 65,536)."""
     item_bytes = math.prod(item_shape) * np.dtype(dtype).itemsize
     return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // max(1, item_bytes)))
+
+
+def check_chunk_rows(chunk_rows: int, row_bytes: int, limit: int, *, given: bool) -> None:
+    """Refuse a chunk row of patches that does not fit in memory, before the output exists.
+
+    The writers buffer one chunk row (``chunk_rows`` rows of ``row_bytes``: patch, label patch
+    and origin) per array and class, and a batch being appended holds at least one: a chunk row
+    ``given`` may take a quarter of ``limit`` or :data:`CHUNK_BYTES`, whichever is larger; the
+    default one (about :data:`CHUNK_BYTES` of patches) is refused only when one row alone
+    passes that.
+
+    Raises:
+        OptionError: naming ``--chunk-rows`` when ``given``, else ``--size`` (one row alone
+            is too large).
+    """
+    nbytes = (chunk_rows if given else 1) * row_bytes
+    allowed = max(limit // 4, CHUNK_BYTES)
+    if nbytes <= allowed:
+        return
+    needed = -(-4 * nbytes // 2**20)
+    if given:
+        raise OptionError(
+            f"--chunk-rows {chunk_rows}: one chunk row of patches takes {nbytes} bytes "
+            f"({chunk_rows} x {row_bytes}), more than a quarter of the memory limit ({limit} "
+            f"bytes) (give a smaller --chunk-rows, or --memory-limit {needed}M or more)"
+        )
+    raise OptionError(
+        f"--size: one row of patches (patch, labels and origin) takes {row_bytes} bytes, more "
+        f"than a quarter of the memory limit ({limit} bytes) (give a smaller --size, or "
+        f"--memory-limit {needed}M or more)"
+    )
 
 
 def previous_extent(

@@ -254,13 +254,17 @@ def plan_patches(
 
     Reads only ``mask`` and ``labels``, tile by tile, and only when a mask, ``min_fraction`` or
     ``per_class`` needs them. Rows are ordered slab by slab, C order inside a slab; slabs
-    follow the source chunks and ``memory_limit`` unless ``extent`` fixes them (a resumed run
-    keeps its first run's order). Peak memory: one planning tile (``memory_limit / 2`` at
-    most) plus ``8 x ndim`` bytes per patch.
+    follow the source chunks and ``memory_limit`` (cutting through chunks whose whole slabs
+    would pass their share) unless ``extent`` fixes them (a resumed run keeps its first run's
+    order). Peak memory: one planning tile (``memory_limit / 2`` at most) plus ``8 x ndim``
+    bytes per patch.
 
     Raises:
-        OptionError, RoiError: invalid options.
-        InputError: labels or mask not on the source's grid, or nothing selected.
+        OptionError, RoiError: invalid options, or a patch larger than half the memory limit
+            (:func:`check_slab_bytes`).
+        InputError: labels or mask not on the source's grid, nothing selected, a source chunk
+            (strip, tile) decoding to more than the memory limit, or resumed slabs larger than
+            half of it.
     """
     g = make_geometry(volume, options)
     sel = check_selection(options, has_labels=labels is not None, has_mask=mask is not None)
@@ -270,6 +274,16 @@ def plan_patches(
     limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
     if limit <= 0:
         raise OptionError(f"--memory-limit {limit}: must be > 0")
+    if extent is None:
+        chunks = None if volume.chunks is None else [volume.chunks[i] for i in g.spatial]
+        budget = max(1, limit // (2 * (max(0, workers) + 1)))
+        per_voxel = _voxel_bytes(g, volume, labels)
+        extent = slab_extent(g.bounds.shape, g.size, chunks, per_voxel, budget)
+        if _slab_bytes(g, extent, per_voxel) > budget:
+            # whole source chunks (one strip of a whole slice) would make larger slabs: cut
+            # through them (a slab decodes the chunks it meets, as its neighbours do)
+            extent = slab_extent(g.bounds.shape, g.size, None, per_voxel, budget)
+    check_slab_bytes(g, volume, labels, extent, limit, _text(options.size or ()))
     seed = resolve_seed(rng) if sel.random else None
     found = choose_origins(
         Region(g.bounds, tuple(g.size), tuple(g.stride), g.edge),
@@ -282,14 +296,69 @@ def plan_patches(
     groups = {("" if c is None else f"class_{c}"): o for c, o in found.items() if len(o)}
     if not groups:
         raise _nothing_error(g, options, volume, labels, mask)
-    if extent is None:
-        other = math.prod(n for i, n in enumerate(g.shape) if i not in g.spatial)
-        per_voxel = volume.dtype.itemsize * other + (0 if labels is None else labels.dtype.itemsize)
-        chunks = None if volume.chunks is None else [volume.chunks[i] for i in g.spatial]
-        budget = max(1, limit // (2 * (max(0, workers) + 1)))
-        extent = slab_extent(g.bounds.shape, g.size, chunks, per_voxel, budget)
     slabs, ordered, offsets = _order(groups, extent, g.bounds.start)
     return PatchPlan(g, ordered, tuple(int(e) for e in extent), slabs, offsets, seed)
+
+
+def check_slab_bytes(
+    g: PatchGeometry,
+    volume: Volume,
+    labels: Volume | None,
+    extent: Sequence[int],
+    limit: int,
+    size: str,
+) -> None:
+    """Refuse patches or source pieces that cannot fit in memory, before anything is read or
+    written.
+
+    A slab holds the patches whose origins lie in one tile of ``extent``, plus their reach
+    (``size - 1``), of the source (every channel) and the labels; even without read-ahead one
+    slab is in memory at a time, so it must fit in half of ``limit``. A read decodes each
+    source chunk (strip, tile) it meets whole, so one must fit in ``limit``. ``size``: the
+    ``--size`` option as given, for the message.
+
+    Raises:
+        OptionError: one patch alone takes more than half the limit (``--size``).
+        InputError: one chunk, strip or tile of the source decodes to more than the limit, or
+            the slabs of the run being resumed take more than half of it.
+    """
+    per_voxel = _voxel_bytes(g, volume, labels)
+    patch = math.prod(g.size) * per_voxel
+    if patch > limit // 2:
+        what = "source" if labels is None else "source and labels"
+        raise OptionError(
+            f"--size {size}: one patch of the {what} takes {patch} bytes, more than half "
+            f"the memory limit ({limit} bytes) (give a smaller --size, or --memory-limit "
+            f"{-(-2 * patch // 2**20)}M or more)"
+        )
+    piece = math.prod(volume.chunks or ()) * volume.dtype.itemsize
+    if volume.chunks is not None and piece > limit:
+        raise InputError(
+            f"{volume.spec}: its smallest readable piece (a chunk, strip or tile of "
+            f"{' x '.join(map(str, volume.chunks))}) decodes to {piece} bytes, more than the "
+            f"memory limit ({limit} bytes) (give --memory-limit {-(-piece // 2**20)}M or more, "
+            "or store the input in smaller chunks, strips or tiles)"
+        )
+    slab = _slab_bytes(g, extent, per_voxel)
+    if slab > limit // 2:
+        raise InputError(
+            f"{volume.spec}: the slabs of {' x '.join(map(str, extent))} voxels this output was "
+            f"started with take {slab} bytes with the patches' reach, more than half the memory "
+            f"limit ({limit} bytes) (resume with --memory-limit {-(-2 * slab // 2**20)}M or more)"
+        )
+
+
+def _slab_bytes(g: PatchGeometry, extent: Sequence[int], per_voxel: int) -> int:
+    """Bytes of the largest slab of ``extent``: a tile (at most the ROI) and the patches'
+    reach."""
+    reach = [min(e, n) + s - 1 for e, n, s in zip(extent, g.bounds.shape, g.size, strict=True)]
+    return math.prod(reach) * per_voxel
+
+
+def _voxel_bytes(g: PatchGeometry, volume: Volume, labels: Volume | None) -> int:
+    """Bytes a slab holds per spatial voxel: the source's channels and the label."""
+    other = math.prod(n for i, n in enumerate(g.shape) if i not in g.spatial)
+    return volume.dtype.itemsize * other + (0 if labels is None else labels.dtype.itemsize)
 
 
 def _check_companion(volume: Volume, g: PatchGeometry, role: str, source: str) -> None:

@@ -5,8 +5,9 @@ Series axes map to datatools axes in C order, channel first: ``Z`` -> z, ``Y`` -
 x, ``C`` or ``S`` (samples) -> c; a generic page axis (``Q``, ``I``) or time (``T``) becomes z
 when the series has no ``Z``. Length-1 axes are dropped, so a 2D file is ``"yx"``.
 
-Contiguous uncompressed series are memory-mapped; others are read through tifffile's Zarr
-store, which decodes only the pages and strips or tiles that meet a box.
+Contiguous uncompressed series are memory-mapped (a read touches only the rows it needs, so
+their ``chunks`` are rows); others are read through tifffile's Zarr store, which decodes only
+the pages and strips or tiles that meet a box (their ``chunks``).
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ class TiffFileVolume(Volume):
             if offset is not None:
                 raw = np.dtype(tif.byteorder + dtype.char)
                 array = np.memmap(name, dtype=raw, mode="r", offset=offset, shape=data.shape)
+                # a read touches only the rows it needs: the smallest readable piece is a row
                 stored = tuple(
-                    n if a in "YXS" else 1 for a, n in zip(data.axes, data.shape, strict=True)
+                    n if a in "XS" else 1 for a, n in zip(data.axes, data.shape, strict=True)
                 )
             else:
                 import zarr

@@ -7,11 +7,18 @@ inside the ``ome`` attribute (Zarr v3 ``zarr.json``). A level array named direct
 Zarr v3 ``dimension_names`` when they are letters of ``tczyx``, else from its number of
 dimensions: ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``. A time axis is read only when it holds
 a single time point, and is then dropped.
+
+zarr-python holds a few kilobytes of Python objects for every chunk a read touches until the read
+ends (about 2.3 KiB measured: 753 MB for a 64^3 array of 1 x 1 x 1 chunks), so a box of many
+small chunks is read in batches of whole chunks, at most :data:`READ_CHUNKS` at a time, each
+straight into its place in the result.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from datatools.errors import InputError, first_line
-from datatools.geometry import SPATIAL_AXES, Box
+from datatools.geometry import SPATIAL_AXES, Box, tile_box
 from datatools.ngff import ImageMetadata, parse_image
 from datatools.sources.base import AXES_BY_NDIM, LISTED_MAX, OpenOptions, SourceSpec, Volume
 
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 
 ZARR_METADATA = ("zarr.json", ".zarray", ".zgroup")
 AXIS_ORDER = "tczyx"
+READ_CHUNKS = 4096
+"""Chunks one zarr read touches at most (about 10 MB of zarr-python's objects)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,8 @@ class ZarrVolume(Volume):
     """A Zarr array, or one level of an OME-Zarr image, read with zarr-python (read-only).
 
     ``read(box)`` lets zarr fetch only the chunks that meet the box (missing chunks read as the
-    fill value). Peak memory per read: the box's bytes plus the chunks decoded for it.
+    fill value), :data:`READ_CHUNKS` at most at a time. Peak memory per read: the box's bytes
+    plus the chunks decoded for it.
     """
 
     kind = "zarr"
@@ -119,6 +129,23 @@ class ZarrVolume(Volume):
         _refuse_level(name, options)
         return cls(name, _only_array(name, node))
 
+    def read(self, box: Box, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+        """Read ``box`` (half-open, in this volume's axes) into ``out`` or a new array, in
+        batches of at most :data:`READ_CHUNKS` whole chunks.
+
+        Raises:
+            InputError: a chunk of the box cannot be decoded (corrupt or truncated).
+        """
+        assert self.chunks is not None
+        parts = chunk_batches(box, self.chunks, READ_CHUNKS)
+        first = next(parts)
+        if first == box:
+            return super().read(box, out)
+        result = np.empty(box.shape, self.dtype) if out is None else out
+        for part in (first, *parts):
+            result[part.relative_to(box.start).slices()] = self._read(part)
+        return result
+
     def _read(self, box: Box) -> np.ndarray[Any, Any]:
         """Read ``box`` (half-open, in this volume's axes) into a new array.
 
@@ -149,6 +176,28 @@ class ZarrVolume(Volume):
             if level.levels is None
             else [None if s is None else list(s) for s in level.levels],
         }
+
+
+def chunk_batches(box: Box, chunks: Sequence[int], most: int) -> Iterator[Box]:
+    """``box`` cut on the grid of ``chunks`` into parts of at most ``most`` whole chunks each
+    (the chunks it meets), in C order: whole along the last axes first.
+
+    Examples:
+        >>> [b.to_text() for b in chunk_batches(Box((1, 0), (5, 4)), (2, 2), 2)]
+        ['1:2,0:4', '2:4,0:4', '4:5,0:4']
+    """
+    low = [a // c * c for a, c in zip(box.start, chunks, strict=True)]
+    counts = [-(-(b - a) // c) for a, b, c in zip(low, box.stop, chunks, strict=True)]
+    batch = list(counts)
+    for ax in range(len(batch)):
+        if math.prod(batch) <= most:
+            break
+        batch[ax] = max(1, most // math.prod(batch[ax + 1 :]))
+    tile = [n * c for n, c in zip(batch, chunks, strict=True)]
+    for part in tile_box(Box(tuple(low), box.stop), tile):
+        inside = part.intersect(box)
+        assert inside is not None
+        yield inside
 
 
 def _open_node(name: str) -> zarr.Array[Any] | zarr.Group:
