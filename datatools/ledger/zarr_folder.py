@@ -205,8 +205,16 @@ class ZarrLedger(OutputLedger[Path]):
     def remove(self) -> None:
         """Delete the output folder; symlinks inside are removed as links, never followed.
 
+        Nothing is deleted until the whole folder is known to be removable: the working
+        directory (or a folder holding it) is refused, every folder inside must be writable,
+        and the output is first renamed to a hidden sibling in one step, so the marker never
+        leaves its data: an interrupted removal leaves that sibling, which the next completed
+        run cleans up (:mod:`datatools.ledger.leftovers`), and the target name free.
+
         Raises:
-            TargetError: :attr:`path` is a symlink, a file, or a folder without our marker.
+            TargetError: :attr:`path` is a symlink, a file, a folder without our marker, the
+                working directory or a folder holding it, or holds a folder that cannot be
+                emptied (named).
         """
         path = self.path
         if path.is_symlink():
@@ -216,7 +224,26 @@ class ZarrLedger(OutputLedger[Path]):
         if not self.is_ours():
             what = "a file" if path.is_file() else "a folder datatools did not create"
             raise TargetError(f"{path}: exists and is {what}; datatools will not remove it")
-        shutil.rmtree(path)
+        here, real = Path.cwd().resolve(), path.resolve()
+        if here == real or real in here.parents:
+            raise TargetError(
+                f"{path}: is the working directory or holds it; datatools will not remove it "
+                "(run the command from outside the output)"
+            )
+        for folder, subfolders, _ in os.walk(path):
+            for name in (folder, *(os.path.join(folder, s) for s in subfolders)):
+                if not os.path.islink(name) and not os.access(name, os.W_OK | os.X_OK):
+                    raise TargetError(
+                        f"{path}: cannot remove it whole: {name} is not writable (nothing "
+                        "was removed; fix its permissions or remove the output by hand)"
+                    )
+        try:
+            aside = fresh_name(path, PARTIAL_SUFFIX, lambda name: os.rename(path, name))
+        except OSError as exc:
+            raise TargetError(
+                f"{path}: cannot remove it ({exc.strerror or exc}; nothing was removed)"
+            ) from exc
+        shutil.rmtree(aside)
 
     def is_own_node(self, name: str) -> bool:
         return MARKER in name.strip("/").split("/")
