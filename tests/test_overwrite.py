@@ -71,3 +71,20 @@ def test_overwrite_replaces_the_output_and_leaves_no_sibling(output: Path) -> No
     assert result.exit_code == 0, result.output
     assert ledger.is_complete(output)
     assert sorted(p.name for p in output.parent.iterdir()) == ["out.zarr", "v.tif"]
+
+
+def test_a_removal_that_fails_half_way_names_what_is_left(
+    output: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("datatools.ledger.zarr_folder.shutil.rmtree", refuse)
+    result = CliRunner().invoke(
+        cli, ["convert", str(output.parent / "v.tif"), str(output), "--overwrite"]
+    )
+    assert result.exit_code == 2
+    assert "but not removed whole (Operation not permitted); remove" in result.output
+    [aside] = [p for p in output.parent.iterdir() if p.name.endswith(".datatools-partial")]
+    assert ledger.is_ours(aside)  # the marker stays with its data
+    assert not output.exists()

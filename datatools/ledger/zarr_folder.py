@@ -243,7 +243,13 @@ class ZarrLedger(OutputLedger[Path]):
             raise TargetError(
                 f"{path}: cannot remove it ({exc.strerror or exc}; nothing was removed)"
             ) from exc
-        shutil.rmtree(aside)
+        try:
+            shutil.rmtree(aside)
+        except OSError as exc:
+            raise TargetError(
+                f"{path}: moved aside to {aside.name} but not removed whole ({exc.strerror or exc}"
+                f"); remove {aside} by hand, then rerun"
+            ) from exc
 
     def is_own_node(self, name: str) -> bool:
         return MARKER in name.strip("/").split("/")
