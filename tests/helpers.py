@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -156,3 +156,15 @@ def reads_stop_after(volume: Volume, count: int) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(volume, "read", read)
         yield
+
+
+def stop_after(units: int) -> Callable[[int], None]:
+    """An ``on_unit_done`` that interrupts the run after ``units`` units are recorded."""
+    seen: list[int] = []
+
+    def stop(index: int) -> None:
+        seen.append(index)
+        if len(seen) == units:
+            raise KeyboardInterrupt
+
+    return stop

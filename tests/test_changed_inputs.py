@@ -30,25 +30,13 @@ from datatools.instances.crops import Cropper
 from datatools.ledger.fingerprint import GROUPS
 from datatools.patches import extract_patches
 from datatools.sources import open_volume
-from tests.helpers import arange_volume, message, reads_stop_after, write_stack
+from tests.helpers import arange_volume, message, reads_stop_after, stop_after, write_stack
 
 DATA = arange_volume((8, 16, 16), "uint16")
 CONVERT: dict[str, Any] = {"chunks": 4, "memory_limit": 2 * 4 * 4 * 16 * 2, "workers": 1}
 HINT = (
     "(resuming would mix old and new data; restore the inputs, or add --overwrite to start again)"
 )
-
-
-def stop_after(units: int) -> Any:
-    """An ``on_unit_done`` that interrupts the run after ``units`` units are recorded."""
-    seen: list[int] = []
-
-    def stop(index: int) -> None:
-        seen.append(index)
-        if len(seen) == units:
-            raise KeyboardInterrupt
-
-    return stop
 
 
 def replace_slice(file: Path, plane: np.ndarray, *, newer: bool = True) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from datatools.patches import extract_patches
 from datatools.sources import Volume, open_volume
 from datatools.verify import verify
 from datatools.writers import RunRecord, open_writer
-from tests.helpers import arange_volume
+from tests.helpers import arange_volume, stop_after
 
 Drop = tuple[str, str]
 """A key the previous release did not write: the node inside the output (``""`` for the
@@ -229,18 +229,6 @@ def assert_verifies(output: Path, against: Path) -> None:
     cli_result = CliRunner().invoke(cli, ["verify", str(output), "--against", str(against)])
     assert cli_result.exit_code == 0, cli_result.output
     assert cli_result.stdout.startswith(f"{output}: OK"), cli_result.stdout
-
-
-def stop_after(units: int) -> Callable[[int], None]:
-    """An ``on_unit_done`` that interrupts after ``units`` units are recorded."""
-    seen: list[int] = []
-
-    def stop(index: int) -> None:
-        seen.append(index)
-        if len(seen) == units:
-            raise KeyboardInterrupt
-
-    return stop
 
 
 def interrupt_after(

@@ -30,7 +30,7 @@ from datatools.ledger.zarr_folder import ZarrLedger
 from datatools.patches import extract_patches
 from datatools.sources import ArrayVolume, open_volume
 from datatools.verify import verify
-from tests.helpers import arange_volume, reads_stop_after
+from tests.helpers import arange_volume, reads_stop_after, stop_after
 
 DATA = arange_volume((16, 16, 16), "uint16")
 KINDS = ("chunk temporary", "zarr temporary", "empty done record", "unfinished sibling")
@@ -39,18 +39,6 @@ CONVERT: dict[str, dict[str, Any]] = {
     "chunks": {"chunks": 4, "levels": 3, "memory_limit": 2 * 4 * 4 * 16 * 2, "workers": 1},
     "shards": {**SHARDED, "workers": 1},  # one shard per unit
 }
-
-
-def stop_after(units: int) -> Any:
-    """An ``on_unit_done`` that interrupts the run after ``units`` units are recorded."""
-    seen: list[int] = []
-
-    def stop(index: int) -> None:
-        seen.append(index)
-        if len(seen) == units:
-            raise KeyboardInterrupt
-
-    return stop
 
 
 def done_record(out: Path, unit: int) -> Path:
